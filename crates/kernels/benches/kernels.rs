@@ -1,0 +1,332 @@
+//! Kernels at the shapes of the reference model (batch 32; widths 100, 300, 784), each
+//! as the dispatched SIMD kernel, the same kernel pinned to pulp's scalar path, and the
+//! plain scalar reference; and the GEMM at every product of one training step.
+//!
+//! `cargo bench -p kernels` (add a filter such as `-- gemm` to run a part).
+//! Throughput is in elements/s, and for the GEMM in FLOP/s (`2 m k n` per call).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kernels::activation::{self, Activation};
+use kernels::gemm::{gemm, MatMut, MatRef};
+use kernels::isa::{self, Arch};
+use kernels::output::{self, OutputLoss};
+use kernels::{gather, reduce, sparsity, Layout};
+use std::hint::black_box;
+use std::time::Duration;
+
+const BATCH: usize = 32;
+const WIDTHS: [usize; 3] = [100, 300, 784];
+
+fn data(len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    // A fixed low-discrepancy fill: reproducible, no RNG dependency.
+    (0..len)
+        .map(|i| lo + (hi - lo) * ((i as f32 * 0.618_034).fract()))
+        .collect()
+}
+
+/// The dispatched kernel and the same kernel on pulp's scalar path.
+fn variants() -> [(&'static str, Arch); 2] {
+    [
+        ("simd", *isa::available().last().unwrap()),
+        ("scalar-path", Arch::Scalar),
+    ]
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(800))
+        .sample_size(20)
+}
+
+fn elementwise(c: &mut Criterion) {
+    for act in [Activation::Selu, Activation::Sigmoid] {
+        let mut group = c.benchmark_group(format!("bias_{act:?}_forward").to_lowercase());
+        for width in WIDTHS {
+            let layout = Layout::contiguous(BATCH, width);
+            let input = data(layout.len(), -3.0, 3.0);
+            let bias = data(width, -0.5, 0.5);
+            let mut buf = input.clone();
+            group.throughput(Throughput::Elements(layout.len() as u64));
+            for (name, arch) in variants() {
+                group.bench_function(BenchmarkId::new(name, width), |b| {
+                    isa::with_arch(arch, || {
+                        b.iter(|| {
+                            buf.copy_from_slice(&input);
+                            activation::bias_activation_forward(act, layout, &mut buf, &bias)
+                        })
+                    })
+                });
+            }
+            group.bench_function(BenchmarkId::new("reference", width), |b| {
+                b.iter(|| {
+                    buf.copy_from_slice(&input);
+                    activation::reference::bias_activation_forward(act, layout, &mut buf, &bias)
+                })
+            });
+        }
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("{act:?}_backward").to_lowercase());
+        for width in WIDTHS {
+            let layout = Layout::contiguous(BATCH, width);
+            let out = data(layout.len(), -1.0, 1.0);
+            let grad = data(layout.len(), -1.0, 1.0);
+            let mut buf = grad.clone();
+            group.throughput(Throughput::Elements(layout.len() as u64));
+            for (name, arch) in variants() {
+                group.bench_function(BenchmarkId::new(name, width), |b| {
+                    isa::with_arch(arch, || {
+                        b.iter(|| {
+                            buf.copy_from_slice(&grad);
+                            activation::activation_backward(act, layout, &out, &mut buf)
+                        })
+                    })
+                });
+            }
+            group.bench_function(BenchmarkId::new("reference", width), |b| {
+                b.iter(|| {
+                    buf.copy_from_slice(&grad);
+                    activation::reference::activation_backward(act, layout, &out, &mut buf)
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+fn sparsity_steps(c: &mut Criterion) {
+    let mut group = c.benchmark_group("kl_sigmoid_backward");
+    for width in WIDTHS {
+        let layout = Layout::contiguous(BATCH, width);
+        let a = data(layout.len(), 0.01, 0.3);
+        let grad = data(layout.len(), -1e-3, 1e-3);
+        let mut buf = grad.clone();
+        let mut scratch = vec![0.0; width];
+        group.throughput(Throughput::Elements(layout.len() as u64));
+        for (name, arch) in variants() {
+            group.bench_function(BenchmarkId::new(name, width), |b| {
+                isa::with_arch(arch, || {
+                    b.iter(|| {
+                        buf.copy_from_slice(&grad);
+                        sparsity::kl_sparsity_backward(
+                            Activation::Sigmoid,
+                            layout,
+                            &a,
+                            &mut buf,
+                            0.1,
+                            0.05,
+                            &mut scratch,
+                        )
+                    })
+                })
+            });
+        }
+        group.bench_function(BenchmarkId::new("reference", width), |b| {
+            b.iter(|| {
+                buf.copy_from_slice(&grad);
+                sparsity::reference::kl_sparsity_backward(
+                    Activation::Sigmoid,
+                    layout,
+                    &a,
+                    &mut buf,
+                    0.1,
+                    0.05,
+                )
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("l1_sigmoid_backward");
+    for width in WIDTHS {
+        let layout = Layout::contiguous(BATCH, width);
+        let a = data(layout.len(), 0.01, 0.3);
+        let grad = data(layout.len(), -1e-3, 1e-3);
+        let mut buf = grad.clone();
+        group.throughput(Throughput::Elements(layout.len() as u64));
+        for (name, arch) in variants() {
+            group.bench_function(BenchmarkId::new(name, width), |b| {
+                isa::with_arch(arch, || {
+                    b.iter(|| {
+                        buf.copy_from_slice(&grad);
+                        sparsity::l1_sparsity_backward(
+                            Activation::Sigmoid,
+                            layout,
+                            &a,
+                            &mut buf,
+                            1e-3,
+                        )
+                    })
+                })
+            });
+        }
+        group.bench_function(BenchmarkId::new("reference", width), |b| {
+            b.iter(|| {
+                buf.copy_from_slice(&grad);
+                sparsity::reference::l1_sparsity_backward(
+                    Activation::Sigmoid,
+                    layout,
+                    &a,
+                    &mut buf,
+                    1e-3,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+fn output_step(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sigmoid_bce_output");
+    for width in WIDTHS {
+        let len = BATCH * width;
+        let z = data(len, -6.0, 6.0);
+        let x = data(len, 0.0, 1.0);
+        let mut grad = vec![0.0; len];
+        let scale = 1.0 / len as f32;
+        group.throughput(Throughput::Elements(len as u64));
+        for (name, arch) in variants() {
+            group.bench_function(BenchmarkId::new(name, width), |b| {
+                isa::with_arch(arch, || {
+                    b.iter(|| {
+                        output::output_backward(
+                            OutputLoss::SigmoidBinaryCrossEntropy,
+                            &z,
+                            &x,
+                            &mut grad,
+                            scale,
+                        )
+                    })
+                })
+            });
+        }
+        group.bench_function(BenchmarkId::new("reference", width), |b| {
+            b.iter(|| {
+                output::reference::output_backward(
+                    OutputLoss::SigmoidBinaryCrossEntropy,
+                    &z,
+                    &x,
+                    Some(&mut grad),
+                    scale,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+fn gather_and_reduce(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gather_u8_rows");
+    let source: Vec<u8> = (0..60_000 * 784).map(|i| (i * 7 % 256) as u8).collect();
+    let rows: Vec<usize> = (0..BATCH).map(|i| (i * 1871) % 60_000).collect();
+    let mut out = vec![0.0; BATCH * 784];
+    group.throughput(Throughput::Elements(out.len() as u64));
+    for (name, arch) in variants() {
+        group.bench_function(BenchmarkId::new(name, 784), |b| {
+            isa::with_arch(arch, || {
+                b.iter(|| gather::gather_u8_rows(&source, 784, &rows, 1.0 / 255.0, &mut out))
+            })
+        });
+    }
+    group.bench_function(BenchmarkId::new("reference", 784), |b| {
+        b.iter(|| gather::reference::gather_u8_rows(&source, 784, &rows, 1.0 / 255.0, &mut out))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("column_sums");
+    for width in WIDTHS {
+        let layout = Layout::contiguous(BATCH, width);
+        let m = data(layout.len(), -1.0, 1.0);
+        let mut out = vec![0.0; width];
+        group.throughput(Throughput::Elements(layout.len() as u64));
+        for (name, arch) in variants() {
+            group.bench_function(BenchmarkId::new(name, width), |b| {
+                isa::with_arch(arch, || {
+                    b.iter(|| reduce::column_sums(layout, &m, -0.01, 1.0, &mut out))
+                })
+            });
+        }
+        group.bench_function(BenchmarkId::new("reference", width), |b| {
+            b.iter(|| reduce::reference::column_sums(layout, &m, -0.01, 1.0, &mut out))
+        });
+    }
+    group.finish();
+}
+
+/// `(name, m, k, n, transpose_a, transpose_b)` of every product in one training step.
+fn step_products() -> Vec<(String, usize, usize, usize, bool, bool)> {
+    let layers = [(784, 100), (100, 300), (300, 100), (100, 784)];
+    let mut products = Vec::new();
+    for (i, &(fan_in, fan_out)) in layers.iter().enumerate() {
+        products.push((
+            format!("forward_{fan_in}x{fan_out}"),
+            BATCH,
+            fan_in,
+            fan_out,
+            false,
+            false,
+        ));
+        products.push((
+            format!("weight_grad_{fan_in}x{fan_out}"),
+            fan_in,
+            BATCH,
+            fan_out,
+            true,
+            false,
+        ));
+        if i > 0 {
+            products.push((
+                format!("input_grad_{fan_in}x{fan_out}"),
+                BATCH,
+                fan_out,
+                fan_in,
+                false,
+                true,
+            ));
+        }
+    }
+    products
+}
+
+fn gemm_shapes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gemm");
+    for (name, m, k, n, transpose_a, transpose_b) in step_products() {
+        let a_data = data(m * k, -1.0, 1.0);
+        let b_data = data(k * n, -1.0, 1.0);
+        let mut c_data = vec![0.0; m * n];
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        group.bench_function(BenchmarkId::new("flops", &name), |bench| {
+            bench.iter(|| {
+                let a = if transpose_a {
+                    MatRef::row_major(&a_data, k, m).unwrap().t()
+                } else {
+                    MatRef::row_major(&a_data, m, k).unwrap()
+                };
+                let b = if transpose_b {
+                    MatRef::row_major(&b_data, n, k).unwrap().t()
+                } else {
+                    MatRef::row_major(&b_data, k, n).unwrap()
+                };
+                let beta = if transpose_a { 1.0 } else { 0.0 };
+                gemm(
+                    -1e-6,
+                    a,
+                    b,
+                    beta,
+                    MatMut::row_major(&mut c_data, m, n).unwrap(),
+                )
+                .unwrap();
+                black_box(&c_data);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = elementwise, sparsity_steps, output_step, gather_and_reduce, gemm_shapes
+}
+criterion_main!(benches);

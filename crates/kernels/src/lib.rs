@@ -1,0 +1,34 @@
+//! Hand-written SIMD kernels for training dense autoencoders on the CPU.
+//!
+//! Each module holds one family of operations, written once generically over
+//! [`pulp::Simd`] and dispatched at run time to the widest instruction set the CPU has
+//! (AVX-512, AVX2+FMA, NEON, or portable scalar code; see [`isa`]). Beside every kernel
+//! sits a plain scalar `reference` implementation that the test suite compares it with.
+//!
+//! - [`math`]: vectorised `exp`, `ln`, sigmoid and SELU with stated error bounds.
+//! - [`activation`]: fused dense-layer epilogue `act(acc + bias)` and its backward.
+//! - [`sparsity`]: KL and L1 activity penalties fused with the coding layer's backward.
+//! - [`output`]: fused sigmoid + binary cross-entropy (or squared error) output step.
+//! - [`gather`]: u8 rows of a memory-mapped dataset to a scaled f32 batch.
+//! - [`reduce`]: column sums (bias gradients), sums, `y += alpha x`.
+//! - [`optim`]: SGD with momentum and Adam updates.
+//! - [`gemm`]: validated strided `C <- alpha A B + beta C` through `matrixmultiply`.
+//!
+//! No kernel allocates. Shape preconditions are checked up front and violations panic
+//! with a message naming the kernel (GEMM returns an error instead).
+
+pub mod activation;
+pub mod gather;
+pub mod gemm;
+pub mod isa;
+pub mod layout;
+pub mod math;
+pub mod optim;
+pub mod output;
+pub mod reduce;
+pub mod sparsity;
+
+pub use activation::Activation;
+pub use gemm::{gemm, GemmError, MatMut, MatRef};
+pub use layout::Layout;
+pub use output::{OutputLoss, OutputStats};

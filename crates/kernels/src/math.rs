@@ -1,0 +1,337 @@
+//! Vectorised elementary functions: `exp`, and the activations built on it.
+//!
+//! # Method
+//! `exp(x) = 2^k * exp(r)` with `k = round(x / ln 2)` and `r = x - k ln 2` (Cody-Waite
+//! reduction: `ln 2` split into a part exact in f32 and a correction, so `r` is exact
+//! to within an ulp and lies in `[-ln2/2, ln2/2]`). `exp(r)` is the degree-7 polynomial
+//! `1 + r + r^2 P(r)` with the minimax coefficients of Cephes' `expf`. `2^k` is built in
+//! the exponent bits; it is split into two factors `2^h * 2^(k-h)` so that results in
+//! the subnormal range (`x < -87.3`) are still rounded once, correctly, from `exp(r)`.
+//!
+//! # Accuracy
+//! [`EXP_MAX_ULP`] bounds the distance to `f32::exp` over every finite f32; `+inf`
+//! maps to `+inf`, `-inf` to `0`, NaN to NaN, `x > 88.72284` to `+inf`, and
+//! `x < -103.97` to `0`, as `f32::exp` does.
+
+use pulp::{Simd, WithSimd};
+
+/// Bound on the error of [`exp`] against `f32::exp`, in units in the last place, over
+/// every finite f32 input. The test suite enforces it; the worst error measured over
+/// every 7th bit pattern (`cargo run -p kernels --release --example accuracy`) is 1 ulp.
+pub const EXP_MAX_ULP: u32 = 2;
+
+/// SELU scale `lambda` (Klambauer et al., 2017, as in Keras and PyTorch).
+pub const SELU_LAMBDA: f32 = 1.050_700_987_355_480_5_f64 as f32;
+/// SELU `alpha` (Klambauer et al., 2017, as in Keras and PyTorch).
+pub const SELU_ALPHA: f32 = 1.673_263_242_354_377_2_f64 as f32;
+/// `lambda * alpha`: the value SELU tends to at minus infinity is `-SELU_LAMBDA_ALPHA`.
+pub const SELU_LAMBDA_ALPHA: f32 = SELU_LAMBDA * SELU_ALPHA;
+
+/// `1.5 * 2^23`: adding then subtracting it rounds an f32 of magnitude below `2^22`
+/// to the nearest integer, ties to even, and leaves the integer in the low mantissa bits.
+const ROUNDING_MAGIC: f32 = 12_582_912.0;
+/// Above `ln(f32::MAX)` the result overflows to infinity.
+const EXP_OVERFLOW_ABOVE: f32 = 88.722_84;
+/// Below `ln(smallest subnormal / 2)` the result rounds to zero.
+const EXP_UNDERFLOW_BELOW: f32 = -103.972_08;
+const LOG2_E: f32 = core::f32::consts::LOG2_E;
+/// `ln 2` in two parts: `LN2_HI` has few enough mantissa bits that `k * LN2_HI` is exact
+/// for every `|k| <= 256` (Cephes' `C1`, `C2`).
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Cephes `expf` polynomial for `(exp(r) - 1 - r) / r^2` on `[-ln2/2, ln2/2]`, highest degree first.
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    // Cephes gives 5.0000001201e-1, which rounds to exactly 0.5 in f32.
+    0.5,
+];
+
+/// `2^n` for an integral `n` in `[-126, 127]` held in an f32, built in the exponent bits.
+#[inline(always)]
+fn pow2_integral<S: Simd>(simd: S, n: S::f32s) -> S::f32s {
+    // The low 9 bits of bits(MAGIC) are zero, so shifting bits(MAGIC + n + 127) left by 23
+    // leaves exactly (n + 127) << 23: the exponent field of 2^n.
+    let biased = simd.add_f32s(n, simd.splat_f32s(ROUNDING_MAGIC + 127.0));
+    let bits: S::u32s = pulp::cast(biased);
+    let shifted = simd.wrapping_dyn_shl_u32s(bits, simd.splat_u32s(23));
+    pulp::cast(shifted)
+}
+
+/// Rounds to the nearest integer, ties to even, for `|x| < 2^22`.
+#[inline(always)]
+pub(crate) fn round_small<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let magic = simd.splat_f32s(ROUNDING_MAGIC);
+    simd.sub_f32s(simd.add_f32s(x, magic), magic)
+}
+
+/// `exp(x)` split as `2^k * (1 + m)`: returns `(exp(x), m, k)` with `m = exp(r) - 1`
+/// kept before the `1` is added, so `expm1` can use it without cancellation.
+#[inline(always)]
+fn exp_parts<S: Simd>(simd: S, x: S::f32s) -> (S::f32s, S::f32s, S::f32s) {
+    let clamped = simd.min_f32s(
+        simd.max_f32s(x, simd.splat_f32s(EXP_UNDERFLOW_BELOW)),
+        simd.splat_f32s(EXP_OVERFLOW_ABOVE),
+    );
+    let k = round_small(simd, simd.mul_f32s(clamped, simd.splat_f32s(LOG2_E)));
+    let r = simd.mul_add_f32s(simd.neg_f32s(k), simd.splat_f32s(LN2_HI), clamped);
+    let r = simd.mul_add_f32s(simd.neg_f32s(k), simd.splat_f32s(LN2_LO), r);
+
+    let mut p = simd.splat_f32s(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
+        p = simd.mul_add_f32s(p, r, simd.splat_f32s(c));
+    }
+    let r2 = simd.mul_f32s(r, r);
+    let exp_r_minus_1 = simd.mul_add_f32s(p, r2, r);
+    let exp_r = simd.add_f32s(exp_r_minus_1, simd.splat_f32s(1.0));
+
+    // k lies in [-150, 128]; both halves stay inside the normal exponent range.
+    let half = round_small(simd, simd.mul_f32s(k, simd.splat_f32s(0.5)));
+    let rest = simd.sub_f32s(k, half);
+    let y = simd.mul_f32s(
+        simd.mul_f32s(exp_r, pow2_integral(simd, half)),
+        pow2_integral(simd, rest),
+    );
+
+    let y = simd.select_f32s(
+        simd.greater_than_f32s(x, simd.splat_f32s(EXP_OVERFLOW_ABOVE)),
+        simd.splat_f32s(f32::INFINITY),
+        y,
+    );
+    let y = simd.select_f32s(
+        simd.less_than_f32s(x, simd.splat_f32s(EXP_UNDERFLOW_BELOW)),
+        simd.splat_f32s(0.0),
+        y,
+    );
+    // NaN compares unequal to itself: pass it through.
+    (
+        simd.select_f32s(simd.equal_f32s(x, x), y, x),
+        exp_r_minus_1,
+        k,
+    )
+}
+
+/// `exp(x)` lane by lane; see the module documentation for the method and accuracy.
+#[inline(always)]
+pub fn exp_simd<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    exp_parts(simd, x).0
+}
+
+/// `exp(x) - 1` lane by lane, without cancellation for small `|x|`: where the reduction
+/// leaves `k = 0` (`|x| < ln2 / 2`) the polynomial's `exp(r) - 1` is returned directly.
+#[inline(always)]
+pub fn expm1_simd<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let (y, exp_r_minus_1, k) = exp_parts(simd, x);
+    simd.select_f32s(
+        simd.equal_f32s(k, simd.splat_f32s(0.0)),
+        exp_r_minus_1,
+        simd.sub_f32s(y, simd.splat_f32s(1.0)),
+    )
+}
+
+/// Logistic sigmoid `1 / (1 + exp(-z))`, computed from `exp(-|z|)` and mirrored so that
+/// nothing overflows: the result always lies in `[0, 1]` for finite `z`.
+#[inline(always)]
+pub fn sigmoid_simd<S: Simd>(simd: S, z: S::f32s) -> S::f32s {
+    let e = exp_simd(simd, simd.neg_f32s(simd.abs_f32s(z)));
+    let positive = simd.div_f32s(simd.splat_f32s(1.0), simd.add_f32s(simd.splat_f32s(1.0), e));
+    let negative = simd.mul_f32s(e, positive);
+    simd.select_f32s(
+        simd.greater_than_or_equal_f32s(z, simd.splat_f32s(0.0)),
+        positive,
+        negative,
+    )
+}
+
+/// SELU: `lambda * z` for `z > 0`, `lambda * alpha * (exp(z) - 1)` otherwise, with
+/// `exp(z) - 1` from [`expm1_simd`] so small negative inputs keep full relative accuracy.
+#[inline(always)]
+pub fn selu_simd<S: Simd>(simd: S, z: S::f32s) -> S::f32s {
+    let negative = simd.mul_f32s(simd.splat_f32s(SELU_LAMBDA_ALPHA), expm1_simd(simd, z));
+    let positive = simd.mul_f32s(simd.splat_f32s(SELU_LAMBDA), z);
+    simd.select_f32s(
+        simd.greater_than_f32s(z, simd.splat_f32s(0.0)),
+        positive,
+        negative,
+    )
+}
+
+/// Applies `f` to every lane of `data`, full registers first, then the tail.
+#[inline(always)]
+pub(crate) fn map_in_place<S: Simd>(simd: S, data: &mut [f32], f: impl Fn(S::f32s) -> S::f32s) {
+    let (head, tail) = S::as_mut_simd_f32s(data);
+    for v in head {
+        *v = f(*v);
+    }
+    if !tail.is_empty() {
+        simd.partial_store_f32s(tail, f(simd.partial_load_f32s(tail)));
+    }
+}
+
+struct ExpOp<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl WithSimd for ExpOp<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let (x_head, x_tail) = S::as_simd_f32s(self.x);
+        let (out_head, out_tail) = S::as_mut_simd_f32s(self.out);
+        for (o, &v) in out_head.iter_mut().zip(x_head) {
+            *o = exp_simd(simd, v);
+        }
+        if !x_tail.is_empty() {
+            simd.partial_store_f32s(out_tail, exp_simd(simd, simd.partial_load_f32s(x_tail)));
+        }
+    }
+}
+
+/// `out[i] = exp(x[i])`, accurate to [`EXP_MAX_ULP`] ulp.
+///
+/// # Panics
+/// If `x` and `out` differ in length.
+pub fn exp(x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "exp: input and output lengths differ");
+    crate::isa::dispatch(ExpOp { x, out });
+}
+
+/// Scalar references for this module's kernels.
+pub mod reference {
+    use super::*;
+
+    /// `out[i] = f32::exp(x[i])`.
+    pub fn exp(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v.exp();
+        }
+    }
+
+    /// Logistic sigmoid of one value, in f64 then rounded, so it is an independent check.
+    pub fn sigmoid(z: f32) -> f32 {
+        let z = f64::from(z);
+        (1.0 / (1.0 + (-z).exp())) as f32
+    }
+
+    /// SELU of one value, in f64 then rounded.
+    pub fn selu(z: f32) -> f32 {
+        let lambda = f64::from(SELU_LAMBDA);
+        let alpha = f64::from(SELU_ALPHA);
+        let z = f64::from(z);
+        (if z > 0.0 {
+            lambda * z
+        } else {
+            lambda * alpha * z.exp_m1()
+        }) as f32
+    }
+}
+
+/// `2^23`: every f32 of at least this magnitude is an integer.
+const TWO_POW_23: f32 = 8_388_608.0;
+
+/// Rounds to the nearest integer, ties to even (as TensorFlow's `round`), for every f32.
+#[inline(always)]
+pub fn round_half_even_simd<S: Simd>(simd: S, v: S::f32s) -> S::f32s {
+    // v + copysign(2^23, v) lands where the f32 spacing is exactly 1, so the
+    // hardware's round-to-nearest-even does the rounding.
+    let sign = simd.and_f32s(v, simd.splat_f32s(-0.0));
+    let shift = simd.or_f32s(sign, simd.splat_f32s(TWO_POW_23));
+    let rounded = simd.sub_f32s(simd.add_f32s(v, shift), shift);
+    simd.select_f32s(
+        simd.less_than_f32s(simd.abs_f32s(v), simd.splat_f32s(TWO_POW_23)),
+        rounded,
+        v,
+    )
+}
+
+/// Cephes `logf` polynomial for `(ln(1 + f) - f + f^2/2) / f^3` on `[sqrt(1/2) - 1, sqrt(2) - 1]`,
+/// highest degree first.
+const LN_POLY: [f32; 9] = [
+    7.037_683_6e-2,
+    -1.151_461e-1,
+    1.167_699_9e-1,
+    -1.242_014_1e-1,
+    1.424_932_3e-1,
+    -1.666_805_8e-1,
+    2.000_071_4e-1,
+    -2.499_999_4e-1,
+    3.333_333e-1,
+];
+const SQRT_HALF: f32 = core::f32::consts::FRAC_1_SQRT_2;
+
+/// Natural logarithm for positive normal f32 (`f32::MIN_POSITIVE ..= f32::MAX`), within
+/// [`LN_MAX_ABS_ERROR`] of `f32::ln`; other inputs give unspecified finite or infinite values.
+///
+/// `x = m 2^e` with `m` in `[sqrt(1/2), sqrt(2))`, then `ln x = e ln 2 + ln m` with `ln m`
+/// from the Cephes `logf` polynomial; `e` is read from the exponent bits.
+#[inline(always)]
+pub fn ln_simd<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let bits: S::u32s = pulp::cast(x);
+    let biased_exponent = simd.wrapping_dyn_shr_u32s(bits, simd.splat_u32s(23));
+    // Mantissa with the exponent of 0.5: m in [0.5, 1).
+    let mantissa_bits = simd.or_u32s(
+        simd.and_u32s(bits, simd.splat_u32s(0x007F_FFFF)),
+        simd.splat_u32s(0x3F00_0000),
+    );
+    let m: S::f32s = pulp::cast(mantissa_bits);
+    // The integer biased exponent, turned into an f32 through the rounding magic's bits.
+    let magic_bits: u32 = ROUNDING_MAGIC.to_bits();
+    let e_plus_magic: S::f32s =
+        pulp::cast(simd.add_u32s(biased_exponent, simd.splat_u32s(magic_bits)));
+    let e = simd.sub_f32s(e_plus_magic, simd.splat_f32s(ROUNDING_MAGIC + 126.0));
+
+    let small = simd.less_than_f32s(m, simd.splat_f32s(SQRT_HALF));
+    let e = simd.select_f32s(small, simd.sub_f32s(e, simd.splat_f32s(1.0)), e);
+    let f = simd.sub_f32s(
+        simd.select_f32s(small, simd.add_f32s(m, m), m),
+        simd.splat_f32s(1.0),
+    );
+
+    let f2 = simd.mul_f32s(f, f);
+    let mut p = simd.splat_f32s(LN_POLY[0]);
+    for &c in &LN_POLY[1..] {
+        p = simd.mul_add_f32s(p, f, simd.splat_f32s(c));
+    }
+    let mut y = simd.mul_f32s(simd.mul_f32s(p, f), f2);
+    y = simd.mul_add_f32s(e, simd.splat_f32s(LN2_LO), y);
+    y = simd.mul_add_f32s(simd.splat_f32s(-0.5), f2, y);
+    let y = simd.add_f32s(f, y);
+    simd.mul_add_f32s(e, simd.splat_f32s(LN2_HI), y)
+}
+
+/// Largest absolute error of [`ln_simd`] against `f32::ln` for inputs in `[0.5, 2]`,
+/// and its relative error elsewhere in its domain (checked by the test suite).
+pub const LN_MAX_ABS_ERROR: f32 = 2.5e-7;
+
+struct LnOp<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl WithSimd for LnOp<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let (x_head, x_tail) = S::as_simd_f32s(self.x);
+        let (out_head, out_tail) = S::as_mut_simd_f32s(self.out);
+        for (o, &v) in out_head.iter_mut().zip(x_head) {
+            *o = ln_simd(simd, v);
+        }
+        if !x_tail.is_empty() {
+            simd.partial_store_f32s(out_tail, ln_simd(simd, simd.partial_load_f32s(x_tail)));
+        }
+    }
+}
+
+/// `out[i] = ln(x[i])` for positive normal inputs; see [`ln_simd`].
+///
+/// # Panics
+/// If `x` and `out` differ in length.
+pub fn ln(x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "ln: input and output lengths differ");
+    crate::isa::dispatch(LnOp { x, out });
+}

@@ -1,0 +1,342 @@
+//! Sparsity penalties on a coding layer's activations `a` (`B x H`), fused with the
+//! layer's activation backward.
+//!
+//! Both penalties follow Keras' activity-regularizer semantics: the penalty's value is
+//! divided by the batch size `B` (see the design notes), so for a weight `w`:
+//! - KL: `P = (w / B) * sum_j [p ln(p / q_j) + (1 - p) ln((1 - p) / (1 - q_j))]` with
+//!   `q_j = mean_i a_ij` clipped to `[KL_CLIP_EPS, 1 - KL_CLIP_EPS]`, and
+//!   `dP/da_ij = (w / B^2) * (-p / q_j + (1 - p) / (1 - q_j))`. As with Keras' clip, a term
+//!   whose argument was clipped contributes no gradient.
+//! - L1: `P = (w / B) * sum_ij |a_ij|` and `dP/da_ij = (w / B) * sign(a_ij)`.
+//!
+//! The backward kernels turn `da` (the gradient arriving from the decoder) into
+//! `dz = (da + dP/da) * act'(z)` in the same pass.
+
+use crate::activation::{monomorphise, Activation};
+use crate::isa::dispatch;
+use crate::layout::Layout;
+use crate::reduce::column_sums;
+use pulp::{Simd, WithSimd};
+
+/// Keras' `epsilon()`: the mean activation is clipped to `[eps, 1 - eps]` before the logs.
+pub const KL_CLIP_EPS: f32 = 1e-7;
+
+/// Turns column means (in `scratch`) into the per-column KL gradient, returning the penalty.
+fn kl_columns(scratch: &mut [f32], rows: usize, target: f32, weight: f32, with_grad: bool) -> f64 {
+    let batch = rows as f64;
+    let p = f64::from(target);
+    let eps = f64::from(KL_CLIP_EPS);
+    let value_scale = f64::from(weight) / batch;
+    let grad_scale = value_scale / batch;
+    let mut divergence = 0.0f64;
+    for slot in scratch.iter_mut() {
+        let q = f64::from(*slot) / batch;
+        let q_clipped = q.clamp(eps, 1.0 - eps);
+        divergence += p * (p / q_clipped).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - q_clipped)).ln();
+        if with_grad {
+            let low_term = if q >= eps { -p / q } else { 0.0 };
+            let high_term = if 1.0 - q >= eps {
+                (1.0 - p) / (1.0 - q)
+            } else {
+                0.0
+            };
+            *slot = (grad_scale * (low_term + high_term)) as f32;
+        }
+    }
+    value_scale * divergence
+}
+
+struct AddColumnGradient<'a> {
+    act: Activation,
+    layout: Layout,
+    output: &'a [f32],
+    grad: &'a mut [f32],
+    column_grad: &'a [f32],
+}
+
+impl WithSimd for AddColumnGradient<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            act,
+            layout,
+            output,
+            grad,
+            column_grad,
+        } = self;
+        monomorphise!(act, |act| {
+            let (c_head, c_tail) = S::as_simd_f32s(column_grad);
+            for i in 0..layout.rows {
+                let range = layout.row(i);
+                let (a_head, a_tail) = S::as_simd_f32s(&output[range.clone()]);
+                let (g_head, g_tail) = S::as_mut_simd_f32s(&mut grad[range]);
+                for ((g, &a), &c) in g_head.iter_mut().zip(a_head).zip(c_head) {
+                    let d = act.derivative_from_output_simd(simd, a);
+                    *g = simd.mul_f32s(simd.add_f32s(*g, c), d);
+                }
+                if !g_tail.is_empty() {
+                    let a = simd.partial_load_f32s(a_tail);
+                    let g = simd.partial_load_f32s(g_tail);
+                    let c = simd.partial_load_f32s(c_tail);
+                    let d = act.derivative_from_output_simd(simd, a);
+                    simd.partial_store_f32s(g_tail, simd.mul_f32s(simd.add_f32s(g, c), d));
+                }
+            }
+        })
+    }
+}
+
+#[track_caller]
+fn check_kl(layout: Layout, output: &[f32], target: f32, scratch: &[f32]) {
+    layout.check(output.len(), "kl sparsity: output");
+    assert_eq!(
+        scratch.len(),
+        layout.cols,
+        "kl sparsity: scratch length != cols"
+    );
+    assert!(
+        target > 0.0 && target < 1.0,
+        "kl sparsity: target {target} outside (0, 1)"
+    );
+}
+
+/// The KL sparsity penalty of a batch of coding activations `output` (no gradient).
+///
+/// `scratch` (length `layout.cols`) receives the column sums. Returns 0 for an empty batch.
+///
+/// # Panics
+/// On a shape mismatch, or a target outside `(0, 1)`.
+pub fn kl_sparsity_penalty(
+    layout: Layout,
+    output: &[f32],
+    target: f32,
+    weight: f32,
+    scratch: &mut [f32],
+) -> f64 {
+    check_kl(layout, output, target, scratch);
+    if layout.is_empty() {
+        return 0.0;
+    }
+    column_sums(layout, output, 1.0, 0.0, scratch);
+    kl_columns(scratch, layout.rows, target, weight, false)
+}
+
+/// The fused KL step: computes the penalty, and turns `grad` from `dL/da` into
+/// `dz = (dL/da + dP/da) * act'(z)` using the layer output `output = act(z)`.
+///
+/// `scratch` (length `layout.cols`) ends holding the per-column penalty gradient.
+/// Returns the penalty value (already scaled by `weight / B`).
+///
+/// # Panics
+/// On a shape mismatch, or a target outside `(0, 1)`.
+pub fn kl_sparsity_backward(
+    act: Activation,
+    layout: Layout,
+    output: &[f32],
+    grad: &mut [f32],
+    target: f32,
+    weight: f32,
+    scratch: &mut [f32],
+) -> f64 {
+    check_kl(layout, output, target, scratch);
+    layout.check(grad.len(), "kl sparsity: grad");
+    if layout.is_empty() {
+        return 0.0;
+    }
+    column_sums(layout, output, 1.0, 0.0, scratch);
+    let penalty = kl_columns(scratch, layout.rows, target, weight, true);
+    dispatch(AddColumnGradient {
+        act,
+        layout,
+        output,
+        grad,
+        column_grad: scratch,
+    });
+    penalty
+}
+
+struct L1<'a> {
+    act: Activation,
+    layout: Layout,
+    output: &'a [f32],
+    grad: Option<&'a mut [f32]>,
+    scale: f32,
+}
+
+impl WithSimd for L1<'_> {
+    type Output = f64;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> f64 {
+        let Self {
+            act,
+            layout,
+            output,
+            mut grad,
+            scale,
+        } = self;
+        let zero = simd.splat_f32s(0.0);
+        let plus = simd.splat_f32s(scale);
+        let minus = simd.splat_f32s(-scale);
+        let sign_scaled = |a: S::f32s| {
+            let s = simd.select_f32s(simd.greater_than_f32s(a, zero), plus, zero);
+            simd.select_f32s(simd.less_than_f32s(a, zero), minus, s)
+        };
+        let mut total = 0.0f64;
+        monomorphise!(act, |act| {
+            for i in 0..layout.rows {
+                let range = layout.row(i);
+                let (a_head, a_tail) = S::as_simd_f32s(&output[range.clone()]);
+                let mut acc = simd.abs_f32s(simd.partial_load_f32s(a_tail));
+                for &a in a_head {
+                    acc = simd.add_f32s(acc, simd.abs_f32s(a));
+                }
+                total += f64::from(simd.reduce_sum_f32s(acc));
+                if let Some(grad) = grad.as_deref_mut() {
+                    let (g_head, g_tail) = S::as_mut_simd_f32s(&mut grad[range]);
+                    for (g, &a) in g_head.iter_mut().zip(a_head) {
+                        let d = act.derivative_from_output_simd(simd, a);
+                        *g = simd.mul_f32s(simd.add_f32s(*g, sign_scaled(a)), d);
+                    }
+                    if !g_tail.is_empty() {
+                        let a = simd.partial_load_f32s(a_tail);
+                        let g = simd.partial_load_f32s(g_tail);
+                        let d = act.derivative_from_output_simd(simd, a);
+                        let dz = simd.mul_f32s(simd.add_f32s(g, sign_scaled(a)), d);
+                        simd.partial_store_f32s(g_tail, dz);
+                    }
+                }
+            }
+        });
+        f64::from(scale) * total
+    }
+}
+
+/// The L1 activity penalty `(weight / B) * sum |a|` of a batch (no gradient).
+///
+/// # Panics
+/// If `output` is too short for `layout`.
+pub fn l1_sparsity_penalty(layout: Layout, output: &[f32], weight: f32) -> f64 {
+    layout.check(output.len(), "l1 sparsity: output");
+    if layout.is_empty() {
+        return 0.0;
+    }
+    dispatch(L1 {
+        act: Activation::Linear,
+        layout,
+        output,
+        grad: None,
+        scale: weight / layout.rows as f32,
+    })
+}
+
+/// The fused L1 step: returns the penalty and turns `grad` from `dL/da` into
+/// `dz = (dL/da + (weight / B) sign(a)) * act'(z)` using `output = act(z)`.
+///
+/// # Panics
+/// If `output` or `grad` is too short for `layout`.
+pub fn l1_sparsity_backward(
+    act: Activation,
+    layout: Layout,
+    output: &[f32],
+    grad: &mut [f32],
+    weight: f32,
+) -> f64 {
+    layout.check(output.len(), "l1 sparsity: output");
+    layout.check(grad.len(), "l1 sparsity: grad");
+    if layout.is_empty() {
+        return 0.0;
+    }
+    dispatch(L1 {
+        act,
+        layout,
+        output,
+        grad: Some(grad),
+        scale: weight / layout.rows as f32,
+    })
+}
+
+/// Scalar references for this module's kernels, in f64 where it matters.
+pub mod reference {
+    use super::*;
+    use crate::activation::reference::derivative_from_output;
+
+    fn column_means(layout: Layout, output: &[f32]) -> Vec<f64> {
+        (0..layout.cols)
+            .map(|j| {
+                (0..layout.rows)
+                    .map(|i| f64::from(output[i * layout.row_stride + j]))
+                    .sum::<f64>()
+                    / layout.rows as f64
+            })
+            .collect()
+    }
+
+    /// Reference for [`super::kl_sparsity_backward`] (allocates; for tests only).
+    pub fn kl_sparsity_backward(
+        act: Activation,
+        layout: Layout,
+        output: &[f32],
+        grad: &mut [f32],
+        target: f32,
+        weight: f32,
+    ) -> f64 {
+        if layout.is_empty() {
+            return 0.0;
+        }
+        let b = layout.rows as f64;
+        let (p, w, eps) = (f64::from(target), f64::from(weight), f64::from(KL_CLIP_EPS));
+        let mut penalty = 0.0;
+        let mut column_grad = Vec::with_capacity(layout.cols);
+        for q in column_means(layout, output) {
+            let qc = q.clamp(eps, 1.0 - eps);
+            penalty += p * (p / qc).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - qc)).ln();
+            let low = if q >= eps { -p / q } else { 0.0 };
+            let high = if 1.0 - q >= eps {
+                (1.0 - p) / (1.0 - q)
+            } else {
+                0.0
+            };
+            column_grad.push(w / (b * b) * (low + high));
+        }
+        for i in 0..layout.rows {
+            for (j, &g) in column_grad.iter().enumerate() {
+                let k = i * layout.row_stride + j;
+                let d = f64::from(derivative_from_output(act, output[k]));
+                grad[k] = ((f64::from(grad[k]) + g) * d) as f32;
+            }
+        }
+        w / b * penalty
+    }
+
+    /// Reference for [`super::l1_sparsity_backward`].
+    pub fn l1_sparsity_backward(
+        act: Activation,
+        layout: Layout,
+        output: &[f32],
+        grad: &mut [f32],
+        weight: f32,
+    ) -> f64 {
+        if layout.is_empty() {
+            return 0.0;
+        }
+        let scale = f64::from(weight) / layout.rows as f64;
+        let mut total = 0.0;
+        for i in 0..layout.rows {
+            for k in layout.row(i) {
+                let a = output[k];
+                total += f64::from(a.abs());
+                let sign = if a > 0.0 {
+                    1.0
+                } else if a < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                };
+                let d = f64::from(derivative_from_output(act, a));
+                grad[k] = ((f64::from(grad[k]) + scale * sign) * d) as f32;
+            }
+        }
+        scale * total
+    }
+}

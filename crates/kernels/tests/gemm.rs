@@ -1,0 +1,160 @@
+//! The GEMM wrapper against a naive triple loop, for the three products of a dense layer,
+//! odd strides, and random alpha/beta; and its refusal of bad shapes and strides.
+
+use kernels::gemm::{gemm, reference, GemmError, MatMut, MatRef};
+use proptest::prelude::*;
+
+/// How a matrix is laid out in its buffer: row-major or column-major, with padding.
+#[derive(Clone, Copy, Debug)]
+struct Storage {
+    column_major: bool,
+    pad: usize,
+}
+
+impl Storage {
+    fn strides(self, rows: usize, cols: usize) -> (usize, usize) {
+        if self.column_major {
+            (1, rows + self.pad)
+        } else {
+            (cols + self.pad, 1)
+        }
+    }
+    fn len(self, rows: usize, cols: usize) -> usize {
+        let (rs, cs) = self.strides(rows, cols);
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        }
+    }
+}
+
+fn storage() -> impl Strategy<Value = Storage> {
+    (any::<bool>(), 0usize..3).prop_map(|(column_major, pad)| Storage { column_major, pad })
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Pattern {
+    /// Forward: `Z = X W`.
+    Plain,
+    /// Weight gradient: `dW = X^T dZ` (A stored as k x m).
+    TransposeA,
+    /// Input gradient: `dX = dZ W^T` (B stored as n x k).
+    TransposeB,
+}
+
+fn values(len: usize) -> impl Strategy<Value = Vec<f32>> {
+    proptest::collection::vec(-2.0f32..2.0, len)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn gemm_matches_naive_loop(
+        m in 0usize..70, k in 0usize..70, n in 0usize..70,
+        pattern in proptest::sample::select(&[Pattern::Plain, Pattern::TransposeA, Pattern::TransposeB][..]),
+        (sa, sb, sc) in (storage(), storage(), storage()),
+        alpha in prop_oneof![Just(1.0f32), Just(-0.01), -2.0f32..2.0],
+        beta in prop_oneof![Just(0.0f32), Just(1.0), -2.0f32..2.0],
+        seed in values(3 * 72 * 72),
+    ) {
+        // Stored shapes, before the transposes the pattern applies.
+        let (a_shape, b_shape) = match pattern {
+            Pattern::Plain => ((m, k), (k, n)),
+            Pattern::TransposeA => ((k, m), (k, n)),
+            Pattern::TransposeB => ((m, k), (n, k)),
+        };
+        let a_data = seed[..sa.len(a_shape.0, a_shape.1)].to_vec();
+        let b_data = seed[5184..5184 + sb.len(b_shape.0, b_shape.1)].to_vec();
+        let c_init = seed[2 * 5184..2 * 5184 + sc.len(m, n)].to_vec();
+        let view = |data, (r, c): (usize, usize), s: Storage| {
+            let (rs, cs) = s.strides(r, c);
+            MatRef::new(data, r, c, rs, cs).unwrap()
+        };
+        let mut a = view(&a_data, a_shape, sa);
+        let mut b = view(&b_data, b_shape, sb);
+        match pattern {
+            Pattern::Plain => {}
+            Pattern::TransposeA => a = a.t(),
+            Pattern::TransposeB => b = b.t(),
+        }
+        let (rs, cs) = sc.strides(m, n);
+        let mut want = c_init.clone();
+        reference::gemm(alpha, a, b, beta, MatMut::new(&mut want, m, n, rs, cs).unwrap());
+        let mut got = c_init.clone();
+        if beta == 0.0 { got.fill(f32::NAN); }
+        gemm(alpha, a, b, beta, MatMut::new(&mut got, m, n, rs, cs).unwrap()).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let idx = i * rs + j * cs;
+                let magnitude: f32 = (0..k).map(|p| (a.get(i, p) * b.get(p, j)).abs()).sum::<f32>() * alpha.abs()
+                    + (beta * c_init[idx]).abs();
+                prop_assert!((got[idx] - want[idx]).abs() <= 1e-5 * magnitude + 1e-30,
+                    "{:?} ({},{}): got {}, want {}", pattern, i, j, got[idx], want[idx]);
+            }
+        }
+    }
+}
+
+#[test]
+fn mismatched_shapes_are_an_error_and_leave_c_untouched() {
+    let a = [1.0; 6];
+    let b = [1.0; 6];
+    let mut c = [7.0; 4];
+    let err = gemm(
+        1.0,
+        MatRef::row_major(&a, 2, 3).unwrap(),
+        MatRef::row_major(&b, 2, 3).unwrap(),
+        0.0,
+        MatMut::row_major(&mut c, 2, 2).unwrap(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, GemmError::ShapeMismatch { .. }), "{err}");
+    assert_eq!(c, [7.0; 4]);
+}
+
+#[test]
+fn views_past_the_end_or_with_overflowing_strides_are_refused() {
+    let data = [0.0f32; 10];
+    assert!(matches!(
+        MatRef::row_major(&data, 3, 4),
+        Err(GemmError::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        MatRef::new(&data, 2, 2, usize::MAX, 1),
+        Err(GemmError::OutOfBounds { .. })
+    ));
+    assert!(MatRef::new(&data, 1, 10, 0, 1).is_ok());
+    assert!(MatRef::new(&data, 0, 1000, 1000, 1).is_ok());
+}
+
+#[test]
+fn aliasing_output_views_are_refused() {
+    let mut data = [0.0f32; 16];
+    assert!(matches!(
+        MatMut::new(&mut data, 2, 2, 0, 1),
+        Err(GemmError::AliasedOutput { .. })
+    ));
+    assert!(matches!(
+        MatMut::new(&mut data, 3, 3, 2, 1),
+        Err(GemmError::AliasedOutput { .. })
+    ));
+    assert!(MatMut::new(&mut data, 3, 3, 1, 3).is_ok());
+    // A read-only view may broadcast a row.
+    assert!(MatRef::new(&data, 3, 3, 0, 1).is_ok());
+}
+
+#[test]
+fn empty_inner_dimension_scales_c_by_beta() {
+    let mut c = [2.0f32, 4.0];
+    gemm(
+        1.0,
+        MatRef::row_major(&[], 2, 0).unwrap(),
+        MatRef::row_major(&[], 0, 1).unwrap(),
+        0.5,
+        MatMut::row_major(&mut c, 2, 1).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c, [1.0, 2.0]);
+}

@@ -1,0 +1,150 @@
+//! `exp`, `ln`, sigmoid, SELU and rounding against the standard library and f64.
+
+mod common;
+
+use common::*;
+use kernels::activation::{activation_forward, reference, Activation};
+use kernels::math::{self, EXP_MAX_ULP, SELU_LAMBDA_ALPHA};
+use proptest::prelude::*;
+
+/// Every `STRIDE`-th bit pattern of the whole f32 range (about 70 million values), plus
+/// infinities and NaN.
+fn sweep(stride: u32) -> Vec<f32> {
+    let mut values: Vec<f32> = (0..=u32::MAX)
+        .step_by(stride as usize)
+        .map(f32::from_bits)
+        .collect();
+    values.extend([
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MAX,
+        f32::MIN,
+    ]);
+    values.extend(common::EXTREMES);
+    values
+}
+
+#[test]
+fn exp_is_within_its_stated_ulp_bound_over_the_whole_f32_range() {
+    let x = sweep(61);
+    let mut want = vec![0.0; x.len()];
+    math::reference::exp(&x, &mut want);
+    for_each_arch(|arch| {
+        let mut got = vec![0.0; x.len()];
+        math::exp(&x, &mut got);
+        let (worst, at) = got
+            .iter()
+            .zip(&want)
+            .zip(&x)
+            .map(|((&g, &w), &v)| (ulp_distance(g, w), v))
+            .max_by_key(|&(d, _)| d)
+            .unwrap();
+        assert!(
+            worst <= u64::from(EXP_MAX_ULP),
+            "{arch}: exp off by {worst} ulp at x = {at:e}"
+        );
+    });
+}
+
+#[test]
+fn exp_handles_infinities_nan_and_the_overflow_edges() {
+    let x = [
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        88.73,
+        89.0,
+        -104.0,
+        -1e30,
+        1e30,
+    ];
+    for_each_arch(|arch| {
+        let mut got = [0.0; 8];
+        math::exp(&x, &mut got);
+        assert_eq!(got[0], f32::INFINITY, "{arch}");
+        assert_eq!(got[1], 0.0, "{arch}");
+        assert!(got[2].is_nan(), "{arch}");
+        assert_eq!(got[3], f32::INFINITY, "{arch}");
+        assert_eq!(got[4], f32::INFINITY, "{arch}");
+        assert_eq!(got[5], 0.0, "{arch}");
+        assert_eq!(got[6], 0.0, "{arch}");
+        assert_eq!(got[7], f32::INFINITY, "{arch}");
+    });
+}
+
+#[test]
+fn ln_is_accurate_over_positive_normal_floats() {
+    let x: Vec<f32> = sweep(29)
+        .into_iter()
+        .filter(|v| v.is_normal() && *v > 0.0)
+        .collect();
+    for_each_arch(|arch| {
+        let mut got = vec![0.0; x.len()];
+        math::ln(&x, &mut got);
+        for (&g, &v) in got.iter().zip(&x) {
+            let w = v.ln();
+            let ok = ulp_distance(g, w) <= 2 || (g - w).abs() <= math::LN_MAX_ABS_ERROR;
+            assert!(ok, "{arch}: ln({v:e}) = {g:e}, want {w:e}");
+        }
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn sigmoid_matches_f64_and_stays_in_unit_interval(x in finite_vec(3000)) {
+        let want: Vec<f32> = x.iter().map(|&v| reference::forward(Activation::Sigmoid, v)).collect();
+        for arch in arches() {
+            let mut got = x.clone();
+            kernels::isa::with_arch(arch, || activation_forward(Activation::Sigmoid, &mut got));
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                prop_assert!((0.0..=1.0).contains(&g), "sigmoid({}) = {} outside [0, 1]", x[i], g);
+                // 4 ulp, or absolute 1e-45 for results in the subnormal range.
+                prop_assert!(ulp_distance(g, w) <= 4 || (g - w).abs() <= 1e-44,
+                    "{}: sigmoid({:e}) = {:e}, want {:e}", kernels::isa::name(arch), x[i], g, w);
+            }
+        }
+    }
+
+    #[test]
+    fn selu_matches_f64_and_saturates(x in finite_vec(3000)) {
+        let want: Vec<f32> = x.iter().map(|&v| reference::forward(Activation::Selu, v)).collect();
+        for arch in arches() {
+            let mut got = x.clone();
+            kernels::isa::with_arch(arch, || activation_forward(Activation::Selu, &mut got));
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                prop_assert!(!g.is_nan(), "selu({}) is NaN", x[i]);
+                prop_assert!(g >= -SELU_LAMBDA_ALPHA, "selu({}) = {} below -lambda*alpha", x[i], g);
+                prop_assert!(ulp_distance(g, w) <= 4 || (g - w).abs() <= 1e-44,
+                    "{}: selu({:e}) = {:e}, want {:e}", kernels::isa::name(arch), x[i], g, w);
+            }
+        }
+    }
+}
+
+#[test]
+fn activations_saturate_far_out() {
+    let mut far = [
+        -1e30f32,
+        -200.0,
+        -88.0,
+        88.0,
+        200.0,
+        1e30,
+        f32::MAX,
+        f32::MIN,
+    ];
+    let mut sig = far;
+    activation_forward(Activation::Sigmoid, &mut sig);
+    assert_eq!(&sig[3..6], &[1.0, 1.0, 1.0]);
+    assert_eq!(sig[0], 0.0);
+    assert!(sig[2] > 0.0 && sig[2] < 1e-37);
+    assert_eq!(sig[6], 1.0);
+    assert_eq!(sig[7], 0.0);
+    activation_forward(Activation::Selu, &mut far);
+    assert_eq!(far[0], -SELU_LAMBDA_ALPHA);
+    assert_eq!(far[1], -SELU_LAMBDA_ALPHA);
+    assert!(far[6].is_infinite() || far[6] > 1e38);
+}
