@@ -1,1 +1,30 @@
+//! Dense sparse autoencoders with the semantics of Keras, trained through the SIMD
+//! kernels of the `kernels` crate.
+//!
+//! - [`idx`], [`cache`]: IDX files, memory-mapped and validated; gzipped ones
+//!   decompressed once into a cache.
+//! - [`dataset`]: samples, train/validation split, shuffled batches.
+//! - [`config`]: the architecture (layers, coding layer, penalty, loss) and its JSON.
+//! - [`layer`], [`model`]: dense layers and the autoencoder's forward pass and inference.
+//! - [`optimizer`]: SGD (with momentum, Nesterov) and Adam.
+//! - [`trainer`]: the training loop, its metrics, and progress observers.
+//! - [`checkpoint`]: safetensors save and load.
+//! - [`error`]: what can go wrong, with the file and the reason.
 
+pub mod cache;
+pub mod checkpoint;
+pub mod config;
+pub mod dataset;
+pub mod error;
+pub mod idx;
+pub mod layer;
+pub mod model;
+pub mod optimizer;
+pub mod trainer;
+
+pub use config::{Activation, LayerSpec, Loss, ModelConfig, Penalty};
+pub use dataset::Dataset;
+pub use error::{DataError, IdxError, ModelError, TrainError};
+pub use model::{Autoencoder, Evaluation};
+pub use optimizer::Optimizer;
+pub use trainer::{Control, EpochMetrics, Observer, StepProgress, TrainConfig, Trainer};

@@ -1,0 +1,251 @@
+//! Samples as flat rows of `features` values, split into training and validation views,
+//! shuffled each epoch from a seeded RNG and gathered into a reusable f32 batch buffer.
+//!
+//! u8 data (images) stays in the memory map and is scaled by `1/255` while a batch is
+//! gathered, as the reference divides pixels by 255. Other element types are converted
+//! to f32 once when opened and used unscaled.
+
+use crate::error::DataError;
+use crate::idx::{ElementType, IdxFile};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Scale applied to u8 samples: pixels `0..=255` become `0.0..=1.0`.
+pub const U8_SCALE: f32 = 1.0 / 255.0;
+
+#[derive(Debug)]
+enum Storage {
+    MappedU8(IdxFile),
+    OwnedU8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+#[derive(Debug)]
+struct Source {
+    storage: Storage,
+    path: Option<PathBuf>,
+}
+
+/// A view of consecutive samples of a data source; cheap to clone and split.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    source: Arc<Source>,
+    rows: Range<usize>,
+    features: usize,
+}
+
+impl Dataset {
+    /// Opens an IDX file of samples: dimension 0 counts samples, the product of the rest
+    /// is the number of features (28 x 28 images give 784). Gzipped files are decompressed
+    /// into `cache_dir` (default: [`crate::cache::default_cache_dir`]) first.
+    pub fn open(path: &Path, cache_dir: Option<&Path>) -> Result<Self, DataError> {
+        let file = IdxFile::open_with_cache(path, cache_dir)?;
+        let dims = file.dims();
+        if dims.len() < 2 {
+            return Err(DataError::Shape {
+                path: path.to_path_buf(),
+                message: format!(
+                    "expected samples of rank 2 or more (e.g. [N, 28, 28]), found shape {dims:?}"
+                ),
+            });
+        }
+        let samples = dims[0];
+        let features: usize = dims[1..].iter().product();
+        if features == 0 {
+            return Err(DataError::Shape {
+                path: path.to_path_buf(),
+                message: format!("samples have no features: shape {dims:?}"),
+            });
+        }
+        let storage = match file.element_type() {
+            ElementType::U8 => Storage::MappedU8(file),
+            _ => Storage::F32(file.to_f32()),
+        };
+        Ok(Self {
+            source: Arc::new(Source {
+                storage,
+                path: Some(path.to_path_buf()),
+            }),
+            rows: 0..samples,
+            features,
+        })
+    }
+
+    /// In-memory f32 samples, used unscaled.
+    ///
+    /// # Panics
+    /// If `features` is 0 or does not divide `values.len()`.
+    pub fn from_f32(values: Vec<f32>, features: usize) -> Self {
+        assert!(
+            features > 0 && values.len() % features == 0,
+            "ragged samples"
+        );
+        let samples = values.len() / features;
+        Self {
+            source: Arc::new(Source {
+                storage: Storage::F32(values),
+                path: None,
+            }),
+            rows: 0..samples,
+            features,
+        }
+    }
+
+    /// In-memory u8 samples, scaled by [`U8_SCALE`] when gathered.
+    ///
+    /// # Panics
+    /// If `features` is 0 or does not divide `bytes.len()`.
+    pub fn from_u8(bytes: Vec<u8>, features: usize) -> Self {
+        assert!(
+            features > 0 && bytes.len() % features == 0,
+            "ragged samples"
+        );
+        let samples = bytes.len() / features;
+        Self {
+            source: Arc::new(Source {
+                storage: Storage::OwnedU8(bytes),
+                path: None,
+            }),
+            rows: 0..samples,
+            features,
+        }
+    }
+
+    /// The file the samples came from, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.source.path.as_deref()
+    }
+
+    /// Number of samples in this view.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether this view holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Values per sample.
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// The samples `range` of this view (relative to it).
+    ///
+    /// # Panics
+    /// If `range` reaches past the view.
+    pub fn slice(&self, range: Range<usize>) -> Self {
+        assert!(
+            range.start <= range.end && range.end <= self.len(),
+            "slice out of range"
+        );
+        Self {
+            source: Arc::clone(&self.source),
+            rows: self.rows.start + range.start..self.rows.start + range.end,
+            features: self.features,
+        }
+    }
+
+    /// The first `len - valid` samples for training and the last `valid` for validation,
+    /// as the reference takes the last 5000 of the training file.
+    pub fn split_tail(&self, valid: usize) -> Result<(Self, Self), DataError> {
+        if valid >= self.len() {
+            return Err(DataError::Split {
+                valid,
+                total: self.len(),
+            });
+        }
+        let cut = self.len() - valid;
+        Ok((self.slice(0..cut), self.slice(cut..self.len())))
+    }
+
+    /// Fills `order` with this view's sample indices in a shuffled order that depends only
+    /// on `seed` and `epoch`. Indices are absolute, ready for [`Dataset::gather`].
+    pub fn shuffled_order(&self, seed: u64, epoch: u64, order: &mut Vec<usize>) {
+        order.clear();
+        order.extend(self.rows.clone());
+        order.shuffle(&mut shuffle_rng(seed, epoch));
+    }
+
+    /// Fills `order` with this view's sample indices in file order.
+    pub fn sequential_order(&self, order: &mut Vec<usize>) {
+        order.clear();
+        order.extend(self.rows.clone());
+    }
+
+    /// Copies the samples `rows` (absolute indices, as [`Dataset::shuffled_order`] gives)
+    /// into `out`, row after row, as f32.
+    ///
+    /// # Panics
+    /// If `out.len() != rows.len() * features` or an index lies outside this view.
+    pub fn gather(&self, rows: &[usize], out: &mut [f32]) {
+        assert!(
+            rows.iter().all(|r| self.rows.contains(r)),
+            "gather: sample index outside the view {:?}",
+            self.rows
+        );
+        match &self.source.storage {
+            Storage::MappedU8(file) => {
+                let bytes = file.as_u8().expect("mapped storage is u8");
+                kernels::gather::gather_u8_rows(bytes, self.features, rows, U8_SCALE, out);
+            }
+            Storage::OwnedU8(bytes) => {
+                kernels::gather::gather_u8_rows(bytes, self.features, rows, U8_SCALE, out);
+            }
+            Storage::F32(values) => {
+                for (dst, &r) in out.chunks_exact_mut(self.features).zip(rows) {
+                    dst.copy_from_slice(&values[r * self.features..(r + 1) * self.features]);
+                }
+            }
+        }
+    }
+
+    /// Copies samples `range` (relative to this view) into `out`.
+    pub fn gather_range(&self, range: Range<usize>, out: &mut [f32]) {
+        let start = self.rows.start;
+        let rows: Vec<usize> = (start + range.start..start + range.end).collect();
+        self.gather(&rows, out);
+    }
+}
+
+/// The RNG that shuffles epoch `epoch` of a run seeded with `seed`: one ChaCha8 stream
+/// per epoch, so any epoch's order can be recreated without replaying the earlier ones.
+pub fn shuffle_rng(seed: u64, epoch: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1 + epoch);
+    rng
+}
+
+/// Labels from a rank-1 IDX file, checked against the number of samples they label.
+pub fn open_labels(
+    path: &Path,
+    cache_dir: Option<&Path>,
+    samples: &Dataset,
+) -> Result<Vec<u8>, DataError> {
+    let file = IdxFile::open_with_cache(path, cache_dir)?;
+    if file.dims().len() != 1 || file.element_type() != ElementType::U8 {
+        return Err(DataError::Shape {
+            path: path.to_path_buf(),
+            message: format!(
+                "expected rank-1 u8 labels, found {} of shape {:?}",
+                file.element_type().name(),
+                file.dims()
+            ),
+        });
+    }
+    let labels = file.as_u8().expect("checked u8").to_vec();
+    if labels.len() != samples.len() {
+        return Err(DataError::CountMismatch {
+            images: samples.path().map(Path::to_path_buf).unwrap_or_default(),
+            image_count: samples.len(),
+            labels: path.to_path_buf(),
+            label_count: labels.len(),
+        });
+    }
+    Ok(labels)
+}

@@ -1,0 +1,311 @@
+//! The autoencoder: its layers, the forward pass in reusable buffers, and inference over
+//! batches and whole datasets (encode, decode, reconstruct, evaluate).
+
+use crate::config::{Loss, ModelConfig, Penalty};
+use crate::dataset::Dataset;
+use crate::error::ModelError;
+use crate::layer::Dense;
+use kernels::activation::{activation_forward, bias_activation_forward};
+use kernels::output::{output_stats, OutputLoss, OutputStats};
+use kernels::{gemm, Activation, Layout, MatMut, MatRef};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::ops::Range;
+
+/// A dense autoencoder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Autoencoder {
+    config: ModelConfig,
+    layers: Vec<Dense>,
+}
+
+/// One buffer per layer for a batch of up to `capacity` samples, allocated once.
+#[derive(Clone, Debug)]
+pub struct Activations {
+    capacity: usize,
+    /// Layer outputs, `capacity x units` each. The output layer holds logits when the
+    /// loss is BCE (the sigmoid is fused into the loss).
+    pub outputs: Vec<Vec<f32>>,
+}
+
+impl Activations {
+    /// Buffers for `config`'s layers and batches of up to `capacity` samples.
+    pub fn new(config: &ModelConfig, capacity: usize) -> Self {
+        Self {
+            capacity,
+            outputs: config
+                .layers
+                .iter()
+                .map(|l| vec![0.0; capacity * l.units])
+                .collect(),
+        }
+    }
+
+    /// The largest batch these buffers hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// Loss and accuracy of a model over a dataset, as Keras' `evaluate` reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Evaluation {
+    /// Reconstruction loss plus penalty, per batch, averaged weighted by batch size.
+    pub loss: f64,
+    /// Fraction of values where the rounded reconstruction equals the rounded input.
+    pub rounded_accuracy: f64,
+    /// Mean activation of the coding layer over all samples and units.
+    pub mean_coding_activation: f64,
+    /// Samples evaluated.
+    pub samples: usize,
+}
+
+impl Autoencoder {
+    /// A freshly initialised model (Glorot-uniform weights from `seed`, zero biases).
+    pub fn new(config: ModelConfig, seed: u64) -> Result<Self, ModelError> {
+        config.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // Stream 0 initialises; streams from 1 shuffle epochs (see `dataset::shuffle_rng`).
+        rng.set_stream(0);
+        let layers = config
+            .layers
+            .iter()
+            .map(|&spec| Dense::glorot_uniform(spec, &mut rng))
+            .collect();
+        Ok(Self { config, layers })
+    }
+
+    /// A model from given layers, checked against `config`.
+    pub fn from_layers(config: ModelConfig, layers: Vec<Dense>) -> Result<Self, ModelError> {
+        config.validate()?;
+        if layers.len() != config.layers.len() {
+            return Err(ModelError::Invalid(format!(
+                "config has {} layers, {} given",
+                config.layers.len(),
+                layers.len()
+            )));
+        }
+        for (i, (layer, spec)) in layers.iter().zip(&config.layers).enumerate() {
+            if layer.spec != *spec
+                || layer.weight.len() != spec.inputs * spec.units
+                || layer.bias.len() != spec.units
+            {
+                return Err(ModelError::Invalid(format!(
+                    "layer {i} does not match its spec {spec:?}"
+                )));
+            }
+        }
+        Ok(Self { config, layers })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The layers, from the input.
+    pub fn layers(&self) -> &[Dense] {
+        &self.layers
+    }
+
+    /// The layers, mutable (for optimizers). Shapes must not change.
+    pub fn layers_mut(&mut self) -> &mut [Dense] {
+        &mut self.layers
+    }
+
+    /// Input width.
+    pub fn input_width(&self) -> usize {
+        self.config.input_width()
+    }
+
+    /// Coding width.
+    pub fn coding_width(&self) -> usize {
+        self.config.coding_width()
+    }
+
+    /// What the output step computes for this model's loss.
+    pub(crate) fn output_loss(&self) -> OutputLoss {
+        match self.config.loss {
+            Loss::Bce => OutputLoss::SigmoidBinaryCrossEntropy,
+            Loss::Mse => OutputLoss::LinearSquaredError,
+        }
+    }
+
+    /// The activation applied in the forward buffers: the output layer stops at its logits
+    /// under BCE.
+    pub(crate) fn stored_activation(&self, layer: usize) -> Activation {
+        if layer + 1 == self.layers.len() && self.config.loss == Loss::Bce {
+            Activation::Linear
+        } else {
+            self.layers[layer].spec.activation
+        }
+    }
+
+    /// Runs layers `range` on `rows` samples of `input` (`rows x layers[range.start].inputs`),
+    /// writing each layer's output into `acts`.
+    ///
+    /// # Panics
+    /// If `rows` exceeds the buffers' capacity or `input` is too short.
+    pub fn forward_range(
+        &self,
+        range: Range<usize>,
+        input: &[f32],
+        rows: usize,
+        acts: &mut Activations,
+    ) {
+        assert!(
+            rows <= acts.capacity,
+            "batch of {rows} exceeds buffers of {}",
+            acts.capacity
+        );
+        for l in range.clone() {
+            let spec = self.layers[l].spec;
+            let (before, rest) = acts.outputs.split_at_mut(l);
+            let prev: &[f32] = if l == range.start {
+                &input[..rows * spec.inputs]
+            } else {
+                &before[l - 1][..rows * spec.inputs]
+            };
+            let out = &mut rest[0][..rows * spec.units];
+            gemm(
+                1.0,
+                MatRef::row_major(prev, rows, spec.inputs).expect("sized above"),
+                self.layers[l].weight_view(),
+                0.0,
+                MatMut::row_major(out, rows, spec.units).expect("sized above"),
+            )
+            .expect("shapes chain");
+            bias_activation_forward(
+                self.stored_activation(l),
+                Layout::contiguous(rows, spec.units),
+                out,
+                &self.layers[l].bias,
+            );
+        }
+    }
+
+    /// The full forward pass of `rows` samples.
+    pub fn forward(&self, input: &[f32], rows: usize, acts: &mut Activations) {
+        self.forward_range(0..self.layers.len(), input, rows, acts);
+    }
+
+    /// Penalty of the coding activations of a batch (value only).
+    pub(crate) fn penalty_value(&self, coding: &[f32], rows: usize, scratch: &mut [f32]) -> f64 {
+        let layout = Layout::contiguous(rows, self.coding_width());
+        match self.config.penalty {
+            Penalty::Kl { target, weight } => {
+                kernels::sparsity::kl_sparsity_penalty(layout, coding, target, weight, scratch)
+            }
+            Penalty::L1 { weight } => {
+                kernels::sparsity::l1_sparsity_penalty(layout, coding, weight)
+            }
+            Penalty::None => 0.0,
+        }
+    }
+
+    /// Loss statistics of one batch already run through [`Autoencoder::forward`]:
+    /// `(output stats, penalty)`.
+    pub(crate) fn batch_loss(
+        &self,
+        targets: &[f32],
+        rows: usize,
+        acts: &Activations,
+        scratch: &mut [f32],
+    ) -> (OutputStats, f64) {
+        let width = self.input_width();
+        let out = &acts.outputs[self.layers.len() - 1][..rows * width];
+        // Under MSE the stored output is already activated, whatever the activation.
+        let stats = output_stats(self.output_loss(), out, &targets[..rows * width]);
+        let coding = &acts.outputs[self.config.coding_layer][..rows * self.coding_width()];
+        (stats, self.penalty_value(coding, rows, scratch))
+    }
+
+    /// Loss, rounded accuracy and mean coding activation over `data`, in batches of
+    /// `batch_size` (the last may be smaller), as Keras' `evaluate` computes them.
+    pub fn evaluate(&self, data: &Dataset, batch_size: usize) -> Evaluation {
+        let width = self.input_width();
+        let batch_size = batch_size.max(1);
+        let mut acts = Activations::new(&self.config, batch_size);
+        let mut x = vec![0.0; batch_size * width];
+        let mut scratch = vec![0.0; self.coding_width()];
+        let (mut loss_sum, mut equal, mut coding_sum) = (0.0f64, 0u64, 0.0f64);
+        for start in (0..data.len()).step_by(batch_size) {
+            let rows = batch_size.min(data.len() - start);
+            data.gather_range(start..start + rows, &mut x[..rows * width]);
+            self.forward(&x, rows, &mut acts);
+            let (stats, penalty) = self.batch_loss(&x, rows, &acts, &mut scratch);
+            loss_sum += (stats.loss_sum / (rows * width) as f64 + penalty) * rows as f64;
+            equal += stats.rounded_equal;
+            coding_sum += kernels::reduce::sum(
+                &acts.outputs[self.config.coding_layer][..rows * self.coding_width()],
+            );
+        }
+        let n = data.len();
+        if n == 0 {
+            return Evaluation::default();
+        }
+        Evaluation {
+            loss: loss_sum / n as f64,
+            rounded_accuracy: equal as f64 / (n * width) as f64,
+            mean_coding_activation: coding_sum / (n * self.coding_width()) as f64,
+            samples: n,
+        }
+    }
+
+    /// The coding-layer activations of every sample of `data`, `len x coding_width`.
+    pub fn encode(&self, data: &Dataset, batch_size: usize) -> Vec<f32> {
+        let coding = self.config.coding_layer;
+        self.map_batches(data, batch_size, 0..coding + 1, self.coding_width())
+    }
+
+    /// Reconstructions of every sample of `data` (after the output activation),
+    /// `len x input_width`.
+    pub fn reconstruct(&self, data: &Dataset, batch_size: usize) -> Vec<f32> {
+        let mut out = self.map_batches(data, batch_size, 0..self.layers.len(), self.input_width());
+        if self.stored_activation(self.layers.len() - 1)
+            != self.layers[self.layers.len() - 1].spec.activation
+        {
+            activation_forward(self.layers[self.layers.len() - 1].spec.activation, &mut out);
+        }
+        out
+    }
+
+    /// Reconstructions from coding activations (`rows x coding_width`), `rows x input_width`.
+    ///
+    /// # Panics
+    /// If `codings.len()` is not a multiple of the coding width.
+    pub fn decode(&self, codings: &[f32]) -> Vec<f32> {
+        let width = self.coding_width();
+        assert_eq!(codings.len() % width, 0, "decode: ragged codings");
+        let data = Dataset::from_f32(codings.to_vec(), width);
+        let layers = self.config.coding_layer + 1..self.layers.len();
+        let mut out = self.map_batches(&data, 256, layers, self.input_width());
+        let last = self.layers.len() - 1;
+        if self.stored_activation(last) != self.layers[last].spec.activation {
+            activation_forward(self.layers[last].spec.activation, &mut out);
+        }
+        out
+    }
+
+    fn map_batches(
+        &self,
+        data: &Dataset,
+        batch_size: usize,
+        layers: Range<usize>,
+        out_width: usize,
+    ) -> Vec<f32> {
+        let in_width = data.features();
+        let last = layers.end - 1;
+        let batch_size = batch_size.max(1);
+        let mut acts = Activations::new(&self.config, batch_size);
+        let mut x = vec![0.0; batch_size * in_width];
+        let mut out = Vec::with_capacity(data.len() * out_width);
+        for start in (0..data.len()).step_by(batch_size) {
+            let rows = batch_size.min(data.len() - start);
+            data.gather_range(start..start + rows, &mut x[..rows * in_width]);
+            self.forward_range(layers.clone(), &x, rows, &mut acts);
+            out.extend_from_slice(&acts.outputs[last][..rows * out_width]);
+        }
+        out
+    }
+}

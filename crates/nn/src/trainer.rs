@@ -1,0 +1,462 @@
+//! Mini-batch training with Keras' semantics: reshuffle every epoch, keep the last
+//! partial batch, report the running mean of `loss` and `rounded_accuracy` weighted by
+//! batch size, and evaluate the validation set after every epoch.
+//!
+//! One step runs through the fused kernels in buffers allocated when the trainer is
+//! built: forward (GEMM, then bias + activation), the fused output step, then from the
+//! last layer down: input gradient `dA = dZ W^T` (with the old `W`), the parameter update
+//! (plain SGD is fused into the weight-gradient GEMM as `W <- W - lr X^T dZ`), and the
+//! previous layer's activation backward, fused with the sparsity penalty at the coding
+//! layer.
+
+use crate::config::{Loss, Penalty};
+use crate::dataset::Dataset;
+use crate::error::TrainError;
+use crate::model::{Activations, Autoencoder};
+use crate::optimizer::{Optimizer, OptimizerState};
+use kernels::activation::activation_backward;
+use kernels::output::{output_backward, OutputStats};
+use kernels::reduce::column_sums;
+use kernels::sparsity::{kl_sparsity_backward, l1_sparsity_backward};
+use kernels::{gemm, Activation, Layout, MatMut, MatRef};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// How to train.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Samples per step (the last step of an epoch may have fewer).
+    pub batch_size: usize,
+    /// Reshuffle the training set every epoch.
+    pub shuffle: bool,
+    /// Seeds the shuffling (the weights are seeded when the model is built).
+    pub seed: u64,
+    /// The optimizer.
+    pub optimizer: Optimizer,
+}
+
+impl TrainConfig {
+    /// The reference run: 10 epochs of plain SGD at learning rate 1.0, batches of 32.
+    pub fn reference() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 32,
+            shuffle: true,
+            seed: 42,
+            optimizer: Optimizer::sgd(1.0),
+        }
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if self.batch_size == 0 {
+            return Err(TrainError::Invalid("batch size must be at least 1".into()));
+        }
+        self.optimizer.validate().map_err(TrainError::Invalid)
+    }
+}
+
+/// What one epoch measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Training loss (reconstruction + penalty), mean over the epoch's steps weighted by batch size.
+    pub loss: f64,
+    /// Training rounded accuracy over the epoch.
+    pub rounded_accuracy: f64,
+    /// Validation loss, if a validation set was given.
+    pub val_loss: Option<f64>,
+    /// Validation rounded accuracy.
+    pub val_rounded_accuracy: Option<f64>,
+    /// Mean coding activation over the validation set.
+    pub mean_coding_activation: Option<f64>,
+    /// Wall time of the epoch, validation included, in seconds.
+    pub seconds: f64,
+}
+
+/// Progress within an epoch, for drawing a progress bar.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepProgress {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Epochs in the run.
+    pub epochs: usize,
+    /// Steps done in this epoch, from 1.
+    pub step: usize,
+    /// Steps in this epoch.
+    pub steps: usize,
+    /// Running mean loss of the epoch so far.
+    pub loss: f64,
+    /// Running rounded accuracy of the epoch so far.
+    pub rounded_accuracy: f64,
+}
+
+/// Whether training should go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Keep going.
+    Continue,
+    /// Stop after this step; `fit` returns [`TrainError::Interrupted`].
+    Stop,
+}
+
+/// Receives progress; the defaults ignore it. Lets a front end draw without `nn`
+/// knowing about terminals.
+pub trait Observer {
+    /// An epoch starts.
+    fn epoch_begin(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
+    /// A step finished.
+    fn step_end(&mut self, _progress: &StepProgress) -> Control {
+        Control::Continue
+    }
+    /// An epoch finished (validation included).
+    fn epoch_end(&mut self, _metrics: &EpochMetrics) -> Control {
+        Control::Continue
+    }
+}
+
+/// An observer that ignores everything.
+impl Observer for () {}
+
+/// Per-layer parameter gradients `(dW, db)`, `dW` shaped `[inputs, units]`.
+pub type Gradients = Vec<(Vec<f32>, Vec<f32>)>;
+
+/// Where a backward pass sends each layer's parameter gradient.
+enum Update<'a> {
+    /// Apply `W <- W - lr dW`, `b <- b - lr db` inside the GEMM and column sum.
+    FusedSgd(f32),
+    /// Store `dW`, `db`.
+    Collect(&'a mut Gradients),
+}
+
+/// Buffers of one training step, sized for the largest batch.
+struct Workspace {
+    acts: Activations,
+    grads: Vec<Vec<f32>>,
+    x: Vec<f32>,
+    scratch: Vec<f32>,
+    param_grads: Gradients,
+    order: Vec<usize>,
+}
+
+impl Workspace {
+    fn new(model: &Autoencoder, batch: usize, collect: bool) -> Self {
+        let config = model.config();
+        Self {
+            acts: Activations::new(config, batch),
+            grads: config
+                .layers
+                .iter()
+                .map(|l| vec![0.0; batch * l.units])
+                .collect(),
+            x: vec![0.0; batch * model.input_width()],
+            scratch: vec![0.0; model.coding_width()],
+            param_grads: if collect {
+                zero_gradients(model)
+            } else {
+                Vec::new()
+            },
+            order: Vec::new(),
+        }
+    }
+}
+
+fn zero_gradients(model: &Autoencoder) -> Gradients {
+    model
+        .layers()
+        .iter()
+        .map(|l| (vec![0.0; l.weight.len()], vec![0.0; l.bias.len()]))
+        .collect()
+}
+
+/// The backward pass of one batch already run forward into `acts`; returns the output
+/// statistics and the penalty value.
+fn backward(
+    model: &mut Autoencoder,
+    x: &[f32],
+    rows: usize,
+    acts: &Activations,
+    grads: &mut [Vec<f32>],
+    scratch: &mut [f32],
+    mut update: Update<'_>,
+) -> (OutputStats, f64) {
+    let width = model.input_width();
+    let last = model.layers().len() - 1;
+    let coding_layer = model.config().coding_layer;
+    let penalty_kind = model.config().penalty;
+    let output_activation = model.layers()[last].spec.activation;
+    let out = &acts.outputs[last][..rows * width];
+    let scale = 1.0 / (rows * width) as f32;
+    let stats = output_backward(
+        model.output_loss(),
+        out,
+        &x[..rows * width],
+        &mut grads[last][..rows * width],
+        scale,
+    );
+    if model.config().loss == Loss::Mse && output_activation != Activation::Linear {
+        activation_backward(
+            output_activation,
+            Layout::contiguous(rows, width),
+            out,
+            &mut grads[last][..rows * width],
+        );
+    }
+
+    let mut penalty = 0.0;
+    for l in (0..=last).rev() {
+        let spec = model.layers()[l].spec;
+        let (lower, upper) = grads.split_at_mut(l);
+        let dz = &upper[0][..rows * spec.units];
+        let dz_view = MatRef::row_major(dz, rows, spec.units).expect("sized");
+        let input: &[f32] = if l == 0 {
+            &x[..rows * spec.inputs]
+        } else {
+            &acts.outputs[l - 1][..rows * spec.inputs]
+        };
+        let input_t = MatRef::row_major(input, rows, spec.inputs)
+            .expect("sized")
+            .t();
+
+        if l > 0 {
+            // dA of the layer below, with this layer's weights before their update.
+            let da = MatMut::row_major(&mut lower[l - 1][..rows * spec.inputs], rows, spec.inputs)
+                .expect("sized");
+            gemm(1.0, dz_view, model.layers()[l].weight_view().t(), 0.0, da).expect("shapes chain");
+        }
+
+        let dz_layout = Layout::contiguous(rows, spec.units);
+        let layer = &mut model.layers_mut()[l];
+        match &mut update {
+            Update::FusedSgd(lr) => {
+                let w =
+                    MatMut::row_major(&mut layer.weight, spec.inputs, spec.units).expect("sized");
+                gemm(-*lr, input_t, dz_view, 1.0, w).expect("shapes chain");
+                column_sums(dz_layout, dz, -*lr, 1.0, &mut layer.bias);
+            }
+            Update::Collect(g) => {
+                let (dw, db) = &mut g[l];
+                let w = MatMut::row_major(dw, spec.inputs, spec.units).expect("sized");
+                gemm(1.0, input_t, dz_view, 0.0, w).expect("shapes chain");
+                column_sums(dz_layout, dz, 1.0, 0.0, db);
+            }
+        }
+
+        if l > 0 {
+            let below = l - 1;
+            let act = model.layers()[below].spec.activation;
+            let layout = Layout::contiguous(rows, spec.inputs);
+            let a = &acts.outputs[below][..rows * spec.inputs];
+            let da = &mut lower[below][..rows * spec.inputs];
+            if below == coding_layer {
+                penalty = match penalty_kind {
+                    Penalty::Kl { target, weight } => {
+                        kl_sparsity_backward(act, layout, a, da, target, weight, scratch)
+                    }
+                    Penalty::L1 { weight } => l1_sparsity_backward(act, layout, a, da, weight),
+                    Penalty::None => {
+                        activation_backward(act, layout, a, da);
+                        0.0
+                    }
+                };
+            } else {
+                activation_backward(act, layout, a, da);
+            }
+        }
+    }
+    (stats, penalty)
+}
+
+/// The total loss (mean reconstruction loss + penalty) of `rows` samples `x` and its
+/// gradient with respect to every parameter, leaving the model unchanged.
+pub fn loss_and_gradients(model: &Autoencoder, x: &[f32], rows: usize) -> (f64, Gradients) {
+    let mut work = Workspace::new(model, rows.max(1), true);
+    let mut scratch_model = model.clone();
+    scratch_model.forward(x, rows, &mut work.acts);
+    let (stats, penalty) = backward(
+        &mut scratch_model,
+        x,
+        rows,
+        &work.acts,
+        &mut work.grads,
+        &mut work.scratch,
+        Update::Collect(&mut work.param_grads),
+    );
+    let loss = stats.loss_sum / (rows * model.input_width()) as f64 + penalty;
+    (loss, work.param_grads)
+}
+
+/// Trains an [`Autoencoder`] and keeps its optimizer state and history.
+pub struct Trainer {
+    model: Autoencoder,
+    config: TrainConfig,
+    state: OptimizerState,
+    work: Workspace,
+    history: Vec<EpochMetrics>,
+}
+
+impl Trainer {
+    /// A trainer for `model`; allocates every buffer a step needs.
+    pub fn new(model: Autoencoder, config: TrainConfig) -> Result<Self, TrainError> {
+        config.validate()?;
+        let state = OptimizerState::new(&config.optimizer, model.layers());
+        let work = Workspace::new(&model, config.batch_size, !config.optimizer.is_plain_sgd());
+        Ok(Self {
+            model,
+            config,
+            state,
+            work,
+            history: Vec::new(),
+        })
+    }
+
+    /// The model as trained so far.
+    pub fn model(&self) -> &Autoencoder {
+        &self.model
+    }
+
+    /// Gives up the trainer, keeping the model.
+    pub fn into_model(self) -> Autoencoder {
+        self.model
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Metrics of every completed epoch.
+    pub fn history(&self) -> &[EpochMetrics] {
+        &self.history
+    }
+
+    /// The optimizer's slots and step count.
+    pub fn optimizer_state(&self) -> &OptimizerState {
+        &self.state
+    }
+
+    /// Trains for the configured number of epochs (continuing after those already in
+    /// the history), evaluating `valid` after each.
+    pub fn fit(
+        &mut self,
+        train: &Dataset,
+        valid: Option<&Dataset>,
+        observer: &mut dyn Observer,
+    ) -> Result<&[EpochMetrics], TrainError> {
+        let width = self.model.input_width();
+        for data in std::iter::once(train).chain(valid) {
+            if data.features() != width {
+                return Err(TrainError::FeatureMismatch {
+                    expected: width,
+                    found: data.features(),
+                });
+            }
+        }
+        if train.is_empty() {
+            return Err(TrainError::EmptyDataset);
+        }
+        while self.history.len() < self.config.epochs {
+            let metrics = self.train_epoch(train, valid, observer)?;
+            let control = observer.epoch_end(&metrics);
+            self.history.push(metrics);
+            if control == Control::Stop {
+                return Err(TrainError::Interrupted);
+            }
+        }
+        Ok(&self.history)
+    }
+
+    /// One epoch over `train`, then an evaluation of `valid`.
+    fn train_epoch(
+        &mut self,
+        train: &Dataset,
+        valid: Option<&Dataset>,
+        observer: &mut dyn Observer,
+    ) -> Result<EpochMetrics, TrainError> {
+        let started = Instant::now();
+        let epoch = self.history.len() + 1;
+        let batch = self.config.batch_size;
+        let width = self.model.input_width();
+        let steps = train.len().div_ceil(batch);
+        if self.config.shuffle {
+            train.shuffled_order(self.config.seed, epoch as u64, &mut self.work.order);
+        } else {
+            train.sequential_order(&mut self.work.order);
+        }
+        observer.epoch_begin(epoch, self.config.epochs, steps);
+
+        let (mut loss_sum, mut seen, mut equal) = (0.0f64, 0usize, 0u64);
+        for step in 0..steps {
+            let start = step * batch;
+            let rows = batch.min(train.len() - start);
+            let work = &mut self.work;
+            train.gather(
+                &work.order[start..start + rows],
+                &mut work.x[..rows * width],
+            );
+            self.model.forward(&work.x, rows, &mut work.acts);
+            let plain_sgd = self.config.optimizer.is_plain_sgd();
+            let update = if plain_sgd {
+                Update::FusedSgd(self.config.optimizer.learning_rate())
+            } else {
+                Update::Collect(&mut work.param_grads)
+            };
+            let (stats, penalty) = backward(
+                &mut self.model,
+                &work.x,
+                rows,
+                &work.acts,
+                &mut work.grads,
+                &mut work.scratch,
+                update,
+            );
+            if !plain_sgd {
+                self.state.advance();
+                for (l, layer) in self.model.layers_mut().iter_mut().enumerate() {
+                    let (dw, db) = &work.param_grads[l];
+                    self.state
+                        .apply(&self.config.optimizer, 2 * l, dw, &mut layer.weight);
+                    self.state
+                        .apply(&self.config.optimizer, 2 * l + 1, db, &mut layer.bias);
+                }
+            }
+            let batch_loss = stats.loss_sum / (rows * width) as f64 + penalty;
+            if !batch_loss.is_finite() {
+                return Err(TrainError::Diverged {
+                    epoch,
+                    step: step + 1,
+                    loss: batch_loss,
+                    lr: self.config.optimizer.learning_rate(),
+                });
+            }
+            loss_sum += batch_loss * rows as f64;
+            seen += rows;
+            equal += stats.rounded_equal;
+            let progress = StepProgress {
+                epoch,
+                epochs: self.config.epochs,
+                step: step + 1,
+                steps,
+                loss: loss_sum / seen as f64,
+                rounded_accuracy: equal as f64 / (seen * width) as f64,
+            };
+            if observer.step_end(&progress) == Control::Stop {
+                return Err(TrainError::Interrupted);
+            }
+        }
+
+        let evaluation = valid.map(|v| self.model.evaluate(v, batch));
+        Ok(EpochMetrics {
+            epoch,
+            loss: loss_sum / seen as f64,
+            rounded_accuracy: equal as f64 / (seen * width) as f64,
+            val_loss: evaluation.map(|e| e.loss),
+            val_rounded_accuracy: evaluation.map(|e| e.rounded_accuracy),
+            mean_coding_activation: evaluation.map(|e| e.mean_coding_activation),
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
