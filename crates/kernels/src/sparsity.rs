@@ -5,8 +5,8 @@
 //! divided by the batch size `B` (see the design notes), so for a weight `w`:
 //! - KL: `P = (w / B) * sum_j [p ln(p / q_j) + (1 - p) ln((1 - p) / (1 - q_j))]` with
 //!   `q_j = mean_i a_ij` clipped to `[KL_CLIP_EPS, 1 - KL_CLIP_EPS]`, and
-//!   `dP/da_ij = (w / B^2) * (-p / q_j + (1 - p) / (1 - q_j))`. As with Keras' clip, a term
-//!   whose argument was clipped contributes no gradient.
+//!   `dP/da_ij = (w / B^2) * (-p / q_j + (1 - p) / (1 - q_j))`. Where `q_j` was clipped
+//!   the penalty is constant in it, so that column's gradient is zero.
 //! - L1: `P = (w / B) * sum_ij |a_ij|` and `dP/da_ij = (w / B) * sign(a_ij)`.
 //!
 //! The backward kernels turn `da` (the gradient arriving from the decoder) into
@@ -34,13 +34,13 @@ fn kl_columns(scratch: &mut [f32], rows: usize, target: f32, weight: f32, with_g
         let q_clipped = q.clamp(eps, 1.0 - eps);
         divergence += p * (p / q_clipped).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - q_clipped)).ln();
         if with_grad {
-            let low_term = if q >= eps { -p / q } else { 0.0 };
-            let high_term = if 1.0 - q >= eps {
-                (1.0 - p) / (1.0 - q)
+            // Outside the clip range the penalty is constant in q.
+            let g = -p / q + (1.0 - p) / (1.0 - q);
+            *slot = if q == q_clipped {
+                (grad_scale * g) as f32
             } else {
                 0.0
             };
-            *slot = (grad_scale * (low_term + high_term)) as f32;
         }
     }
     value_scale * divergence
@@ -291,13 +291,12 @@ pub mod reference {
         for q in column_means(layout, output) {
             let qc = q.clamp(eps, 1.0 - eps);
             penalty += p * (p / qc).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - qc)).ln();
-            let low = if q >= eps { -p / q } else { 0.0 };
-            let high = if 1.0 - q >= eps {
-                (1.0 - p) / (1.0 - q)
+            let g = if q == qc {
+                -p / q + (1.0 - p) / (1.0 - q)
             } else {
                 0.0
             };
-            column_grad.push(w / (b * b) * (low + high));
+            column_grad.push(w / (b * b) * g);
         }
         for i in 0..layout.rows {
             for (j, &g) in column_grad.iter().enumerate() {

@@ -1,0 +1,390 @@
+//! Analytic gradients of the total loss checked against central finite differences of an
+//! independent f64 implementation of the same model, over random architectures, every
+//! activation, every penalty and both losses.
+
+// Indices address the f32 gradients and the f64 parameter copy in step.
+#![allow(clippy::needless_range_loop)]
+
+use nn::config::{Activation, LayerSpec, Loss, ModelConfig, Penalty};
+use nn::layer::Dense;
+use nn::trainer::loss_and_gradients;
+use nn::Autoencoder;
+use proptest::prelude::*;
+
+const SELU_LAMBDA: f64 = 1.050_700_987_355_480_5;
+const SELU_ALPHA: f64 = 1.673_263_242_354_377_2;
+const CLIP: f64 = 1e-7;
+
+fn act64(act: Activation, z: f64) -> f64 {
+    match act {
+        Activation::Linear => z,
+        Activation::Relu => z.max(0.0),
+        Activation::Selu if z > 0.0 => SELU_LAMBDA * z,
+        Activation::Selu => SELU_LAMBDA * SELU_ALPHA * z.exp_m1(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
+    }
+}
+
+/// Total loss of the model given as f64 parameters, straight from the definitions.
+fn loss64(config: &ModelConfig, params: &[(Vec<f64>, Vec<f64>)], x: &[f64], rows: usize) -> f64 {
+    let last = config.layers.len() - 1;
+    let mut a = x.to_vec();
+    let mut coding = Vec::new();
+    for (l, spec) in config.layers.iter().enumerate() {
+        let (w, b) = &params[l];
+        let mut z = vec![0.0; rows * spec.units];
+        for i in 0..rows {
+            for j in 0..spec.units {
+                let mut s = b[j];
+                for k in 0..spec.inputs {
+                    s += a[i * spec.inputs + k] * w[k * spec.units + j];
+                }
+                z[i * spec.units + j] = s;
+            }
+        }
+        a = if l == last && config.loss == Loss::Bce {
+            z
+        } else {
+            z.iter().map(|&v| act64(spec.activation, v)).collect()
+        };
+        if l == config.coding_layer {
+            coding = a.clone();
+        }
+    }
+    let n = x.len() as f64;
+    let recon: f64 = match config.loss {
+        Loss::Bce => a
+            .iter()
+            .zip(x)
+            .map(|(&z, &t)| z.max(0.0) + (-z.abs()).exp().ln_1p() - t * z)
+            .sum::<f64>(),
+        Loss::Mse => a
+            .iter()
+            .zip(x)
+            .map(|(&y, &t)| (y - t) * (y - t))
+            .sum::<f64>(),
+    } / n;
+    let b = rows as f64;
+    let h = config.coding_width();
+    let penalty = match config.penalty {
+        Penalty::Kl { target, weight } => {
+            let p = f64::from(target);
+            let mut kl = 0.0;
+            for j in 0..h {
+                let q = (0..rows).map(|i| coding[i * h + j]).sum::<f64>() / b;
+                let q = q.clamp(CLIP, 1.0 - CLIP);
+                kl += p * (p / q).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - q)).ln();
+            }
+            f64::from(weight) / b * kl
+        }
+        Penalty::L1 { weight } => {
+            f64::from(weight) / b * coding.iter().map(|v| v.abs()).sum::<f64>()
+        }
+        Penalty::None => 0.0,
+    };
+    recon + penalty
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    config: ModelConfig,
+    seed: u64,
+    biases: Vec<f32>,
+    rows: usize,
+    x: Vec<f32>,
+}
+
+fn activation() -> impl Strategy<Value = Activation> {
+    proptest::sample::select(
+        &[
+            Activation::Linear,
+            Activation::Relu,
+            Activation::Selu,
+            Activation::Sigmoid,
+        ][..],
+    )
+}
+
+fn penalty() -> impl Strategy<Value = Penalty> {
+    prop_oneof![
+        (0.05f32..0.5, 0.01f32..1.0).prop_map(|(target, weight)| Penalty::Kl { target, weight }),
+        (1e-3f32..0.1).prop_map(|weight| Penalty::L1 { weight }),
+        Just(Penalty::None),
+    ]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        1usize..=20,
+        proptest::collection::vec((1usize..=20, activation()), 1..=4),
+        prop_oneof![Just(Loss::Bce), Just(Loss::Mse)],
+        activation(),
+        penalty(),
+        any::<u64>(),
+        1usize..=9,
+        any::<prop::sample::Index>(),
+    )
+        .prop_flat_map(
+            |(inputs, hidden, loss, out_act, penalty, seed, rows, coding)| {
+                let mut layers = Vec::new();
+                let mut width = inputs;
+                for &(units, activation) in &hidden {
+                    layers.push(LayerSpec {
+                        inputs: width,
+                        units,
+                        activation,
+                    });
+                    width = units;
+                }
+                let output_activation = if loss == Loss::Bce {
+                    Activation::Sigmoid
+                } else {
+                    out_act
+                };
+                layers.push(LayerSpec {
+                    inputs: width,
+                    units: inputs,
+                    activation: output_activation,
+                });
+                let config = ModelConfig {
+                    coding_layer: coding.index(hidden.len()),
+                    layers,
+                    penalty,
+                    loss,
+                };
+                let bias_count: usize = config.layers.iter().map(|l| l.units).sum();
+                (
+                    Just(config),
+                    Just(seed),
+                    proptest::collection::vec(-0.5f32..0.5, bias_count),
+                    Just(rows),
+                    proptest::collection::vec(0.0f32..=1.0, rows * inputs),
+                )
+            },
+        )
+        .prop_map(|(config, seed, biases, rows, x)| Case {
+            config,
+            seed,
+            biases,
+            rows,
+            x,
+        })
+}
+
+fn build(case: &Case) -> Autoencoder {
+    let mut model = Autoencoder::new(case.config.clone(), case.seed).unwrap();
+    let mut biases = case.biases.iter();
+    for layer in model.layers_mut() {
+        for b in &mut layer.bias {
+            *b = *biases.next().unwrap();
+        }
+    }
+    model
+}
+
+fn params64(model: &Autoencoder) -> Vec<(Vec<f64>, Vec<f64>)> {
+    let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    model
+        .layers()
+        .iter()
+        .map(|l: &Dense| (widen(&l.weight), widen(&l.bias)))
+        .collect()
+}
+
+/// Checks every parameter's analytic gradient against a central difference; at a kink
+/// (ReLU at 0, |a| at 0, a clip boundary) the one-sided differences disagree and the
+/// parameter is not differentiable there, so it is passed over.
+fn check_gradients(case: &Case) -> Result<(), TestCaseError> {
+    let model = build(case);
+    let (loss32, grads) = loss_and_gradients(&model, &case.x, case.rows);
+    let x64: Vec<f64> = case.x.iter().map(|&v| f64::from(v)).collect();
+    let mut params = params64(&model);
+    let base = loss64(&case.config, &params, &x64, case.rows);
+    prop_assert!(
+        (loss32 - base).abs() <= 1e-5 * base.abs() + 1e-6,
+        "loss {} vs f64 {}",
+        loss32,
+        base
+    );
+
+    // Small enough for the KL term's curvature at tiny mean activations; f64 keeps the
+    // rounding error of the difference near 1e-10.
+    let h = 1e-6;
+    for l in 0..params.len() {
+        for tensor in 0..2 {
+            let analytic: &[f32] = if tensor == 0 {
+                &grads[l].0
+            } else {
+                &grads[l].1
+            };
+            let scale = analytic
+                .iter()
+                .fold(0.0f64, |m, &g| m.max(f64::from(g).abs()));
+            for k in 0..analytic.len() {
+                let original = get(&params, l, tensor, k);
+                set(&mut params, l, tensor, k, original + h);
+                let plus = loss64(&case.config, &params, &x64, case.rows);
+                set(&mut params, l, tensor, k, original - h);
+                let minus = loss64(&case.config, &params, &x64, case.rows);
+                set(&mut params, l, tensor, k, original);
+                let numeric = (plus - minus) / (2.0 * h);
+                let got = f64::from(analytic[k]);
+                let tol = 2e-3 * numeric.abs() + 1e-3 * scale + 1e-6;
+                if (got - numeric).abs() > tol {
+                    let right = (plus - base) / h;
+                    let left = (base - minus) / h;
+                    // At a kink the two one-sided slopes differ, and the analytic gradient
+                    // is one of them (one-sided differences carry an O(h) error).
+                    let one_sided_tol = tol + 1e-2 * numeric.abs().max(1e-3);
+                    let kink = (right - left).abs() > 2.0 * tol
+                        && ((got - right).abs() <= one_sided_tol
+                            || (got - left).abs() <= one_sided_tol);
+                    prop_assert!(
+                        kink,
+                        "layer {} {} [{}]: analytic {:e}, numeric {:e} (one-sided {:e}, {:e})",
+                        l,
+                        if tensor == 0 { "weight" } else { "bias" },
+                        k,
+                        got,
+                        numeric,
+                        left,
+                        right
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn get(p: &[(Vec<f64>, Vec<f64>)], l: usize, tensor: usize, k: usize) -> f64 {
+    if tensor == 0 {
+        p[l].0[k]
+    } else {
+        p[l].1[k]
+    }
+}
+
+fn set(p: &mut [(Vec<f64>, Vec<f64>)], l: usize, tensor: usize, k: usize, v: f64) {
+    if tensor == 0 {
+        p[l].0[k] = v
+    } else {
+        p[l].1[k] = v
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn analytic_gradients_match_finite_differences(case in case()) {
+        check_gradients(&case)?;
+    }
+}
+
+/// The reference model's shape at a small batch, checked parameter by parameter on a
+/// sample of weights (the full check above covers small random models).
+#[test]
+fn reference_architecture_gradients_match_on_a_sample() {
+    let config = ModelConfig::autoencoder(
+        30,
+        &[(10, Activation::Selu), (20, Activation::Sigmoid)],
+        None,
+        Penalty::Kl {
+            target: 0.1,
+            weight: 0.05,
+        },
+        Loss::Bce,
+    );
+    let case = Case {
+        biases: (0..90)
+            .map(|i| ((i * 37) % 17) as f32 / 40.0 - 0.2)
+            .collect(),
+        x: (0..4 * 30).map(|i| ((i * 53) % 29) as f32 / 28.0).collect(),
+        rows: 4,
+        seed: 7,
+        config,
+    };
+    check_gradients(&case).unwrap();
+}
+
+/// The KL penalty alone: dP/da from the fused kernel (linear activation, zero incoming
+/// gradient) against a central difference of the f64 penalty, with a tight tolerance.
+fn kl64(a: &[f64], rows: usize, cols: usize, target: f64, weight: f64) -> f64 {
+    let mut kl = 0.0;
+    for j in 0..cols {
+        let q = (0..rows).map(|i| a[i * cols + j]).sum::<f64>() / rows as f64;
+        let q = q.clamp(CLIP, 1.0 - CLIP);
+        kl += target * (target / q).ln() + (1.0 - target) * ((1.0 - target) / (1.0 - q)).ln();
+    }
+    weight / rows as f64 * kl
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn kl_penalty_gradient_matches_finite_differences(
+        rows in 1usize..=12,
+        cols in 1usize..=40,
+        seed in proptest::collection::vec(0.02f32..0.98, 12 * 40),
+        target in 0.02f32..0.5,
+        weight in 0.01f32..2.0,
+    ) {
+        let a: Vec<f32> = seed[..rows * cols].to_vec();
+        let mut grad = vec![0.0f32; a.len()];
+        let mut scratch = vec![0.0f32; cols];
+        let layout = kernels::Layout::contiguous(rows, cols);
+        let value = kernels::sparsity::kl_sparsity_backward(
+            Activation::Linear, layout, &a, &mut grad, target, weight, &mut scratch);
+        let mut a64: Vec<f64> = a.iter().map(|&v| f64::from(v)).collect();
+        let (p, w) = (f64::from(target), f64::from(weight));
+        let exact = kl64(&a64, rows, cols, p, w);
+        prop_assert!((value - exact).abs() <= 1e-5 * exact.abs() + 1e-9, "value {} vs {}", value, exact);
+        let h = 1e-6;
+        for k in 0..a.len() {
+            let original = a64[k];
+            a64[k] = original + h;
+            let plus = kl64(&a64, rows, cols, p, w);
+            a64[k] = original - h;
+            let minus = kl64(&a64, rows, cols, p, w);
+            a64[k] = original;
+            let numeric = (plus - minus) / (2.0 * h);
+            let got = f64::from(grad[k]);
+            // The kernel sums columns in f32: q_j carries an error of about rows * eps,
+            // which moves the gradient by |dg/dq| times that.
+            let j = k % cols;
+            let b = rows as f64;
+            let q = ((0..rows).map(|i| a64[i * cols + j]).sum::<f64>() / b).clamp(CLIP, 1.0 - CLIP);
+            let dg_dq = w / (b * b) * (p / (q * q) + (1.0 - p) / ((1.0 - q) * (1.0 - q)));
+            let from_sum = dg_dq * q * b * 2.0 * f64::from(f32::EPSILON);
+            prop_assert!((got - numeric).abs() <= 1e-4 * numeric.abs() + from_sum + 1e-12,
+                "element {}: kernel {:e}, numeric {:e}", k, got, numeric);
+        }
+    }
+
+    #[test]
+    fn fused_output_step_gradient_matches_finite_differences(
+        pairs in proptest::collection::vec((-30.0f32..30.0, 0.0f32..=1.0), 1..300),
+        mse in any::<bool>(),
+    ) {
+        let z: Vec<f32> = pairs.iter().map(|p| p.0).collect();
+        let x: Vec<f32> = pairs.iter().map(|p| p.1).collect();
+        let n = z.len();
+        let loss = if mse { kernels::OutputLoss::LinearSquaredError } else { kernels::OutputLoss::SigmoidBinaryCrossEntropy };
+        let mut grad = vec![0.0f32; n];
+        let scale = 1.0 / n as f32;
+        let stats = kernels::output::output_backward(loss, &z, &x, &mut grad, scale);
+        let element = |z: f64, x: f64| if mse { (z - x) * (z - x) } else { z.max(0.0) + (-z.abs()).exp().ln_1p() - x * z };
+        let exact: f64 = z.iter().zip(&x).map(|(&z, &x)| element(f64::from(z), f64::from(x))).sum();
+        prop_assert!((stats.loss_sum - exact).abs() <= 1e-5 * exact + 1e-5, "loss {} vs {}", stats.loss_sum, exact);
+        let h = 1e-5;
+        for k in 0..n {
+            let (zk, xk) = (f64::from(z[k]), f64::from(x[k]));
+            let numeric = (element(zk + h, xk) - element(zk - h, xk)) / (2.0 * h) / n as f64;
+            let got = f64::from(grad[k]);
+            prop_assert!((got - numeric).abs() <= 1e-6 * numeric.abs() + 2e-7 / n as f64,
+                "element {} (z={}, x={}): kernel {:e}, numeric {:e}", k, z[k], x[k], got, numeric);
+        }
+    }
+}
