@@ -1,1 +1,33 @@
-fn main() {}
+//! `sae`: train the sparse autoencoder of the reference (Keras, Hands-On ML chapter 17)
+//! on Fashion-MNIST from one command, then evaluate it, encode with it, reconstruct with
+//! it, and inspect files. Thin: it parses, calls `nn`, shows, and saves.
+
+mod args;
+mod commands;
+mod data;
+mod npy;
+mod plots;
+mod progress;
+mod train;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let result = match cli.command {
+        args::Command::Train(a) => train::run(a),
+        args::Command::Eval(a) => commands::eval(a),
+        args::Command::Encode(a) => commands::encode(a),
+        args::Command::Reconstruct(a) => commands::reconstruct(a),
+        args::Command::Info(a) => commands::info(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the error and its causes, outermost first.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

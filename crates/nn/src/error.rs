@@ -78,8 +78,7 @@ pub enum IdxErrorKind {
 pub struct IdxError {
     /// The file.
     pub path: PathBuf,
-    /// What is wrong with it.
-    #[source]
+    /// What is wrong with it (already part of the message, so not a `source`).
     pub kind: IdxErrorKind,
 }
 

@@ -346,6 +346,22 @@ impl Trainer {
         valid: Option<&Dataset>,
         observer: &mut dyn Observer,
     ) -> Result<&[EpochMetrics], TrainError> {
+        while self.history.len() < self.config.epochs {
+            if self.fit_epoch(train, valid, observer)? == Control::Stop {
+                return Err(TrainError::Interrupted);
+            }
+        }
+        Ok(&self.history)
+    }
+
+    /// Trains one more epoch and records its metrics in the history; returns what the
+    /// observer said at the epoch's end.
+    pub fn fit_epoch(
+        &mut self,
+        train: &Dataset,
+        valid: Option<&Dataset>,
+        observer: &mut dyn Observer,
+    ) -> Result<Control, TrainError> {
         let width = self.model.input_width();
         for data in std::iter::once(train).chain(valid) {
             if data.features() != width {
@@ -358,15 +374,10 @@ impl Trainer {
         if train.is_empty() {
             return Err(TrainError::EmptyDataset);
         }
-        while self.history.len() < self.config.epochs {
-            let metrics = self.train_epoch(train, valid, observer)?;
-            let control = observer.epoch_end(&metrics);
-            self.history.push(metrics);
-            if control == Control::Stop {
-                return Err(TrainError::Interrupted);
-            }
-        }
-        Ok(&self.history)
+        let metrics = self.train_epoch(train, valid, observer)?;
+        let control = observer.epoch_end(&metrics);
+        self.history.push(metrics);
+        Ok(control)
     }
 
     /// One epoch over `train`, then an evaluation of `valid`.

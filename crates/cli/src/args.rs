@@ -1,0 +1,168 @@
+//! Command-line arguments. Defaults are the reference model's.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sae",
+    version,
+    about = "Sparse autoencoders on the CPU, with Keras' semantics"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train an autoencoder (by default the reference KL sparse autoencoder on Fashion-MNIST).
+    Train(TrainArgs),
+    /// Loss, rounded accuracy and coding statistics of a model on the test set.
+    Eval(EvalArgs),
+    /// Coding-layer activations of every sample of an IDX file, as .npy or IDX f32.
+    Encode(EncodeArgs),
+    /// Samples of an IDX file above their reconstructions, as a PNG.
+    Reconstruct(ReconstructArgs),
+    /// What an IDX or safetensors file holds.
+    Info(InfoArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerKind {
+    /// Plain stochastic gradient descent.
+    Sgd,
+    /// SGD with momentum 0.9.
+    Momentum,
+    /// Adam with Keras' defaults.
+    Adam,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SparsityKind {
+    /// KL divergence to a target mean activation.
+    Kl,
+    /// L1 norm of the activations.
+    L1,
+    /// No penalty.
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LossKind {
+    /// Binary cross-entropy with a sigmoid output.
+    Bce,
+    /// Mean squared error with a linear output.
+    Mse,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Directory with the Fashion-MNIST IDX files (gzipped or not). Default: $SAE_DATA,
+    /// then /usr/share/datasets/fashion-mnist.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub epochs: u32,
+    /// Samples per training step.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub batch_size: u32,
+    /// Learning rate (default: 1.0 for sgd and momentum, 0.001 for adam).
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f32>,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
+    pub optimizer: OptimizerKind,
+    /// Sparsity penalty on the coding layer.
+    #[arg(long, value_enum, default_value_t = SparsityKind::Kl)]
+    pub sparsity: SparsityKind,
+    /// Target mean activation of the KL penalty, in (0, 1).
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+    pub sparsity_target: f32,
+    /// Weight of the penalty (default: 0.05 for kl, 0.001 for l1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub sparsity_weight: Option<f32>,
+    /// Encoder layers as units:activation, the last being the coding layer
+    /// (activations: linear, relu, selu, sigmoid).
+    #[arg(long, default_value = "100:selu,300:sigmoid")]
+    pub layers: String,
+    /// Decoder hidden layers as units:activation (default: the encoder's hidden layers
+    /// mirrored); the output layer is added to match the input.
+    #[arg(long)]
+    pub decoder: Option<String>,
+    /// Reconstruction loss.
+    #[arg(long, value_enum, default_value_t = LossKind::Bce)]
+    pub loss: LossKind,
+    /// Validation samples, taken from the end of the training file.
+    #[arg(long, default_value_t = 5000)]
+    pub valid: usize,
+    /// Seed of the weights and of the shuffling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Worker threads (the training step runs on one thread today).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: u32,
+    /// Output directory (default: runs/<date-time>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also save the model after every N epochs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub checkpoint_every: Option<u32>,
+    /// No progress bars or epoch lines; errors only.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The model (model.safetensors of a run).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Batch size of the evaluation.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub batch_size: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct EncodeArgs {
+    /// The model.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Samples to encode (IDX, gzipped or not).
+    #[arg(long, value_name = "IDX")]
+    pub input: PathBuf,
+    /// Where to write the codings: .npy, or IDX f32 for any other extension.
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ReconstructArgs {
+    /// The model.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Samples to reconstruct (IDX, gzipped or not).
+    #[arg(long, value_name = "IDX")]
+    pub input: PathBuf,
+    /// The PNG to write.
+    #[arg(long, value_name = "FILE.png")]
+    pub output: PathBuf,
+    /// How many samples (the first ones).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub count: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// An IDX file (gzipped or not) or a safetensors model.
+    pub file: PathBuf,
+}

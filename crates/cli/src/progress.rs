@@ -1,0 +1,85 @@
+//! Progress of a training run: a bar per epoch on a terminal, and one Keras-like line
+//! per epoch.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nn::{Control, EpochMetrics, Observer, StepProgress};
+use std::io::IsTerminal;
+
+/// Redraw the bar's loss text every this many steps: enough to watch, cheap to format.
+const MESSAGE_EVERY: usize = 25;
+
+/// Draws progress on standard error (bars only on a terminal) and epoch lines on
+/// standard output.
+pub struct Progress {
+    bars: bool,
+    quiet: bool,
+    epochs: usize,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Self {
+        Self {
+            bars: !quiet && std::io::stderr().is_terminal(),
+            quiet,
+            epochs: 0,
+            bar: None,
+        }
+    }
+}
+
+/// The Keras-like line of an epoch.
+pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
+    let mut line = format!(
+        "Epoch {}/{epochs} - {:.2}s - loss: {:.4} - rounded_accuracy: {:.4}",
+        m.epoch, m.seconds, m.loss, m.rounded_accuracy
+    );
+    if let (Some(l), Some(a)) = (m.val_loss, m.val_rounded_accuracy) {
+        line.push_str(&format!(
+            " - val_loss: {l:.4} - val_rounded_accuracy: {a:.4}"
+        ));
+    }
+    line
+}
+
+impl Observer for Progress {
+    fn epoch_begin(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.epochs = epochs;
+        if !self.bars {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta} {per_sec} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("Epoch {epoch}/{epochs}"));
+        self.bar = Some(bar);
+    }
+
+    fn step_end(&mut self, p: &StepProgress) -> Control {
+        if let Some(bar) = &self.bar {
+            bar.set_position(p.step as u64);
+            if p.step % MESSAGE_EVERY == 0 || p.step == p.steps {
+                bar.set_message(format!(
+                    "loss: {:.4} - rounded_accuracy: {:.4}",
+                    p.loss, p.rounded_accuracy
+                ));
+            }
+        }
+        Control::Continue
+    }
+
+    fn epoch_end(&mut self, m: &EpochMetrics) -> Control {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if !self.quiet {
+            println!("{}", epoch_line(m, self.epochs));
+        }
+        Control::Continue
+    }
+}

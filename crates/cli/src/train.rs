@@ -1,0 +1,186 @@
+//! `sae train`: the reference run by default, with its files and pictures.
+
+use crate::args::{LossKind, OptimizerKind, SparsityKind, TrainArgs};
+use crate::{data, plots, progress};
+use anyhow::{bail, Context, Result};
+use nn::config::{format_layers, parse_layers};
+use nn::{Autoencoder, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig, Trainer};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// The model and training settings the flags describe, checked before any data is read.
+pub fn configs(args: &TrainArgs, inputs: usize) -> Result<(ModelConfig, TrainConfig)> {
+    let encoder = parse_layers(&args.layers).map_err(|e| anyhow::anyhow!("--layers: {e}"))?;
+    let decoder = args
+        .decoder
+        .as_deref()
+        .map(|d| parse_layers(d).map_err(|e| anyhow::anyhow!("--decoder: {e}")))
+        .transpose()?;
+    let penalty = match args.sparsity {
+        SparsityKind::Kl => {
+            let target = args.sparsity_target;
+            if !(target > 0.0 && target < 1.0) {
+                bail!("--sparsity-target {target} must lie strictly between 0 and 1");
+            }
+            Penalty::Kl {
+                target,
+                weight: args.sparsity_weight.unwrap_or(0.05),
+            }
+        }
+        SparsityKind::L1 => Penalty::L1 {
+            weight: args.sparsity_weight.unwrap_or(1e-3),
+        },
+        SparsityKind::None => Penalty::None,
+    };
+    if let Some(w) = args.sparsity_weight {
+        if !(w >= 0.0 && w.is_finite()) {
+            bail!("--sparsity-weight {w} must be finite and not negative");
+        }
+    }
+    let loss = match args.loss {
+        LossKind::Bce => Loss::Bce,
+        LossKind::Mse => Loss::Mse,
+    };
+    let model = ModelConfig::autoencoder(inputs, &encoder, decoder.as_deref(), penalty, loss);
+    model.validate().context("--layers/--decoder")?;
+    let optimizer = match args.optimizer {
+        OptimizerKind::Sgd => Optimizer::sgd(args.lr.unwrap_or(1.0)),
+        OptimizerKind::Momentum => Optimizer::Sgd {
+            lr: args.lr.unwrap_or(1.0),
+            momentum: 0.9,
+            nesterov: false,
+        },
+        OptimizerKind::Adam => Optimizer::adam(args.lr.unwrap_or(1e-3)),
+    };
+    optimizer
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--lr: {e}"))?;
+    let train = TrainConfig {
+        epochs: args.epochs as usize,
+        batch_size: args.batch_size as usize,
+        shuffle: true,
+        seed: args.seed,
+        optimizer,
+    };
+    Ok((model, train))
+}
+
+/// Creates `dir` and proves a file can be written there, before any training.
+fn prepare_out_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn default_out_dir() -> PathBuf {
+    PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
+}
+
+fn write_history(dir: &Path, history: &[nn::EpochMetrics]) -> Result<()> {
+    let json = serde_json::to_string_pretty(history).expect("metrics serialise");
+    nn::checkpoint::write_atomic(&dir.join("history.json"), json.as_bytes())
+        .with_context(|| format!("cannot write {}", dir.join("history.json").display()))?;
+    let mut csv = String::from("epoch,loss,rounded_accuracy,val_loss,val_rounded_accuracy,mean_coding_activation,seconds\n");
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
+    for m in history {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
+            m.epoch,
+            m.loss,
+            m.rounded_accuracy,
+            opt(m.val_loss),
+            opt(m.val_rounded_accuracy),
+            opt(m.mean_coding_activation),
+            m.seconds
+        ));
+    }
+    nn::checkpoint::write_atomic(&dir.join("history.csv"), csv.as_bytes())
+        .with_context(|| format!("cannot write {}", dir.join("history.csv").display()))
+}
+
+fn save_model(path: &Path, trainer: &Trainer, args: &TrainArgs) -> Result<()> {
+    let extra = [
+        ("epochs_done", trainer.history().len().to_string()),
+        ("seed", args.seed.to_string()),
+        (
+            "train",
+            serde_json::to_string(trainer.config()).expect("config serialises"),
+        ),
+    ];
+    nn::checkpoint::save(trainer.model(), path, &extra)?;
+    Ok(())
+}
+
+pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let dir = data::data_dir(args.data.data.as_deref());
+    let images_path = data::find(&dir, data::TRAIN_IMAGES)?;
+    let images = Dataset::open(&images_path, None)?;
+    let (model_config, train_config) = configs(&args, images.features())?;
+    if args.valid >= images.len() {
+        bail!(
+            "--valid {} leaves no training samples: {} holds {}",
+            args.valid,
+            images_path.display(),
+            images.len()
+        );
+    }
+    if let Ok(labels) = data::find(&dir, data::TRAIN_LABELS) {
+        nn::dataset::open_labels(&labels, None, &images)?;
+    }
+    let (train, valid) = images.split_tail(args.valid)?;
+    let valid = (!valid.is_empty()).then_some(valid);
+    let out = args.out.clone().unwrap_or_else(default_out_dir);
+    prepare_out_dir(&out)?;
+
+    let model = Autoencoder::new(model_config.clone(), args.seed)?;
+    if !args.quiet {
+        let encoder = &model_config.layers[..=model_config.coding_layer];
+        println!(
+            "Training {} ({} parameters; coding layer {} units) on {} samples, validating on {}; writing to {}",
+            format_layers(&encoder.iter().map(|l| (l.units, l.activation)).collect::<Vec<_>>()),
+            model_config.parameter_count(),
+            model_config.coding_width(),
+            train.len(),
+            valid.as_ref().map_or(0, Dataset::len),
+            out.display()
+        );
+    }
+    let mut trainer = Trainer::new(model, train_config)?;
+    let mut observer = progress::Progress::new(args.quiet);
+    let model_path = out.join("model.safetensors");
+    let training_started = Instant::now();
+    for epoch in 1..=train_config.epochs {
+        trainer.fit_epoch(&train, valid.as_ref(), &mut observer)?;
+        write_history(&out, trainer.history())?;
+        if args
+            .checkpoint_every
+            .is_some_and(|n| epoch % n as usize == 0)
+        {
+            save_model(&model_path, &trainer, &args)?;
+        }
+    }
+    let training_seconds = training_started.elapsed().as_secs_f64();
+    save_model(&model_path, &trainer, &args)?;
+
+    if let Some(valid) = &valid {
+        plots::write_run_pictures(trainer.model(), valid, &out)?;
+    }
+    if !args.quiet {
+        let epochs = train_config.epochs as f64;
+        println!(
+            "Done in {:.1}s: {:.2}s per epoch, {:.0} samples/s. Files in {}: model.safetensors, history.json, history.csv{}",
+            started.elapsed().as_secs_f64(),
+            training_seconds / epochs,
+            train.len() as f64 * epochs / training_seconds,
+            out.display(),
+            if valid.is_some() { ", reconstructions.png, activations.png, features.png" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,379 @@
+//! The `sae` binary on small generated IDX files: a short training run writes every
+//! output file with the right contents, the trained model is usable by every other
+//! command, and bad arguments or files exit non-zero with one clear line and no panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SIDE: usize = 4;
+const FEATURES: usize = SIDE * SIDE;
+
+fn sae(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sae"))
+        .args(args)
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("sae-cli-test-cache"),
+        )
+        .env_remove("SAE_DATA")
+        .output()
+        .expect("the binary runs")
+}
+
+fn idx_u8(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+/// A data directory with the four files: `samples` 4x4 images made of bright bars, and labels.
+fn data_dir(samples: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let pixels: Vec<u8> = (0..samples * FEATURES)
+        .map(|i| {
+            let (s, p) = (i / FEATURES, i % FEATURES);
+            if (p / SIDE + s) % 3 == 0 || (p % SIDE + s) % 4 == 0 {
+                230
+            } else {
+                10
+            }
+        })
+        .collect();
+    let labels: Vec<u8> = (0..samples).map(|s| (s % 10) as u8).collect();
+    let n = samples as u32;
+    let s = SIDE as u32;
+    std::fs::write(
+        dir.path().join("train-images-idx3-ubyte"),
+        idx_u8(&[n, s, s], &pixels),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("train-labels-idx1-ubyte"),
+        idx_u8(&[n], &labels),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("t10k-images-idx3-ubyte"),
+        idx_u8(&[n, s, s], &pixels),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("t10k-labels-idx1-ubyte"),
+        idx_u8(&[n], &labels),
+    )
+    .unwrap();
+    dir
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn train_small(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--layers",
+        "8:selu,6:sigmoid",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--valid",
+        "12",
+    ];
+    args.extend_from_slice(extra);
+    sae(&args)
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        path.display()
+    );
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[test]
+fn short_training_run_writes_every_file() {
+    let data = data_dir(60);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let result = train_small(data.path(), &run, &["--checkpoint-every", "1"]);
+    let (stdout, stderr) = text(&result);
+    assert!(
+        result.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.contains("Epoch 3/3 - "), "{stdout}");
+    assert!(stdout.contains("val_rounded_accuracy: "), "{stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("history.json")).unwrap()).unwrap();
+    let epochs = history.as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    for (i, e) in epochs.iter().enumerate() {
+        assert_eq!(e["epoch"], i + 1);
+        for key in [
+            "loss",
+            "rounded_accuracy",
+            "val_loss",
+            "val_rounded_accuracy",
+            "mean_coding_activation",
+            "seconds",
+        ] {
+            assert!(
+                e[key].as_f64().is_some_and(f64::is_finite),
+                "epoch {i}: {key} = {}",
+                e[key]
+            );
+        }
+    }
+    let csv = std::fs::read_to_string(run.join("history.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "epoch,loss,rounded_accuracy,val_loss,val_rounded_accuracy,mean_coding_activation,seconds"
+    );
+    assert_eq!(lines.len(), 4);
+    assert!(lines[3].starts_with("3,"));
+
+    // Five validation images above their reconstructions, 3x zoom with 6 px gaps.
+    assert_eq!(
+        png_size(&run.join("reconstructions.png")),
+        (5 * (12 + 6) + 6, 2 * (12 + 6) + 6)
+    );
+    assert_eq!(png_size(&run.join("activations.png")), (840, 320));
+    let (w, h) = png_size(&run.join("features.png"));
+    assert!(w > 0 && h > 0);
+
+    let info = sae(&["info", run.join("model.safetensors").to_str().unwrap()]);
+    let (stdout, _) = text(&info);
+    assert!(info.status.success());
+    assert!(
+        stdout.contains("layers.1: 8 -> 6 sigmoid  <- coding layer"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("layers.3: 8 -> 16 sigmoid"), "{stdout}");
+    assert!(stdout.contains("epochs_done: 3"), "{stdout}");
+    // No temporary files left behind by the atomic writes.
+    let leftovers: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn trained_model_encodes_reconstructs_and_evaluates() {
+    let data = data_dir(40);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    assert!(train_small(data.path(), &run, &["--quiet"])
+        .status
+        .success());
+    let model = run.join("model.safetensors");
+    let model = model.to_str().unwrap();
+    let input = data.path().join("t10k-images-idx3-ubyte");
+    let input = input.to_str().unwrap();
+
+    let npy = out.path().join("codes.npy");
+    let r = sae(&[
+        "encode",
+        "--model",
+        model,
+        "--input",
+        input,
+        "--output",
+        npy.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{:?}", text(&r));
+    let bytes = std::fs::read(&npy).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'shape': (40, 6)"),
+        "{header}"
+    );
+    let values: Vec<f32> = bytes[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(values.len(), 40 * 6);
+    assert!(
+        values.iter().all(|v| (0.0..=1.0).contains(v)),
+        "sigmoid codings in [0, 1]"
+    );
+
+    let idx = out.path().join("codes.idx");
+    assert!(sae(&[
+        "encode",
+        "--model",
+        model,
+        "--input",
+        input,
+        "--output",
+        idx.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let bytes = std::fs::read(&idx).unwrap();
+    assert_eq!(&bytes[..4], &[0, 0, 0x0D, 2]);
+    assert_eq!(bytes.len(), 4 + 8 + 40 * 6 * 4);
+
+    let png = out.path().join("rec.png");
+    let r = sae(&[
+        "reconstruct",
+        "--model",
+        model,
+        "--input",
+        input,
+        "--output",
+        png.to_str().unwrap(),
+        "--count",
+        "3",
+    ]);
+    assert!(r.status.success(), "{:?}", text(&r));
+    assert_eq!(png_size(&png), (3 * 18 + 6, 2 * 18 + 6));
+
+    let r = sae(&[
+        "eval",
+        "--model",
+        model,
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&r);
+    assert!(r.status.success(), "{stderr}");
+    for key in [
+        "loss:",
+        "rounded_accuracy:",
+        "mean coding activation:",
+        "dead coding units:",
+    ] {
+        assert!(stdout.contains(key), "{stdout}");
+    }
+}
+
+/// Runs `args`, expecting failure with `expected` in a one-line error and no panic.
+#[track_caller]
+fn fails_with(args: &[&str], expected: &str) {
+    let r = sae(args);
+    let (_, stderr) = text(&r);
+    assert!(!r.status.success(), "{args:?} succeeded");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected {expected:?} in {stderr:?}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_rejected_before_training() {
+    let data = data_dir(30);
+    let out = tempfile::tempdir().unwrap();
+    let d = data.path().to_str().unwrap();
+    let o = out.path().join("run");
+    let o = o.to_str().unwrap();
+    let base = ["train", "--data", d, "--out", o];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let cases: &[(&[&str], &str)] = &[
+        (&["--batch-size", "0"], "--batch-size"),
+        (&["--epochs", "0"], "--epochs"),
+        (&["--lr", "-1"], "learning rate -1"),
+        (&["--lr", "0"], "learning rate 0"),
+        (&["--sparsity-target", "1.5"], "--sparsity-target 1.5"),
+        (&["--sparsity-target", "0"], "--sparsity-target 0"),
+        (&["--sparsity-weight", "-2"], "--sparsity-weight -2"),
+        (&["--layers", "100:tanh"], "unknown activation \"tanh\""),
+        (&["--layers", "garbage"], "not units:activation"),
+        (&["--layers", ""], "empty layer list"),
+        (&["--decoder", "5"], "--decoder"),
+        (&["--optimizer", "rmsprop"], "rmsprop"),
+        (&["--valid", "30"], "--valid 30 leaves no training samples"),
+        (
+            &[
+                "--loss",
+                "mse",
+                "--layers",
+                "8:relu,4:sigmoid",
+                "--decoder",
+                "8:relu",
+            ],
+            "",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let args = with(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails_with(&args, expected);
+    }
+    assert!(!Path::new(o).join("model.safetensors").exists());
+    fails_with(
+        &["train", "--data", "/nonexistent-dir"],
+        "apt-get install -y dataset-fashion-mnist",
+    );
+    fails_with(&["frobnicate"], "unrecognized subcommand");
+}
+
+#[test]
+fn bad_files_are_reported_with_their_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| -> PathBuf { dir.path().join(name) };
+    std::fs::write(p("not-a-model.safetensors"), b"hello").unwrap();
+    std::fs::write(p("truncated"), idx_u8(&[10, 4, 4], &[0; 100])).unwrap();
+    std::fs::write(p("bad-magic"), [1u8, 2, 8, 1, 0, 0, 0, 1, 0]).unwrap();
+    std::fs::write(
+        p("huge-claim"),
+        [
+            0u8, 0, 0x0E, 3, 255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 9,
+        ],
+    )
+    .unwrap();
+    std::fs::write(
+        p("petabyte-claim"),
+        idx_u8(&[1_000_000, 1_000_000, 1000], &[0; 64]),
+    )
+    .unwrap();
+    let s = |path: PathBuf| path.to_str().unwrap().to_string();
+    fails_with(
+        &["info", &s(p("not-a-model.safetensors"))],
+        "not-a-model.safetensors: not a safetensors file",
+    );
+    fails_with(
+        &["info", &s(p("truncated"))],
+        "truncated: header says [10, 4, 4] of u8, which is 176 bytes with the header, but the file has 116 bytes",
+    );
+    fails_with(&["info", &s(p("bad-magic"))], "bad-magic: not an IDX file");
+    fails_with(
+        &["info", &s(p("huge-claim"))],
+        "huge-claim: dimensions [4294967295, 4294967295, 9] overflow",
+    );
+    fails_with(
+        &["info", &s(p("petabyte-claim"))],
+        "petabyte-claim: header says [1000000, 1000000, 1000] of u8",
+    );
+    fails_with(&["info", &s(p("missing"))], "missing:");
+    fails_with(
+        &["info", dir.path().to_str().unwrap()],
+        "not a regular file",
+    );
+}
