@@ -1,0 +1,271 @@
+//! Trainer invariants: the fused SGD step is exactly a gradient step, optimizers follow
+//! their formulas, runs are deterministic, divergence is reported, checkpoints round-trip.
+
+use nn::config::{Activation, Loss, ModelConfig, Penalty};
+use nn::trainer::loss_and_gradients;
+use nn::{Autoencoder, Dataset, Optimizer, TrainConfig, TrainError, Trainer};
+
+fn small_config(penalty: Penalty) -> ModelConfig {
+    ModelConfig::autoencoder(
+        12,
+        &[(7, Activation::Selu), (5, Activation::Sigmoid)],
+        None,
+        penalty,
+        Loss::Bce,
+    )
+}
+
+fn samples(n: usize) -> Vec<f32> {
+    (0..n * 12)
+        .map(|i| ((i * 37 % 101) as f32 / 100.0).min(1.0))
+        .collect()
+}
+
+fn one_step(model: &Autoencoder, optimizer: Optimizer, x: &[f32], rows: usize) -> Autoencoder {
+    let config = TrainConfig {
+        epochs: 1,
+        batch_size: rows,
+        shuffle: false,
+        seed: 0,
+        optimizer,
+    };
+    let mut trainer = Trainer::new(model.clone(), config).unwrap();
+    trainer
+        .fit(&Dataset::from_f32(x.to_vec(), 12), None, &mut ())
+        .unwrap();
+    trainer.into_model()
+}
+
+#[test]
+fn fused_sgd_step_equals_the_gradient_step() {
+    let model = Autoencoder::new(
+        small_config(Penalty::Kl {
+            target: 0.1,
+            weight: 0.05,
+        }),
+        3,
+    )
+    .unwrap();
+    let x = samples(6);
+    let (_, grads) = loss_and_gradients(&model, &x, 6);
+    let stepped = one_step(&model, Optimizer::sgd(0.5), &x, 6);
+    for (l, (before, after)) in model.layers().iter().zip(stepped.layers()).enumerate() {
+        for (k, ((&w, &w2), &g)) in before
+            .weight
+            .iter()
+            .zip(&after.weight)
+            .zip(&grads[l].0)
+            .enumerate()
+        {
+            let want = w - 0.5 * g;
+            assert!(
+                (w2 - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "layer {l} weight {k}: {w2} vs {want}"
+            );
+        }
+        for (k, ((&b, &b2), &g)) in before
+            .bias
+            .iter()
+            .zip(&after.bias)
+            .zip(&grads[l].1)
+            .enumerate()
+        {
+            let want = b - 0.5 * g;
+            assert!(
+                (b2 - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "layer {l} bias {k}: {b2} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn momentum_and_adam_first_steps_follow_keras() {
+    let model = Autoencoder::new(small_config(Penalty::L1 { weight: 1e-3 }), 5).unwrap();
+    let x = samples(4);
+    let (_, grads) = loss_and_gradients(&model, &x, 4);
+    // First momentum step: v = -lr g, w += v: the plain step.
+    let momentum = Optimizer::Sgd {
+        lr: 0.1,
+        momentum: 0.9,
+        nesterov: false,
+    };
+    let plain = one_step(&model, Optimizer::sgd(0.1), &x, 4);
+    let with_momentum = one_step(&model, momentum, &x, 4);
+    for (a, b) in plain.layers().iter().zip(with_momentum.layers()) {
+        for (u, v) in a.weight.iter().zip(&b.weight) {
+            assert!((u - v).abs() <= 1e-6, "{u} vs {v}");
+        }
+    }
+    // First Adam step: w -= lr * g / (|g| + eps / sqrt(1 - b2)) ~ lr * sign(g).
+    let adam = one_step(&model, Optimizer::adam(0.01), &x, 4);
+    for (l, (before, after)) in model.layers().iter().zip(adam.layers()).enumerate() {
+        for ((&w, &w2), &g) in before.weight.iter().zip(&after.weight).zip(&grads[l].0) {
+            let g = f64::from(g);
+            let m = 0.1 * g;
+            let v = 0.001 * g * g;
+            let alpha = 0.01 * (1.0f64 - 0.999).sqrt() / (1.0 - 0.9);
+            let want = f64::from(w) - alpha * m / (v.sqrt() + 1e-7);
+            assert!((f64::from(w2) - want).abs() <= 1e-6, "{w2} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_weights_bit_for_bit() {
+    let run = |seed: u64| {
+        let model = Autoencoder::new(
+            small_config(Penalty::Kl {
+                target: 0.2,
+                weight: 0.1,
+            }),
+            seed,
+        )
+        .unwrap();
+        let config = TrainConfig {
+            epochs: 3,
+            batch_size: 7,
+            shuffle: true,
+            seed,
+            optimizer: Optimizer::sgd(0.3),
+        };
+        let mut trainer = Trainer::new(model, config).unwrap();
+        let data = Dataset::from_f32(samples(40), 12);
+        let (train, valid) = data.split_tail(8).unwrap();
+        trainer.fit(&train, Some(&valid), &mut ()).unwrap();
+        (trainer.history().to_vec(), trainer.into_model())
+    };
+    let (h1, m1) = run(11);
+    let (h2, m2) = run(11);
+    let (_, m3) = run(12);
+    let bits = |m: &Autoencoder| -> Vec<u32> {
+        m.layers()
+            .iter()
+            .flat_map(|l| l.weight.iter().chain(&l.bias).map(|v| v.to_bits()))
+            .collect()
+    };
+    assert_eq!(bits(&m1), bits(&m2));
+    assert_ne!(bits(&m1), bits(&m3));
+    for (a, b) in h1.iter().zip(&h2) {
+        assert_eq!((a.loss, a.val_loss), (b.loss, b.val_loss));
+    }
+    assert!(h1[2].loss < h1[0].loss, "the loss goes down: {h1:?}");
+}
+
+#[test]
+fn a_diverging_run_stops_with_epoch_and_step() {
+    let model = Autoencoder::new(
+        ModelConfig::autoencoder(
+            12,
+            &[(7, Activation::Relu), (5, Activation::Linear)],
+            None,
+            Penalty::None,
+            Loss::Mse,
+        ),
+        1,
+    )
+    .unwrap();
+    let config = TrainConfig {
+        epochs: 5,
+        batch_size: 4,
+        shuffle: true,
+        seed: 1,
+        optimizer: Optimizer::sgd(1000.0),
+    };
+    let mut trainer = Trainer::new(model, config).unwrap();
+    let data = Dataset::from_f32(samples(40), 12);
+    match trainer.fit(&data, None, &mut ()) {
+        Err(TrainError::Diverged {
+            epoch, step, lr, ..
+        }) => {
+            assert!(epoch >= 1 && step >= 1 && lr == 1000.0);
+        }
+        other => panic!("expected divergence, got {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_widths_and_empty_data_are_errors() {
+    let model = Autoencoder::new(small_config(Penalty::None), 1).unwrap();
+    let mut trainer = Trainer::new(model, TrainConfig::reference()).unwrap();
+    let wide = Dataset::from_f32(vec![0.5; 13 * 4], 13);
+    assert!(matches!(
+        trainer.fit(&wide, None, &mut ()),
+        Err(TrainError::FeatureMismatch {
+            expected: 12,
+            found: 13
+        })
+    ));
+    let empty = Dataset::from_f32(vec![0.5; 12], 12).slice(0..0);
+    assert!(matches!(
+        trainer.fit(&empty, None, &mut ()),
+        Err(TrainError::EmptyDataset)
+    ));
+    let bad = TrainConfig {
+        batch_size: 0,
+        ..TrainConfig::reference()
+    };
+    assert!(Trainer::new(
+        Autoencoder::new(small_config(Penalty::None), 1).unwrap(),
+        bad
+    )
+    .is_err());
+}
+
+#[test]
+fn checkpoints_round_trip_and_refuse_impostors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Autoencoder::new(
+        small_config(Penalty::Kl {
+            target: 0.1,
+            weight: 0.05,
+        }),
+        9,
+    )
+    .unwrap();
+    let path = dir.path().join("model.safetensors");
+    nn::checkpoint::save(&model, &path, &[("note", "x".into())]).unwrap();
+    let (loaded, metadata) = nn::checkpoint::load(&path).unwrap();
+    assert_eq!(loaded, model);
+    assert_eq!(metadata["note"], "x");
+    let config: serde_json::Value = serde_json::from_str(&metadata["config"]).unwrap();
+    assert_eq!(
+        config["layers"][0],
+        serde_json::json!({"inputs": 12, "units": 7, "activation": "selu"})
+    );
+    assert_eq!(config["coding_layer"], 1);
+    assert_eq!(
+        config["penalty"],
+        serde_json::json!({"kind": "kl", "target": 0.1, "weight": 0.05})
+    );
+
+    // Tensors that disagree with the config they carry.
+    let mut narrower = small_config(Penalty::None);
+    narrower.layers[0].units = 6;
+    narrower.layers[1].inputs = 6;
+    let wrong = Autoencoder::new(narrower, 1).unwrap();
+    let lying = dir.path().join("lying.safetensors");
+    let bytes = nn::checkpoint::to_bytes(&wrong, &[]);
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("config".to_string(), small_config(Penalty::None).to_json());
+    std::fs::write(
+        &lying,
+        safetensors::serialize(tensors.tensors(), Some(metadata)).unwrap(),
+    )
+    .unwrap();
+    let err = nn::checkpoint::load(&lying).unwrap_err().to_string();
+    assert!(
+        err.contains("lying.safetensors") && err.contains("layers.0.weight has shape [12, 6]"),
+        "{err}"
+    );
+
+    let not_model = dir.path().join("plain.safetensors");
+    std::fs::write(&not_model, b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ").unwrap();
+    let err = nn::checkpoint::load(&not_model).unwrap_err().to_string();
+    assert!(err.contains("plain.safetensors"), "{err}");
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, [0xffu8; 64]).unwrap();
+    assert!(nn::checkpoint::load(&garbage).is_err());
+    assert!(nn::checkpoint::load(dir.path()).is_err());
+}
