@@ -21,29 +21,87 @@ use pulp::{Simd, WithSimd};
 /// Keras' `epsilon()`: the mean activation is clipped to `[eps, 1 - eps]` before the logs.
 pub const KL_CLIP_EPS: f32 = 1e-7;
 
-/// Turns column means (in `scratch`) into the per-column KL gradient, returning the penalty.
-fn kl_columns(scratch: &mut [f32], rows: usize, target: f32, weight: f32, with_grad: bool) -> f64 {
-    let batch = rows as f64;
-    let p = f64::from(target);
-    let eps = f64::from(KL_CLIP_EPS);
-    let value_scale = f64::from(weight) / batch;
-    let grad_scale = value_scale / batch;
-    let mut divergence = 0.0f64;
-    for slot in scratch.iter_mut() {
-        let q = f64::from(*slot) / batch;
-        let q_clipped = q.clamp(eps, 1.0 - eps);
-        divergence += p * (p / q_clipped).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - q_clipped)).ln();
-        if with_grad {
-            // Outside the clip range the penalty is constant in q.
-            let g = -p / q + (1.0 - p) / (1.0 - q);
-            *slot = if q == q_clipped {
-                (grad_scale * g) as f32
-            } else {
-                0.0
-            };
+/// Turns column sums (in `scratch`) into the per-column KL gradient, returning the penalty.
+struct KlColumns<'a> {
+    scratch: &'a mut [f32],
+    rows: usize,
+    target: f32,
+    weight: f32,
+    with_grad: bool,
+}
+
+impl WithSimd for KlColumns<'_> {
+    type Output = f64;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> f64 {
+        let Self {
+            scratch,
+            rows,
+            target,
+            weight,
+            with_grad,
+        } = self;
+        let batch = rows as f32;
+        let inv_batch = simd.splat_f32s(1.0 / batch);
+        let p = simd.splat_f32s(target);
+        let one_minus_p = simd.splat_f32s(1.0 - target);
+        let ln_p = simd.splat_f32s(target.ln());
+        let ln_one_minus_p = simd.splat_f32s((1.0 - target).ln());
+        let low = simd.splat_f32s(KL_CLIP_EPS);
+        let high = simd.splat_f32s(1.0 - KL_CLIP_EPS);
+        let one = simd.splat_f32s(1.0);
+        let grad_scale = simd.splat_f32s(weight / (batch * batch));
+        // Per column, from its sum: the divergence term, and the gradient
+        // (q - p) / (q (1 - q)) = -p/q + (1-p)/(1-q), zero where q was clipped.
+        let column = |sum: S::f32s| -> (S::f32s, S::f32s) {
+            let q = simd.mul_f32s(sum, inv_batch);
+            let qc = simd.min_f32s(simd.max_f32s(q, low), high);
+            // 1 - qc cannot reach eps in f32 (1 - (1 - 1e-7) is 1.19e-7): clip 1 - q itself.
+            let one_minus_qc = simd.min_f32s(simd.max_f32s(simd.sub_f32s(one, q), low), high);
+            let term = simd.add_f32s(
+                simd.mul_f32s(p, simd.sub_f32s(ln_p, crate::math::ln_simd(simd, qc))),
+                simd.mul_f32s(
+                    one_minus_p,
+                    simd.sub_f32s(ln_one_minus_p, crate::math::ln_simd(simd, one_minus_qc)),
+                ),
+            );
+            let g = simd.div_f32s(
+                simd.mul_f32s(simd.sub_f32s(q, p), grad_scale),
+                simd.mul_f32s(q, simd.sub_f32s(one, q)),
+            );
+            let inside = simd.equal_f32s(q, qc);
+            (term, simd.select_f32s(inside, g, simd.splat_f32s(0.0)))
+        };
+        let (head, tail) = S::as_mut_simd_f32s(scratch);
+        let mut divergence = simd.splat_f32s(0.0);
+        for v in head {
+            let (term, g) = column(*v);
+            divergence = simd.add_f32s(divergence, term);
+            if with_grad {
+                *v = g;
+            }
         }
+        if !tail.is_empty() {
+            let (term, g) = column(simd.partial_load_f32s(tail));
+            // Lanes past the tail were loaded as zeros and must not count.
+            let live = simd.partial_load_f32s(&[1.0f32; 64][..tail.len()]);
+            divergence = simd.add_f32s(divergence, simd.mul_f32s(term, live));
+            if with_grad {
+                simd.partial_store_f32s(tail, g);
+            }
+        }
+        f64::from(weight) / f64::from(batch) * f64::from(simd.reduce_sum_f32s(divergence))
     }
-    value_scale * divergence
+}
+
+fn kl_columns(scratch: &mut [f32], rows: usize, target: f32, weight: f32, with_grad: bool) -> f64 {
+    dispatch(KlColumns {
+        scratch,
+        rows,
+        target,
+        weight,
+        with_grad,
+    })
 }
 
 struct AddColumnGradient<'a> {

@@ -199,9 +199,11 @@ fn check_gradients(case: &Case) -> Result<(), TestCaseError> {
     let (loss32, grads) = loss_and_gradients(&model, &case.x, case.rows);
     let x64: Vec<f64> = case.x.iter().map(|&v| f64::from(v)).collect();
     let mut params = params64(&model);
+    // The f32 forward pass rounds the coding activations; a KL term of a column whose
+    // mean is tiny magnifies that through ln q, hence the looser check of the value.
     let base = loss64(&case.config, &params, &x64, case.rows);
     prop_assert!(
-        (loss32 - base).abs() <= 1e-5 * base.abs() + 1e-6,
+        (loss32 - base).abs() <= 1e-4 * base.abs() + 1e-5,
         "loss {} vs f64 {}",
         loss32,
         base
@@ -233,12 +235,12 @@ fn check_gradients(case: &Case) -> Result<(), TestCaseError> {
                 if (got - numeric).abs() > tol {
                     let right = (plus - base) / h;
                     let left = (base - minus) / h;
-                    // At a kink the two one-sided slopes differ, and the analytic gradient
-                    // is one of them (one-sided differences carry an O(h) error).
-                    let one_sided_tol = tol + 1e-2 * numeric.abs().max(1e-3);
-                    let kink = (right - left).abs() > 2.0 * tol
-                        && ((got - right).abs() <= one_sided_tol
-                            || (got - left).abs() <= one_sided_tol);
+                    // At a kink (ReLU at 0, |a| at 0, a clip boundary within h) the two
+                    // one-sided slopes differ and the analytic gradient lies between them
+                    // (one-sided differences carry an O(h) error).
+                    let slack = tol + 1e-2 * numeric.abs().max(1e-3);
+                    let between = got >= left.min(right) - slack && got <= left.max(right) + slack;
+                    let kink = (right - left).abs() > 2.0 * tol && between;
                     prop_assert!(
                         kink,
                         "layer {} {} [{}]: analytic {:e}, numeric {:e} (one-sided {:e}, {:e})",
@@ -340,7 +342,9 @@ proptest! {
         let mut a64: Vec<f64> = a.iter().map(|&v| f64::from(v)).collect();
         let (p, w) = (f64::from(target), f64::from(weight));
         let exact = kl64(&a64, rows, cols, p, w);
-        prop_assert!((value - exact).abs() <= 1e-5 * exact.abs() + 1e-9, "value {} vs {}", value, exact);
+        // Summed in f32: a few ulps of each column's logarithms (ln q stays above -17).
+        let f32_sum = 8.0 * f64::from(f32::EPSILON) * 17.0 * cols as f64 * w / rows as f64;
+        prop_assert!((value - exact).abs() <= 1e-5 * exact.abs() + f32_sum, "value {} vs {}", value, exact);
         let h = 1e-6;
         for k in 0..a.len() {
             let original = a64[k];
