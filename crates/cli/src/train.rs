@@ -62,6 +62,7 @@ pub fn configs(args: &TrainArgs, inputs: usize) -> Result<(ModelConfig, TrainCon
         shuffle: true,
         seed: args.seed,
         optimizer,
+        threads: args.threads as usize,
     };
     Ok((model, train))
 }

@@ -142,6 +142,25 @@ impl<'a> MatRef<'a> {
         self.cols
     }
 
+    /// The rows `range` of this view (no copy).
+    ///
+    /// # Panics
+    /// If `range` reaches past the last row.
+    pub fn rows_range(self, range: core::ops::Range<usize>) -> Self {
+        assert!(
+            range.start <= range.end && range.end <= self.rows,
+            "MatRef::rows_range out of range"
+        );
+        if range.is_empty() {
+            return Self { rows: 0, ..self };
+        }
+        Self {
+            data: &self.data[range.start * self.row_stride..],
+            rows: range.len(),
+            ..self
+        }
+    }
+
     /// Element `(i, j)`.
     ///
     /// # Panics
@@ -223,6 +242,41 @@ impl<'a> MatMut<'a> {
     /// Number of columns.
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// Splits into rows `..at` and `at..`, two views over disjoint parts of the slice, so
+    /// they can be written from two threads. `None` where a row's elements are not all
+    /// before the next row's (a column-major view), as the parts would interleave.
+    ///
+    /// # Panics
+    /// If `at > rows`.
+    pub fn split_rows(self, at: usize) -> Option<(Self, Self)> {
+        assert!(at <= self.rows, "MatMut::split_rows past the last row");
+        let row_span = if self.cols == 0 {
+            0
+        } else {
+            (self.cols - 1) * self.col_stride + 1
+        };
+        if self.rows > 1 && row_span > self.row_stride {
+            return None;
+        }
+        let cut = (at * self.row_stride).min(self.data.len());
+        let Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        } = self;
+        let (top, bottom) = data.split_at_mut(cut);
+        let part = |data, rows| Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        };
+        Some((part(top, at), part(bottom, rows - at)))
     }
 }
 

@@ -158,3 +158,36 @@ fn empty_inner_dimension_scales_c_by_beta() {
     .unwrap();
     assert_eq!(c, [1.0, 2.0]);
 }
+
+#[test]
+fn row_splits_are_disjoint_and_compute_the_same_product() {
+    let (m, k, n) = (19, 6, 5);
+    let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.01).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 * 0.02).collect();
+    let av = MatRef::row_major(&a, m, k).unwrap();
+    let bv = MatRef::row_major(&b, k, n).unwrap();
+    let mut whole = vec![0.0; m * n];
+    gemm(
+        1.0,
+        av,
+        bv,
+        0.0,
+        MatMut::row_major(&mut whole, m, n).unwrap(),
+    )
+    .unwrap();
+    let mut parts = vec![0.0; m * n];
+    let (top, bottom) = MatMut::row_major(&mut parts, m, n)
+        .unwrap()
+        .split_rows(8)
+        .unwrap();
+    assert_eq!((top.rows(), bottom.rows()), (8, 11));
+    gemm(1.0, av.rows_range(0..8), bv, 0.0, top).unwrap();
+    gemm(1.0, av.rows_range(8..m), bv, 0.0, bottom).unwrap();
+    assert_eq!(whole, parts);
+    // A column-major output's rows interleave in memory: no split.
+    let mut data = vec![0.0; m * n];
+    assert!(MatMut::new(&mut data, m, n, 1, m)
+        .unwrap()
+        .split_rows(3)
+        .is_none());
+}

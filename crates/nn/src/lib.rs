@@ -8,6 +8,7 @@
 //! - [`layer`], [`model`]: dense layers and the autoencoder's forward pass and inference.
 //! - [`optimizer`]: SGD (with momentum, Nesterov) and Adam.
 //! - [`trainer`]: the training loop, its metrics, and progress observers.
+//! - [`parallel`]: the step's products split across threads, deterministically.
 //! - [`checkpoint`]: safetensors save and load.
 //! - [`error`]: what can go wrong, with the file and the reason.
 
@@ -20,6 +21,7 @@ pub mod idx;
 pub mod layer;
 pub mod model;
 pub mod optimizer;
+pub mod parallel;
 pub mod trainer;
 
 pub use config::{Activation, LayerSpec, Loss, ModelConfig, Penalty};

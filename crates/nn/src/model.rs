@@ -5,9 +5,10 @@ use crate::config::{Loss, ModelConfig, Penalty};
 use crate::dataset::Dataset;
 use crate::error::ModelError;
 use crate::layer::Dense;
+use crate::parallel::Threads;
 use kernels::activation::{activation_forward, bias_activation_forward};
 use kernels::output::{output_stats, OutputLoss, OutputStats};
-use kernels::{gemm, Activation, Layout, MatMut, MatRef};
+use kernels::{Activation, Layout, MatMut, MatRef};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::ops::Range;
@@ -153,6 +154,18 @@ impl Autoencoder {
         rows: usize,
         acts: &mut Activations,
     ) {
+        self.forward_range_with(&Threads::sequential(), range, input, rows, acts);
+    }
+
+    /// [`Autoencoder::forward_range`] with the products split across `threads`.
+    pub fn forward_range_with(
+        &self,
+        threads: &Threads,
+        range: Range<usize>,
+        input: &[f32],
+        rows: usize,
+        acts: &mut Activations,
+    ) {
         assert!(
             rows <= acts.capacity,
             "batch of {rows} exceeds buffers of {}",
@@ -167,14 +180,15 @@ impl Autoencoder {
                 &before[l - 1][..rows * spec.inputs]
             };
             let out = &mut rest[0][..rows * spec.units];
-            gemm(
-                1.0,
-                MatRef::row_major(prev, rows, spec.inputs).expect("sized above"),
-                self.layers[l].weight_view(),
-                0.0,
-                MatMut::row_major(out, rows, spec.units).expect("sized above"),
-            )
-            .expect("shapes chain");
+            threads
+                .gemm(
+                    1.0,
+                    MatRef::row_major(prev, rows, spec.inputs).expect("sized above"),
+                    self.layers[l].weight_view(),
+                    0.0,
+                    MatMut::row_major(out, rows, spec.units).expect("sized above"),
+                )
+                .expect("shapes chain");
             bias_activation_forward(
                 self.stored_activation(l),
                 Layout::contiguous(rows, spec.units),
@@ -187,6 +201,17 @@ impl Autoencoder {
     /// The full forward pass of `rows` samples.
     pub fn forward(&self, input: &[f32], rows: usize, acts: &mut Activations) {
         self.forward_range(0..self.layers.len(), input, rows, acts);
+    }
+
+    /// [`Autoencoder::forward`] with the products split across `threads`.
+    pub fn forward_with(
+        &self,
+        threads: &Threads,
+        input: &[f32],
+        rows: usize,
+        acts: &mut Activations,
+    ) {
+        self.forward_range_with(threads, 0..self.layers.len(), input, rows, acts);
     }
 
     /// Penalty of the coding activations of a batch (value only).
@@ -223,6 +248,16 @@ impl Autoencoder {
     /// Loss, rounded accuracy and mean coding activation over `data`, in batches of
     /// `batch_size` (the last may be smaller), as Keras' `evaluate` computes them.
     pub fn evaluate(&self, data: &Dataset, batch_size: usize) -> Evaluation {
+        self.evaluate_with(&Threads::sequential(), data, batch_size)
+    }
+
+    /// [`Autoencoder::evaluate`] with the products split across `threads`.
+    pub fn evaluate_with(
+        &self,
+        threads: &Threads,
+        data: &Dataset,
+        batch_size: usize,
+    ) -> Evaluation {
         let width = self.input_width();
         let batch_size = batch_size.max(1);
         let mut acts = Activations::new(&self.config, batch_size);
@@ -232,7 +267,7 @@ impl Autoencoder {
         for start in (0..data.len()).step_by(batch_size) {
             let rows = batch_size.min(data.len() - start);
             data.gather_range(start..start + rows, &mut x[..rows * width]);
-            self.forward(&x, rows, &mut acts);
+            self.forward_with(threads, &x, rows, &mut acts);
             let (stats, penalty) = self.batch_loss(&x, rows, &acts, &mut scratch);
             loss_sum += (stats.loss_sum / (rows * width) as f64 + penalty) * rows as f64;
             equal += stats.rounded_equal;

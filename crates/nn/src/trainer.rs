@@ -14,11 +14,12 @@ use crate::dataset::Dataset;
 use crate::error::TrainError;
 use crate::model::{Activations, Autoencoder};
 use crate::optimizer::{Optimizer, OptimizerState};
+use crate::parallel::Threads;
 use kernels::activation::activation_backward;
-use kernels::output::{output_backward, OutputStats};
+use kernels::output::OutputStats;
 use kernels::reduce::column_sums;
 use kernels::sparsity::{kl_sparsity_backward, l1_sparsity_backward};
-use kernels::{gemm, Activation, Layout, MatMut, MatRef};
+use kernels::{Activation, Layout, MatMut, MatRef};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -35,6 +36,13 @@ pub struct TrainConfig {
     pub seed: u64,
     /// The optimizer.
     pub optimizer: Optimizer,
+    /// Threads the step is split across; results are reproducible for a given count.
+    #[serde(default = "one_thread")]
+    pub threads: usize,
+}
+
+fn one_thread() -> usize {
+    1
 }
 
 impl TrainConfig {
@@ -46,6 +54,7 @@ impl TrainConfig {
             shuffle: true,
             seed: 42,
             optimizer: Optimizer::sgd(1.0),
+            threads: 1,
         }
     }
 
@@ -53,6 +62,11 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         if self.batch_size == 0 {
             return Err(TrainError::Invalid("batch size must be at least 1".into()));
+        }
+        if self.threads == 0 {
+            return Err(TrainError::Invalid(
+                "thread count must be at least 1".into(),
+            ));
         }
         self.optimizer.validate().map_err(TrainError::Invalid)
     }
@@ -104,8 +118,9 @@ pub enum Control {
 }
 
 /// Receives progress; the defaults ignore it. Lets a front end draw without `nn`
-/// knowing about terminals.
-pub trait Observer {
+/// knowing about terminals. Called from the training thread (a pool thread when the
+/// step is split across threads), hence `Send`.
+pub trait Observer: Send {
     /// An epoch starts.
     fn epoch_begin(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
     /// A step finished.
@@ -172,12 +187,19 @@ fn zero_gradients(model: &Autoencoder) -> Gradients {
         .collect()
 }
 
+/// A batch of `rows` samples `x`, row after row.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    x: &'a [f32],
+    rows: usize,
+}
+
 /// The backward pass of one batch already run forward into `acts`; returns the output
 /// statistics and the penalty value.
 fn backward(
+    threads: &Threads,
     model: &mut Autoencoder,
-    x: &[f32],
-    rows: usize,
+    Batch { x, rows }: Batch<'_>,
     acts: &Activations,
     grads: &mut [Vec<f32>],
     scratch: &mut [f32],
@@ -190,12 +212,13 @@ fn backward(
     let output_activation = model.layers()[last].spec.activation;
     let out = &acts.outputs[last][..rows * width];
     let scale = 1.0 / (rows * width) as f32;
-    let stats = output_backward(
+    let stats = threads.output_backward(
         model.output_loss(),
         out,
         &x[..rows * width],
         &mut grads[last][..rows * width],
         scale,
+        width,
     );
     if model.config().loss == Loss::Mse && output_activation != Activation::Linear {
         activation_backward(
@@ -225,7 +248,9 @@ fn backward(
             // dA of the layer below, with this layer's weights before their update.
             let da = MatMut::row_major(&mut lower[l - 1][..rows * spec.inputs], rows, spec.inputs)
                 .expect("sized");
-            gemm(1.0, dz_view, model.layers()[l].weight_view().t(), 0.0, da).expect("shapes chain");
+            threads
+                .gemm(1.0, dz_view, model.layers()[l].weight_view().t(), 0.0, da)
+                .expect("shapes chain");
         }
 
         let dz_layout = Layout::contiguous(rows, spec.units);
@@ -234,13 +259,17 @@ fn backward(
             Update::FusedSgd(lr) => {
                 let w =
                     MatMut::row_major(&mut layer.weight, spec.inputs, spec.units).expect("sized");
-                gemm(-*lr, input_t, dz_view, 1.0, w).expect("shapes chain");
+                threads
+                    .gemm(-*lr, input_t, dz_view, 1.0, w)
+                    .expect("shapes chain");
                 column_sums(dz_layout, dz, -*lr, 1.0, &mut layer.bias);
             }
             Update::Collect(g) => {
                 let (dw, db) = &mut g[l];
                 let w = MatMut::row_major(dw, spec.inputs, spec.units).expect("sized");
-                gemm(1.0, input_t, dz_view, 0.0, w).expect("shapes chain");
+                threads
+                    .gemm(1.0, input_t, dz_view, 0.0, w)
+                    .expect("shapes chain");
                 column_sums(dz_layout, dz, 1.0, 0.0, db);
             }
         }
@@ -277,9 +306,9 @@ pub fn loss_and_gradients(model: &Autoencoder, x: &[f32], rows: usize) -> (f64, 
     let mut scratch_model = model.clone();
     scratch_model.forward(x, rows, &mut work.acts);
     let (stats, penalty) = backward(
+        &Threads::sequential(),
         &mut scratch_model,
-        x,
-        rows,
+        Batch { x, rows },
         &work.acts,
         &mut work.grads,
         &mut work.scratch,
@@ -293,6 +322,7 @@ pub fn loss_and_gradients(model: &Autoencoder, x: &[f32], rows: usize) -> (f64, 
 pub struct Trainer {
     model: Autoencoder,
     config: TrainConfig,
+    threads: Threads,
     state: OptimizerState,
     work: Workspace,
     history: Vec<EpochMetrics>,
@@ -304,9 +334,11 @@ impl Trainer {
         config.validate()?;
         let state = OptimizerState::new(&config.optimizer, model.layers());
         let work = Workspace::new(&model, config.batch_size, !config.optimizer.is_plain_sgd());
+        let threads = Threads::new(config.threads)?;
         Ok(Self {
             model,
             config,
+            threads,
             state,
             work,
             history: Vec::new(),
@@ -374,7 +406,9 @@ impl Trainer {
         if train.is_empty() {
             return Err(TrainError::EmptyDataset);
         }
-        let metrics = self.train_epoch(train, valid, observer)?;
+        // The whole epoch runs on a pool thread, so each split starts without a hand-off.
+        let threads = self.threads.clone();
+        let metrics = threads.install(|| self.train_epoch(train, valid, observer))?;
         let control = observer.epoch_end(&metrics);
         self.history.push(metrics);
         Ok(control)
@@ -408,7 +442,8 @@ impl Trainer {
                 &work.order[start..start + rows],
                 &mut work.x[..rows * width],
             );
-            self.model.forward(&work.x, rows, &mut work.acts);
+            self.model
+                .forward_with(&self.threads, &work.x, rows, &mut work.acts);
             let plain_sgd = self.config.optimizer.is_plain_sgd();
             let update = if plain_sgd {
                 Update::FusedSgd(self.config.optimizer.learning_rate())
@@ -416,9 +451,9 @@ impl Trainer {
                 Update::Collect(&mut work.param_grads)
             };
             let (stats, penalty) = backward(
+                &self.threads,
                 &mut self.model,
-                &work.x,
-                rows,
+                Batch { x: &work.x, rows },
                 &work.acts,
                 &mut work.grads,
                 &mut work.scratch,
@@ -459,7 +494,7 @@ impl Trainer {
             }
         }
 
-        let evaluation = valid.map(|v| self.model.evaluate(v, batch));
+        let evaluation = valid.map(|v| self.model.evaluate_with(&self.threads, v, batch));
         Ok(EpochMetrics {
             epoch,
             loss: loss_sum / seen as f64,

@@ -28,6 +28,7 @@ fn one_step(model: &Autoencoder, optimizer: Optimizer, x: &[f32], rows: usize) -
         shuffle: false,
         seed: 0,
         optimizer,
+        threads: 1,
     };
     let mut trainer = Trainer::new(model.clone(), config).unwrap();
     trainer
@@ -128,6 +129,7 @@ fn same_seed_same_weights_bit_for_bit() {
             shuffle: true,
             seed,
             optimizer: Optimizer::sgd(0.3),
+            threads: 1,
         };
         let mut trainer = Trainer::new(model, config).unwrap();
         let data = Dataset::from_f32(samples(40), 12);
@@ -171,6 +173,7 @@ fn a_diverging_run_stops_with_epoch_and_step() {
         shuffle: true,
         seed: 1,
         optimizer: Optimizer::sgd(1000.0),
+        threads: 1,
     };
     let mut trainer = Trainer::new(model, config).unwrap();
     let data = Dataset::from_f32(samples(40), 12);
@@ -268,4 +271,81 @@ fn checkpoints_round_trip_and_refuse_impostors() {
     std::fs::write(&garbage, [0xffu8; 64]).unwrap();
     assert!(nn::checkpoint::load(&garbage).is_err());
     assert!(nn::checkpoint::load(dir.path()).is_err());
+}
+
+#[test]
+fn split_products_match_and_two_thread_runs_repeat_bit_for_bit() {
+    use kernels::{MatMut, MatRef};
+    let threads = nn::parallel::Threads::new(3).unwrap();
+    for (m, k, n) in [(32, 784, 100), (784, 32, 100), (24, 300, 100), (5, 7, 9)] {
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 104_729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        let mut whole = vec![1.0f32; m * n];
+        let mut split = whole.clone();
+        let (av, bv) = (
+            MatRef::row_major(&a, m, k).unwrap(),
+            MatRef::row_major(&b, k, n).unwrap(),
+        );
+        kernels::gemm(
+            -0.5,
+            av,
+            bv,
+            1.0,
+            MatMut::row_major(&mut whole, m, n).unwrap(),
+        )
+        .unwrap();
+        threads
+            .install(|| {
+                threads.gemm(
+                    -0.5,
+                    av,
+                    bv,
+                    1.0,
+                    MatMut::row_major(&mut split, m, n).unwrap(),
+                )
+            })
+            .unwrap();
+        for (x, y) in whole.iter().zip(&split) {
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                "{m}x{k}x{n}: {x} vs {y}"
+            );
+        }
+    }
+
+    let run = || {
+        let model = Autoencoder::new(
+            small_config(Penalty::Kl {
+                target: 0.2,
+                weight: 0.1,
+            }),
+            4,
+        )
+        .unwrap();
+        let config = TrainConfig {
+            epochs: 2,
+            batch_size: 32,
+            shuffle: true,
+            seed: 4,
+            optimizer: Optimizer::sgd(0.3),
+            threads: 2,
+        };
+        let mut trainer = Trainer::new(model, config).unwrap();
+        trainer
+            .fit(&Dataset::from_f32(samples(100), 12), None, &mut ())
+            .unwrap();
+        trainer.into_model()
+    };
+    let (a, b) = (run(), run());
+    let bits = |m: &Autoencoder| -> Vec<u32> {
+        m.layers()
+            .iter()
+            .flat_map(|l| l.weight.iter().chain(&l.bias).map(|v| v.to_bits()))
+            .collect()
+    };
+    assert_eq!(bits(&a), bits(&b));
 }

@@ -1,0 +1,160 @@
+//! The training step's work split across threads. Every split depends only on the
+//! thread count, never on timing, so a run is bit-for-bit reproducible for a given
+//! seed and thread count.
+//!
+//! Products are split by rows of the output: at batch 32 the forward and input-gradient
+//! products give each thread half the batch, and the weight-gradient products (one row
+//! per input unit) half the units. The output step splits by rows too.
+
+use crate::error::TrainError;
+use kernels::output::{output_backward, OutputLoss, OutputStats};
+use kernels::{gemm, GemmError, MatMut, MatRef};
+use std::sync::Arc;
+
+/// Rows per part are rounded to this, the height of the GEMM's register tile.
+const ROW_ALIGN: usize = 8;
+
+/// A thread count and, above one, the pool that runs the parts.
+#[derive(Clone, Debug)]
+pub struct Threads {
+    count: usize,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl Threads {
+    /// One thread: everything runs on the caller's thread.
+    pub fn sequential() -> Self {
+        Self {
+            count: 1,
+            pool: None,
+        }
+    }
+
+    /// `count` threads (at least 1).
+    pub fn new(count: usize) -> Result<Self, TrainError> {
+        if count == 0 {
+            return Err(TrainError::Invalid(
+                "thread count must be at least 1".into(),
+            ));
+        }
+        if count == 1 {
+            return Ok(Self::sequential());
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(count)
+            .thread_name(|i| format!("sae-worker-{i}"))
+            .build()
+            .map_err(|e| TrainError::Invalid(format!("cannot start {count} threads: {e}")))?;
+        Ok(Self {
+            count,
+            pool: Some(Arc::new(pool)),
+        })
+    }
+
+    /// The thread count.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Runs `f` on a pool thread, so the splits inside it start without a cross-thread
+    /// hand-off each time.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+
+    /// `C <- alpha A B + beta C`, with the rows of `C` (and `A`) split across the threads.
+    pub fn gemm(
+        &self,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        c: MatMut<'_>,
+    ) -> Result<(), GemmError> {
+        split_gemm(self.count, alpha, a, b, beta, c)
+    }
+
+    /// The fused output step over `rows` rows of `width` values, split by rows; the
+    /// parts' statistics are added in row order.
+    pub fn output_backward(
+        &self,
+        loss: OutputLoss,
+        z: &[f32],
+        targets: &[f32],
+        grad: &mut [f32],
+        scale: f32,
+        width: usize,
+    ) -> OutputStats {
+        split_output(self.count, loss, z, targets, grad, scale, width)
+    }
+}
+
+/// Where to cut `rows` so that the first part gets `left` of `parts` shares, aligned.
+fn cut(rows: usize, left: usize, parts: usize) -> usize {
+    let at = rows * left / parts;
+    (at / ROW_ALIGN * ROW_ALIGN).max(ROW_ALIGN.min(rows))
+}
+
+fn split_gemm(
+    parts: usize,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+) -> Result<(), GemmError> {
+    let rows = c.rows();
+    if parts <= 1 || rows < 2 * ROW_ALIGN || a.rows() != rows {
+        return gemm(alpha, a, b, beta, c);
+    }
+    let left = parts / 2;
+    let at = cut(rows, left, parts);
+    let Some((c_top, c_bottom)) = c.split_rows(at) else {
+        unreachable!("row-major outputs split")
+    };
+    let (a_top, a_bottom) = (a.rows_range(0..at), a.rows_range(at..rows));
+    let (top, bottom) = rayon::join(
+        || split_gemm(left, alpha, a_top, b, beta, c_top),
+        || split_gemm(parts - left, alpha, a_bottom, b, beta, c_bottom),
+    );
+    top.and(bottom)
+}
+
+fn split_output(
+    parts: usize,
+    loss: OutputLoss,
+    z: &[f32],
+    targets: &[f32],
+    grad: &mut [f32],
+    scale: f32,
+    width: usize,
+) -> OutputStats {
+    let rows = z.len() / width.max(1);
+    if parts <= 1 || rows < 2 * ROW_ALIGN {
+        return output_backward(loss, z, targets, grad, scale);
+    }
+    let left = parts / 2;
+    let at = cut(rows, left, parts) * width;
+    let (z_top, z_bottom) = z.split_at(at);
+    let (x_top, x_bottom) = targets.split_at(at);
+    let (g_top, g_bottom) = grad.split_at_mut(at);
+    let (mut top, bottom) = rayon::join(
+        || split_output(left, loss, z_top, x_top, g_top, scale, width),
+        || {
+            split_output(
+                parts - left,
+                loss,
+                z_bottom,
+                x_bottom,
+                g_bottom,
+                scale,
+                width,
+            )
+        },
+    );
+    top += bottom;
+    top
+}
