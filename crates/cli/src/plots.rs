@@ -56,6 +56,7 @@ impl Canvas {
         let mut encoder = png::Encoder::new(&mut out, self.width, self.height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Fast);
         let mut writer = encoder.write_header().expect("writing to memory");
         writer
             .write_image_data(&self.pixels)

@@ -8,7 +8,7 @@
 
 use crate::isa::dispatch;
 use crate::layout::Layout;
-use crate::math::{map_in_place, selu_simd, sigmoid_simd, SELU_LAMBDA, SELU_LAMBDA_ALPHA};
+use crate::math::{selu_simd, sigmoid_simd, SELU_LAMBDA, SELU_LAMBDA_ALPHA};
 use pulp::{Simd, WithSimd};
 
 /// The element-wise nonlinearity of a dense layer.
@@ -150,8 +150,16 @@ impl WithSimd for Activate<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        monomorphise!(self.act, |act| map_in_place(simd, self.data, |z| act
-            .forward_simd(simd, z)))
+        monomorphise!(self.act, |act| {
+            let (head, tail) = S::as_mut_simd_f32s(self.data);
+            for v in head {
+                *v = act.forward_simd(simd, *v);
+            }
+            if !tail.is_empty() {
+                let z = simd.partial_load_f32s(tail);
+                simd.partial_store_f32s(tail, act.forward_simd(simd, z));
+            }
+        })
     }
 }
 

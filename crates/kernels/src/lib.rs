@@ -17,6 +17,8 @@
 //! No kernel allocates. Shape preconditions are checked up front and violations panic
 //! with a message naming the kernel (GEMM returns an error instead).
 
+#![warn(missing_docs)]
+
 pub mod activation;
 pub mod gather;
 pub mod gemm;

@@ -159,18 +159,6 @@ pub fn selu_simd<S: Simd>(simd: S, z: S::f32s) -> S::f32s {
     )
 }
 
-/// Applies `f` to every lane of `data`, full registers first, then the tail.
-#[inline(always)]
-pub(crate) fn map_in_place<S: Simd>(simd: S, data: &mut [f32], f: impl Fn(S::f32s) -> S::f32s) {
-    let (head, tail) = S::as_mut_simd_f32s(data);
-    for v in head {
-        *v = f(*v);
-    }
-    if !tail.is_empty() {
-        simd.partial_store_f32s(tail, f(simd.partial_load_f32s(tail)));
-    }
-}
-
 struct ExpOp<'a> {
     x: &'a [f32],
     out: &'a mut [f32],

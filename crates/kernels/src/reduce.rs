@@ -27,7 +27,14 @@ impl WithSimd for ColumnSums<'_> {
             out.fill(0.0);
         } else if beta != 1.0 {
             let beta = simd.splat_f32s(beta);
-            crate::math::map_in_place(simd, out, |v| simd.mul_f32s(v, beta));
+            let (head, tail) = S::as_mut_simd_f32s(out);
+            for v in head {
+                *v = simd.mul_f32s(*v, beta);
+            }
+            if !tail.is_empty() {
+                let v = simd.partial_load_f32s(tail);
+                simd.partial_store_f32s(tail, simd.mul_f32s(v, beta));
+            }
         }
         if layout.cols == 0 {
             return;

@@ -21,6 +21,68 @@ use pulp::{Simd, WithSimd};
 /// Keras' `epsilon()`: the mean activation is clipped to `[eps, 1 - eps]` before the logs.
 pub const KL_CLIP_EPS: f32 = 1e-7;
 
+/// Constants of the per-column KL step, splatted once. A method rather than a closure:
+/// closures are compiled without the dispatched instruction set, so the intrinsics inside
+/// them would become calls.
+struct KlColumn<S: Simd> {
+    inv_batch: S::f32s,
+    p: S::f32s,
+    one_minus_p: S::f32s,
+    ln_p: S::f32s,
+    ln_one_minus_p: S::f32s,
+    low: S::f32s,
+    high: S::f32s,
+    one: S::f32s,
+    grad_scale: S::f32s,
+}
+
+impl<S: Simd> KlColumn<S> {
+    #[inline(always)]
+    fn new(simd: S, batch: f32, target: f32, weight: f32) -> Self {
+        Self {
+            inv_batch: simd.splat_f32s(1.0 / batch),
+            p: simd.splat_f32s(target),
+            one_minus_p: simd.splat_f32s(1.0 - target),
+            ln_p: simd.splat_f32s(target.ln()),
+            ln_one_minus_p: simd.splat_f32s((1.0 - target).ln()),
+            low: simd.splat_f32s(KL_CLIP_EPS),
+            high: simd.splat_f32s(1.0 - KL_CLIP_EPS),
+            one: simd.splat_f32s(1.0),
+            grad_scale: simd.splat_f32s(weight / (batch * batch)),
+        }
+    }
+
+    /// From a column sum: the divergence term, and the gradient
+    /// `(q - p) / (q (1 - q)) = -p/q + (1-p)/(1-q)`, zero where `q` was clipped.
+    #[inline(always)]
+    fn column(&self, simd: S, sum: S::f32s) -> (S::f32s, S::f32s) {
+        let q = simd.mul_f32s(sum, self.inv_batch);
+        let qc = simd.min_f32s(simd.max_f32s(q, self.low), self.high);
+        // 1 - qc cannot reach eps in f32 (1 - (1 - 1e-7) is 1.19e-7): clip 1 - q itself.
+        let one_minus_q = simd.sub_f32s(self.one, q);
+        let one_minus_qc = simd.min_f32s(simd.max_f32s(one_minus_q, self.low), self.high);
+        let term = simd.add_f32s(
+            simd.mul_f32s(
+                self.p,
+                simd.sub_f32s(self.ln_p, crate::math::ln_simd(simd, qc)),
+            ),
+            simd.mul_f32s(
+                self.one_minus_p,
+                simd.sub_f32s(
+                    self.ln_one_minus_p,
+                    crate::math::ln_simd(simd, one_minus_qc),
+                ),
+            ),
+        );
+        let g = simd.div_f32s(
+            simd.mul_f32s(simd.sub_f32s(q, self.p), self.grad_scale),
+            simd.mul_f32s(q, one_minus_q),
+        );
+        let inside = simd.equal_f32s(q, qc);
+        (term, simd.select_f32s(inside, g, simd.splat_f32s(0.0)))
+    }
+}
+
 /// Turns column sums (in `scratch`) into the per-column KL gradient, returning the penalty.
 struct KlColumns<'a> {
     scratch: &'a mut [f32],
@@ -42,47 +104,18 @@ impl WithSimd for KlColumns<'_> {
             with_grad,
         } = self;
         let batch = rows as f32;
-        let inv_batch = simd.splat_f32s(1.0 / batch);
-        let p = simd.splat_f32s(target);
-        let one_minus_p = simd.splat_f32s(1.0 - target);
-        let ln_p = simd.splat_f32s(target.ln());
-        let ln_one_minus_p = simd.splat_f32s((1.0 - target).ln());
-        let low = simd.splat_f32s(KL_CLIP_EPS);
-        let high = simd.splat_f32s(1.0 - KL_CLIP_EPS);
-        let one = simd.splat_f32s(1.0);
-        let grad_scale = simd.splat_f32s(weight / (batch * batch));
-        // Per column, from its sum: the divergence term, and the gradient
-        // (q - p) / (q (1 - q)) = -p/q + (1-p)/(1-q), zero where q was clipped.
-        let column = |sum: S::f32s| -> (S::f32s, S::f32s) {
-            let q = simd.mul_f32s(sum, inv_batch);
-            let qc = simd.min_f32s(simd.max_f32s(q, low), high);
-            // 1 - qc cannot reach eps in f32 (1 - (1 - 1e-7) is 1.19e-7): clip 1 - q itself.
-            let one_minus_qc = simd.min_f32s(simd.max_f32s(simd.sub_f32s(one, q), low), high);
-            let term = simd.add_f32s(
-                simd.mul_f32s(p, simd.sub_f32s(ln_p, crate::math::ln_simd(simd, qc))),
-                simd.mul_f32s(
-                    one_minus_p,
-                    simd.sub_f32s(ln_one_minus_p, crate::math::ln_simd(simd, one_minus_qc)),
-                ),
-            );
-            let g = simd.div_f32s(
-                simd.mul_f32s(simd.sub_f32s(q, p), grad_scale),
-                simd.mul_f32s(q, simd.sub_f32s(one, q)),
-            );
-            let inside = simd.equal_f32s(q, qc);
-            (term, simd.select_f32s(inside, g, simd.splat_f32s(0.0)))
-        };
+        let kl = KlColumn::new(simd, batch, target, weight);
         let (head, tail) = S::as_mut_simd_f32s(scratch);
         let mut divergence = simd.splat_f32s(0.0);
         for v in head {
-            let (term, g) = column(*v);
+            let (term, g) = kl.column(simd, *v);
             divergence = simd.add_f32s(divergence, term);
             if with_grad {
                 *v = g;
             }
         }
         if !tail.is_empty() {
-            let (term, g) = column(simd.partial_load_f32s(tail));
+            let (term, g) = kl.column(simd, simd.partial_load_f32s(tail));
             // Lanes past the tail were loaded as zeros and must not count.
             let live = simd.partial_load_f32s(&[1.0f32; 64][..tail.len()]);
             divergence = simd.add_f32s(divergence, simd.mul_f32s(term, live));
@@ -214,6 +247,22 @@ pub fn kl_sparsity_backward(
     penalty
 }
 
+/// `scale * sign(a)` (zero at zero); a method, not a closure, for the reason given at
+/// [`KlColumn`].
+struct SignScaled<S: Simd> {
+    zero: S::f32s,
+    plus: S::f32s,
+    minus: S::f32s,
+}
+
+impl<S: Simd> SignScaled<S> {
+    #[inline(always)]
+    fn of(&self, simd: S, a: S::f32s) -> S::f32s {
+        let s = simd.select_f32s(simd.greater_than_f32s(a, self.zero), self.plus, self.zero);
+        simd.select_f32s(simd.less_than_f32s(a, self.zero), self.minus, s)
+    }
+}
+
 struct L1<'a> {
     act: Activation,
     layout: Layout,
@@ -236,10 +285,7 @@ impl WithSimd for L1<'_> {
         let zero = simd.splat_f32s(0.0);
         let plus = simd.splat_f32s(scale);
         let minus = simd.splat_f32s(-scale);
-        let sign_scaled = |a: S::f32s| {
-            let s = simd.select_f32s(simd.greater_than_f32s(a, zero), plus, zero);
-            simd.select_f32s(simd.less_than_f32s(a, zero), minus, s)
-        };
+        let sign_scaled = SignScaled { zero, plus, minus };
         let mut total = 0.0f64;
         monomorphise!(act, |act| {
             for i in 0..layout.rows {
@@ -254,13 +300,13 @@ impl WithSimd for L1<'_> {
                     let (g_head, g_tail) = S::as_mut_simd_f32s(&mut grad[range]);
                     for (g, &a) in g_head.iter_mut().zip(a_head) {
                         let d = act.derivative_from_output_simd(simd, a);
-                        *g = simd.mul_f32s(simd.add_f32s(*g, sign_scaled(a)), d);
+                        *g = simd.mul_f32s(simd.add_f32s(*g, sign_scaled.of(simd, a)), d);
                     }
                     if !g_tail.is_empty() {
                         let a = simd.partial_load_f32s(a_tail);
                         let g = simd.partial_load_f32s(g_tail);
                         let d = act.derivative_from_output_simd(simd, a);
-                        let dz = simd.mul_f32s(simd.add_f32s(g, sign_scaled(a)), d);
+                        let dz = simd.mul_f32s(simd.add_f32s(g, sign_scaled.of(simd, a)), d);
                         simd.partial_store_f32s(g_tail, dz);
                     }
                 }

@@ -12,6 +12,8 @@
 //! - [`checkpoint`]: safetensors save and load.
 //! - [`error`]: what can go wrong, with the file and the reason.
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
