@@ -4,6 +4,8 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nn::{Control, EpochMetrics, Observer, StepProgress};
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Redraw the bar's loss text every this many steps: enough to watch, cheap to format.
 const MESSAGE_EVERY: usize = 25;
@@ -15,15 +17,32 @@ pub struct Progress {
     quiet: bool,
     epochs: usize,
     bar: Option<ProgressBar>,
+    /// The number of a signal that asked to stop (SIGINT, SIGTERM), or 0.
+    stop: Arc<AtomicUsize>,
 }
 
 impl Progress {
-    pub fn new(quiet: bool) -> Self {
+    pub fn new(quiet: bool, stop: Arc<AtomicUsize>) -> Self {
         Self {
+            stop,
             bars: !quiet && std::io::stderr().is_terminal(),
             quiet,
             epochs: 0,
             bar: None,
+        }
+    }
+}
+
+impl Progress {
+    /// Stop once a signal has arrived: the step in flight has finished by now.
+    fn control(&self) -> Control {
+        if self.stop.load(Ordering::Relaxed) == 0 {
+            Control::Continue
+        } else {
+            if let Some(bar) = &self.bar {
+                bar.finish_and_clear();
+            }
+            Control::Stop
         }
     }
 }
@@ -70,7 +89,7 @@ impl Observer for Progress {
                 ));
             }
         }
-        Control::Continue
+        self.control()
     }
 
     fn epoch_end(&mut self, m: &EpochMetrics) -> Control {
@@ -80,6 +99,6 @@ impl Observer for Progress {
         if !self.quiet {
             println!("{}", epoch_line(m, self.epochs));
         }
-        Control::Continue
+        self.control()
     }
 }

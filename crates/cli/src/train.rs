@@ -4,9 +4,15 @@ use crate::args::{LossKind, OptimizerKind, SparsityKind, TrainArgs};
 use crate::{data, plots, progress};
 use anyhow::{bail, Context, Result};
 use nn::config::{format_layers, parse_layers};
-use nn::{Autoencoder, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig, Trainer};
+use nn::{
+    Autoencoder, Control, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig, TrainError,
+    Trainer,
+};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The model and training settings the flags describe, checked before any data is read.
@@ -153,12 +159,36 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         );
     }
     let mut trainer = Trainer::new(model, train_config)?;
-    let mut observer = progress::Progress::new(args.quiet);
+    // SIGINT and SIGTERM only set a flag; the observer stops training after the step in
+    // flight, and the run is saved below.
+    let stop = Arc::new(AtomicUsize::new(0));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_usize(signal, Arc::clone(&stop), signal as usize)
+            .context("cannot install the signal handlers")?;
+    }
+    let mut observer = progress::Progress::new(args.quiet, Arc::clone(&stop));
     let model_path = out.join("model.safetensors");
     let training_started = Instant::now();
     for epoch in 1..=train_config.epochs {
-        trainer.fit_epoch(&train, valid.as_ref(), &mut observer)?;
+        let outcome = trainer.fit_epoch(&train, valid.as_ref(), &mut observer);
+        let interrupted = match outcome {
+            Ok(Control::Continue) => false,
+            Ok(Control::Stop) | Err(TrainError::Interrupted) => true,
+            Err(e) => return Err(e.into()),
+        };
         write_history(&out, trainer.history())?;
+        if interrupted {
+            save_model(&model_path, &trainer, &args)?;
+            let signal = stop.load(Ordering::Relaxed);
+            eprintln!(
+                "interrupted by {} during epoch {epoch}: saved the model after the last finished step and the history of {} finished epochs to {}",
+                if signal == SIGTERM as usize { "SIGTERM" } else { "SIGINT" },
+                trainer.history().len(),
+                out.display()
+            );
+            // The shell's convention: 128 + the signal's number.
+            return Ok(ExitCode::from(128 + signal as u8));
+        }
         if args
             .checkpoint_every
             .is_some_and(|n| epoch % n as usize == 0)

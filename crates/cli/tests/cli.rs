@@ -377,3 +377,67 @@ fn bad_files_are_reported_with_their_name() {
         "not a regular file",
     );
 }
+
+/// Starts a long training run, waits for its first epoch line, sends `signal`, and
+/// checks the exit status and that the model and history were saved.
+fn interrupt_with(signal: &str, status: i32) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let data = data_dir(2000);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sae"))
+        .args([
+            "train",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .args([
+            "--layers",
+            "8:selu,6:sigmoid",
+            "--epochs",
+            "100000",
+            "--batch-size",
+            "4",
+            "--valid",
+            "10",
+        ])
+        .env("XDG_CACHE_HOME", out.path().join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first_epoch = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.starts_with("Epoch 1/"));
+    assert!(first_epoch.is_some(), "no epoch line before the run ended");
+    let kill = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(status), "{stderr}");
+    assert!(stderr.contains("interrupted by"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("history.json")).unwrap()).unwrap();
+    assert!(!history.as_array().unwrap().is_empty());
+    let info = sae(&["info", run.join("model.safetensors").to_str().unwrap()]);
+    assert!(info.status.success(), "{:?}", text(&info));
+}
+
+#[test]
+fn sigint_saves_the_run_and_exits_130() {
+    interrupt_with("-INT", 130);
+}
+
+#[test]
+fn sigterm_saves_the_run_and_exits_143() {
+    interrupt_with("-TERM", 143);
+}
