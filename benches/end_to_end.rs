@@ -1,0 +1,156 @@
+//! Training and inference throughput of whole models, at 1 and 2 threads.
+//!
+//! `cargo bench -p benches` (add `-- --quick` for one repetition of each).
+//!
+//! Each case trains on a fixed slice of synthetic 28x28 u8 images (speed does not depend
+//! on their content), after one warm-up run, and reports the minimum and median over the
+//! repetitions: seconds, samples/s, GFLOP/s, the share of the machine's FMA peak for the
+//! threads used, and the projected time of one reference epoch (55000 training samples
+//! plus 5000 validation samples).
+
+use benches::{inference_flops_per_sample, training_flops_per_sample, PEAK_GFLOPS_PER_CORE};
+use nn::parallel::Threads;
+use nn::{
+    Activation, Autoencoder, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig, Trainer,
+};
+use std::time::Instant;
+
+const FEATURES: usize = 784;
+
+fn synthetic_images(samples: usize) -> Dataset {
+    // A fixed xorshift stream: reproducible without an RNG dependency.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let bytes = (0..samples * FEATURES)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    Dataset::from_u8(bytes, FEATURES)
+}
+
+fn kl_model(encoder: &[(usize, Activation)]) -> ModelConfig {
+    ModelConfig::autoencoder(
+        FEATURES,
+        encoder,
+        None,
+        Penalty::Kl {
+            target: 0.1,
+            weight: 0.05,
+        },
+        Loss::Bce,
+    )
+}
+
+struct Stats {
+    min: f64,
+    median: f64,
+}
+
+fn measure(reps: usize, mut run: impl FnMut() -> f64) -> Stats {
+    run();
+    let mut times: Vec<f64> = (0..reps).map(|_| run()).collect();
+    times.sort_by(f64::total_cmp);
+    Stats {
+        min: times[0],
+        median: times[times.len() / 2],
+    }
+}
+
+fn report(
+    what: &str,
+    samples: usize,
+    flops_per_sample: f64,
+    threads: usize,
+    stats: &Stats,
+    epoch_scale: Option<f64>,
+) {
+    let gflops = flops_per_sample * samples as f64 / stats.min / 1e9;
+    let peak = PEAK_GFLOPS_PER_CORE * threads as f64;
+    let epoch = epoch_scale.map_or(String::new(), |s| {
+        format!("  epoch ~{:.2} s", stats.min * s)
+    });
+    println!(
+        "{what:<44} threads {threads}  min {:.3} s  median {:.3} s  {:>9.0} samples/s  {:>6.1} GFLOP/s  {:>4.0}% of peak{epoch}",
+        stats.min,
+        stats.median,
+        samples as f64 / stats.min,
+        gflops,
+        100.0 * gflops / peak,
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let reps = if quick { 1 } else { 3 };
+    let reference = kl_model(&[(100, Activation::Selu), (300, Activation::Sigmoid)]);
+    let wide = kl_model(&[(400, Activation::Selu), (1200, Activation::Sigmoid)]);
+    let cases: [(&str, &ModelConfig, usize, usize); 3] = [
+        (
+            "train reference 784-100-300-100-784, batch 32",
+            &reference,
+            32,
+            12_800,
+        ),
+        ("train reference, batch 256", &reference, 256, 12_800),
+        (
+            "train 4x wide 784-400-1200-400-784, batch 32",
+            &wide,
+            32,
+            3_200,
+        ),
+    ];
+    let data = synthetic_images(12_800);
+    for (name, config, batch, samples) in cases {
+        let train = data.slice(0..samples);
+        for threads in [1, 2] {
+            let stats = measure(reps, || {
+                let model = Autoencoder::new(config.clone(), 1).unwrap();
+                let settings = TrainConfig {
+                    epochs: 1,
+                    batch_size: batch,
+                    shuffle: true,
+                    seed: 1,
+                    optimizer: Optimizer::sgd(1.0),
+                    threads,
+                };
+                let mut trainer = Trainer::new(model, settings).unwrap();
+                let started = Instant::now();
+                trainer.fit_epoch(&train, None, &mut ()).unwrap();
+                started.elapsed().as_secs_f64()
+            });
+            // One reference epoch: 55000 samples trained and 5000 evaluated (about a
+            // third of a training sample's cost each).
+            let epoch_samples = 55_000.0 + 5_000.0 / 3.0;
+            report(
+                name,
+                samples,
+                training_flops_per_sample(config),
+                threads,
+                &stats,
+                Some(epoch_samples / samples as f64),
+            );
+        }
+    }
+    let model = Autoencoder::new(reference.clone(), 1).unwrap();
+    let test = data.slice(0..10_000);
+    for threads in [1, 2] {
+        let pool = Threads::new(threads).unwrap();
+        let stats = measure(reps, || {
+            let started = Instant::now();
+            let evaluation = pool.install(|| model.evaluate_with(&pool, &test, 256));
+            assert_eq!(evaluation.samples, 10_000);
+            started.elapsed().as_secs_f64()
+        });
+        report(
+            "inference (evaluate) reference, batch 256",
+            10_000,
+            inference_flops_per_sample(&reference),
+            threads,
+            &stats,
+            None,
+        );
+    }
+}
