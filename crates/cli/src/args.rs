@@ -68,9 +68,9 @@ pub struct DataArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub epochs: u32,
+    /// Passes over the training set [default: 10]; with --resume, the new total.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub epochs: Option<u32>,
     /// Samples per training step.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: u32,
@@ -114,6 +114,12 @@ pub struct TrainArgs {
     /// Output directory (default: runs/<date-time>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Continue the run saved in DIR (after Ctrl-C, or to finish it): its model, optimizer
+    /// state, settings and validation split come from there, so the flags that describe
+    /// the model and the training are ignored; the result is the same, bit for bit, as
+    /// an uninterrupted run.
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
     /// Also save the model after every N epochs.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_every: Option<u32>,

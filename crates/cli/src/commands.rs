@@ -119,9 +119,12 @@ pub fn info(args: InfoArgs) -> Result<ExitCode> {
         println!("  parameters: {}", config.parameter_count());
         let mut keys: Vec<_> = metadata
             .keys()
-            .filter(|k| *k != nn::checkpoint::CONFIG_KEY)
+            .filter(|k| *k != nn::checkpoint::CONFIG_KEY && *k != nn::checkpoint::TRAINER_KEY)
             .collect();
         keys.sort();
+        if metadata.contains_key(nn::checkpoint::TRAINER_KEY) {
+            println!("  resumable: yes (optimizer state and history included)");
+        }
         for k in keys {
             println!("  {k}: {}", metadata[k]);
         }

@@ -63,7 +63,7 @@ pub fn configs(args: &TrainArgs, inputs: usize) -> Result<(ModelConfig, TrainCon
         .validate()
         .map_err(|e| anyhow::anyhow!("--lr: {e}"))?;
     let train = TrainConfig {
-        epochs: args.epochs as usize,
+        epochs: args.epochs.unwrap_or(10) as usize,
         batch_size: args.batch_size as usize,
         shuffle: true,
         seed: args.seed,
@@ -110,17 +110,47 @@ fn write_history(dir: &Path, history: &[nn::EpochMetrics]) -> Result<()> {
         .with_context(|| format!("cannot write {}", dir.join("history.csv").display()))
 }
 
-fn save_model(path: &Path, trainer: &Trainer, args: &TrainArgs) -> Result<()> {
+/// Metadata key of the number of validation samples, which a resumed run must reuse.
+const VALID_KEY: &str = "valid";
+
+/// Saves the model with everything `--resume` needs (optimizer slots, history, position).
+fn save_model(path: &Path, trainer: &Trainer, valid: usize) -> Result<()> {
     let extra = [
         ("epochs_done", trainer.history().len().to_string()),
-        ("seed", args.seed.to_string()),
-        (
-            "train",
-            serde_json::to_string(trainer.config()).expect("config serialises"),
-        ),
+        (VALID_KEY, valid.to_string()),
     ];
-    nn::checkpoint::save(trainer.model(), path, &extra)?;
+    nn::checkpoint::save_training(trainer, path, &extra)?;
     Ok(())
+}
+
+/// A new trainer from the flags, or the one saved in `--resume DIR`, with the number of
+/// validation samples and the output directory.
+fn trainer_for(args: &TrainArgs, features: usize) -> Result<(Trainer, usize, PathBuf)> {
+    if let Some(dir) = &args.resume {
+        let path = dir.join("model.safetensors");
+        let (mut trainer, metadata) = nn::checkpoint::load_training(&path)?;
+        if let Some(epochs) = args.epochs {
+            trainer.set_epochs(epochs as usize)?;
+        }
+        let valid = metadata
+            .get(VALID_KEY)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| {
+                format!("{}: no {VALID_KEY:?} entry to resume with", path.display())
+            })?;
+        if trainer.model().input_width() != features {
+            bail!(
+                "{}: the model takes {} values per sample but the data has {features}",
+                path.display(),
+                trainer.model().input_width()
+            );
+        }
+        return Ok((trainer, valid, dir.clone()));
+    }
+    let (model_config, train_config) = configs(args, features)?;
+    let model = Autoencoder::new(model_config, args.seed)?;
+    let out = args.out.clone().unwrap_or_else(default_out_dir);
+    Ok((Trainer::new(model, train_config)?, args.valid, out))
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
@@ -128,11 +158,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let dir = data::data_dir(args.data.data.as_deref());
     let images_path = data::find(&dir, data::TRAIN_IMAGES)?;
     let images = Dataset::open(&images_path, None)?;
-    let (model_config, train_config) = configs(&args, images.features())?;
-    if args.valid >= images.len() {
+    let (mut trainer, valid_count, out) = trainer_for(&args, images.features())?;
+    if valid_count >= images.len() {
         bail!(
-            "--valid {} leaves no training samples: {} holds {}",
-            args.valid,
+            "--valid {valid_count} leaves no training samples: {} holds {}",
             images_path.display(),
             images.len()
         );
@@ -140,16 +169,22 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Ok(labels) = data::find(&dir, data::TRAIN_LABELS) {
         nn::dataset::open_labels(&labels, None, &images)?;
     }
-    let (train, valid) = images.split_tail(args.valid)?;
+    let (train, valid) = images.split_tail(valid_count)?;
     let valid = (!valid.is_empty()).then_some(valid);
-    let out = args.out.clone().unwrap_or_else(default_out_dir);
     prepare_out_dir(&out)?;
 
-    let model = Autoencoder::new(model_config.clone(), args.seed)?;
+    let model_config = trainer.model().config().clone();
+    let epochs = trainer.config().epochs;
+    let first_epoch = trainer.history().len() + 1;
     if !args.quiet {
         let encoder = &model_config.layers[..=model_config.coding_layer];
+        let verb = if args.resume.is_some() {
+            format!("Resuming at epoch {first_epoch} of {epochs}:")
+        } else {
+            "Training".to_string()
+        };
         println!(
-            "Training {} ({} parameters; coding layer {} units) on {} samples, validating on {}; writing to {}",
+            "{verb} {} ({} parameters; coding layer {} units) on {} samples, validating on {}; writing to {}",
             format_layers(&encoder.iter().map(|l| (l.units, l.activation)).collect::<Vec<_>>()),
             model_config.parameter_count(),
             model_config.coding_width(),
@@ -158,7 +193,6 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             out.display()
         );
     }
-    let mut trainer = Trainer::new(model, train_config)?;
     // SIGINT and SIGTERM only set a flag; the observer stops training after the step in
     // flight, and the run is saved below.
     let stop = Arc::new(AtomicUsize::new(0));
@@ -169,7 +203,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let mut observer = progress::Progress::new(args.quiet, Arc::clone(&stop));
     let model_path = out.join("model.safetensors");
     let training_started = Instant::now();
-    for epoch in 1..=train_config.epochs {
+    for epoch in first_epoch..=epochs {
         let outcome = trainer.fit_epoch(&train, valid.as_ref(), &mut observer);
         let interrupted = match outcome {
             Ok(Control::Continue) => false,
@@ -178,12 +212,12 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         };
         write_history(&out, trainer.history())?;
         if interrupted {
-            save_model(&model_path, &trainer, &args)?;
+            save_model(&model_path, &trainer, valid_count)?;
             let signal = stop.load(Ordering::Relaxed);
             eprintln!(
-                "interrupted by {} during epoch {epoch}: saved the model after the last finished step and the history of {} finished epochs to {}",
+                "interrupted by {} during epoch {epoch}: saved the run to {}; continue it with --resume {}",
                 if signal == SIGTERM as usize { "SIGTERM" } else { "SIGINT" },
-                trainer.history().len(),
+                out.display(),
                 out.display()
             );
             // The shell's convention: 128 + the signal's number.
@@ -193,22 +227,22 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             .checkpoint_every
             .is_some_and(|n| epoch % n as usize == 0)
         {
-            save_model(&model_path, &trainer, &args)?;
+            save_model(&model_path, &trainer, valid_count)?;
         }
     }
+    let trained_epochs = (epochs + 1).saturating_sub(first_epoch).max(1) as f64;
     let training_seconds = training_started.elapsed().as_secs_f64();
-    save_model(&model_path, &trainer, &args)?;
+    save_model(&model_path, &trainer, valid_count)?;
 
     if let Some(valid) = &valid {
         plots::write_run_pictures(trainer.model(), valid, &out)?;
     }
     if !args.quiet {
-        let epochs = train_config.epochs as f64;
         println!(
             "Done in {:.1}s: {:.2}s per epoch, {:.0} samples/s. Files in {}: model.safetensors, history.json, history.csv{}",
             started.elapsed().as_secs_f64(),
-            training_seconds / epochs,
-            train.len() as f64 * epochs / training_seconds,
+            training_seconds / trained_epochs,
+            train.len() as f64 * trained_epochs / training_seconds,
             out.display(),
             if valid.is_some() { ", reconstructions.png, activations.png, features.png" } else { "" }
         );

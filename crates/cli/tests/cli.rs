@@ -441,3 +441,163 @@ fn sigint_saves_the_run_and_exits_130() {
 fn sigterm_saves_the_run_and_exits_143() {
     interrupt_with("-TERM", 143);
 }
+
+/// The weights of a saved model, bit for bit.
+fn weight_bits(path: &Path) -> Vec<u32> {
+    let (model, _) = nn::checkpoint::load(path).unwrap();
+    model
+        .layers()
+        .iter()
+        .flat_map(|l| l.weight.iter().chain(&l.bias).map(|v| v.to_bits()))
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
+    let data = data_dir(80);
+    let out = tempfile::tempdir().unwrap();
+    let straight = out.path().join("straight");
+    let split = out.path().join("split");
+    let common = ["--optimizer", "adam", "--quiet"];
+    let r = train_small(data.path(), &straight, &common);
+    assert!(r.status.success(), "{:?}", text(&r));
+    // train_small asks for 3 epochs; the split run trains 1 with the same settings, then
+    // resumes to 3.
+    let r = sae(&[
+        "train",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--out",
+        split.to_str().unwrap(),
+        "--layers",
+        "8:selu,6:sigmoid",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--valid",
+        "12",
+        "--optimizer",
+        "adam",
+        "--quiet",
+    ]);
+    assert!(r.status.success(), "{:?}", text(&r));
+    assert_ne!(
+        weight_bits(&split.join("model.safetensors")),
+        weight_bits(&straight.join("model.safetensors"))
+    );
+    let r = sae(&[
+        "train",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--resume",
+        split.to_str().unwrap(),
+        "--epochs",
+        "3",
+    ]);
+    let (stdout, stderr) = text(&r);
+    assert!(r.status.success(), "{stderr}");
+    assert!(stdout.contains("Resuming at epoch 2 of 3"), "{stdout}");
+    assert!(stdout.contains("Epoch 3/3"), "{stdout}");
+    assert_eq!(
+        weight_bits(&split.join("model.safetensors")),
+        weight_bits(&straight.join("model.safetensors"))
+    );
+    let history = |dir: &Path| -> Vec<(f64, f64)> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("history.json")).unwrap()).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["loss"].as_f64().unwrap(), e["val_loss"].as_f64().unwrap()))
+            .collect()
+    };
+    assert_eq!(history(&split), history(&straight));
+
+    fails_with(
+        &[
+            "train",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--resume",
+            straight.to_str().unwrap(),
+            "--epochs",
+            "2",
+        ],
+        "already finished 3",
+    );
+    fails_with(
+        &[
+            "train",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--resume",
+            "/nonexistent",
+        ],
+        "/nonexistent/model.safetensors",
+    );
+}
+
+#[test]
+fn a_run_interrupted_by_a_signal_can_be_resumed() {
+    let data = data_dir(2000);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sae"))
+        .args([
+            "train",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .args([
+            "--layers",
+            "8:selu,6:sigmoid",
+            "--epochs",
+            "40",
+            "--batch-size",
+            "2",
+            "--valid",
+            "10",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::{BufRead, BufReader};
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines
+        .by_ref()
+        .map(Result::unwrap)
+        .any(|l| l.starts_with("Epoch 1/")));
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let first = child.wait_with_output().unwrap();
+    assert!(
+        matches!(first.status.code(), Some(130) | Some(0)),
+        "{:?}",
+        first.status
+    );
+    let r = sae(&[
+        "train",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--resume",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(r.status.success(), "{:?}", text(&r));
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("history.json")).unwrap()).unwrap();
+    let epochs: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, (1..=40).collect::<Vec<u64>>());
+}

@@ -6,6 +6,8 @@ use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::layer::Dense;
 use crate::model::Autoencoder;
+use crate::optimizer::OptimizerState;
+use crate::trainer::{Trainer, TrainerState};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
@@ -63,9 +65,11 @@ fn le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// The model as safetensors bytes, with `extra` metadata entries beside `config`.
-pub fn to_bytes(model: &Autoencoder, extra: &[(&str, String)]) -> Vec<u8> {
-    let byte_tensors: Vec<(String, Vec<usize>, Vec<u8>)> = model
+/// A tensor about to be written: name, shape, little-endian f32 bytes.
+type Named = (String, Vec<usize>, Vec<u8>);
+
+fn layer_tensors(model: &Autoencoder) -> Vec<Named> {
+    model
         .layers()
         .iter()
         .enumerate()
@@ -83,8 +87,11 @@ pub fn to_bytes(model: &Autoencoder, extra: &[(&str, String)]) -> Vec<u8> {
                 ),
             ]
         })
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = byte_tensors
+        .collect()
+}
+
+fn serialize(tensors: &[Named], model: &Autoencoder, extra: &[(&str, String)]) -> Vec<u8> {
+    let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, shape, bytes)| {
             (
@@ -99,6 +106,78 @@ pub fn to_bytes(model: &Autoencoder, extra: &[(&str, String)]) -> Vec<u8> {
         .collect();
     metadata.insert(CONFIG_KEY.into(), model.config().to_json());
     safetensors::serialize(views, Some(metadata)).expect("tensors serialise")
+}
+
+/// The model as safetensors bytes, with `extra` metadata entries beside `config`.
+pub fn to_bytes(model: &Autoencoder, extra: &[(&str, String)]) -> Vec<u8> {
+    serialize(&layer_tensors(model), model, extra)
+}
+
+/// Metadata key of the trainer's state (history, position, settings) in a training checkpoint.
+pub const TRAINER_KEY: &str = "trainer";
+
+/// A training checkpoint: the model as [`to_bytes`] writes it, plus the optimizer's slots
+/// as `optimizer.first.{k}` and `optimizer.second.{k}` (flat, `k` counting weight and
+/// bias tensors from the input) and the trainer's state as JSON under [`TRAINER_KEY`].
+/// Loaders that only want the model ignore the extra tensors.
+pub fn training_bytes(trainer: &Trainer, extra: &[(&str, String)]) -> Vec<u8> {
+    let model = trainer.model();
+    let mut tensors = layer_tensors(model);
+    let slots = trainer.optimizer_state();
+    for (kind, slot) in [("first", &slots.first), ("second", &slots.second)] {
+        for (k, values) in slot.iter().enumerate() {
+            tensors.push((
+                format!("optimizer.{kind}.{k}"),
+                vec![values.len()],
+                le_bytes(values),
+            ));
+        }
+    }
+    let state = serde_json::to_string(&trainer.state()).expect("state serialises");
+    let mut metadata: Vec<(&str, String)> = extra.to_vec();
+    metadata.push((TRAINER_KEY, state));
+    serialize(&tensors, model, &metadata)
+}
+
+/// Saves a training checkpoint (see [`training_bytes`]) to `path` atomically.
+pub fn save_training(
+    trainer: &Trainer,
+    path: &Path,
+    extra: &[(&str, String)],
+) -> Result<(), ModelError> {
+    write_atomic(path, &training_bytes(trainer, extra))
+        .map_err(|e| checkpoint_error(path, format!("cannot write: {e}")))
+}
+
+/// Loads a training checkpoint written by [`save_training`] and rebuilds the trainer,
+/// ready to continue.
+pub fn load_training(path: &Path) -> Result<(Trainer, HashMap<String, String>), ModelError> {
+    let fail = |m: String| checkpoint_error(path, m);
+    let bytes = read_bounded(path)?;
+    let (model, metadata) = from_bytes(&bytes, path)?;
+    let json = metadata.get(TRAINER_KEY).ok_or_else(|| {
+        fail(format!(
+            "no {TRAINER_KEY:?} entry: a model without training state cannot be resumed"
+        ))
+    })?;
+    let state: TrainerState =
+        serde_json::from_str(json).map_err(|e| fail(format!("trainer state: {e}")))?;
+    let tensors = SafeTensors::deserialize(&bytes)
+        .map_err(|e| fail(format!("not a safetensors file: {e}")))?;
+    let expected = OptimizerState::new(&state.config.optimizer, model.layers());
+    let read_slots = |kind: &str, like: &[Vec<f32>]| -> Result<Vec<Vec<f32>>, ModelError> {
+        like.iter()
+            .enumerate()
+            .map(|(k, v)| read_f32(&tensors, &format!("optimizer.{kind}.{k}"), &[v.len()], path))
+            .collect()
+    };
+    let slots = OptimizerState {
+        iterations: state.optimizer_iterations,
+        first: read_slots("first", &expected.first)?,
+        second: read_slots("second", &expected.second)?,
+    };
+    let trainer = Trainer::restore(model, state, slots).map_err(|e| fail(e.to_string()))?;
+    Ok((trainer, metadata))
 }
 
 /// Saves the model to `path` atomically.
@@ -124,32 +203,7 @@ pub fn from_bytes(
         ))
     })?;
     let config = ModelConfig::from_json(json).map_err(|e| fail(e.to_string()))?;
-    let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>, ModelError> {
-        let view = tensors
-            .tensor(name)
-            .map_err(|_| fail(format!("tensor {name} is missing")))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(fail(format!(
-                "tensor {name} is {:?}, expected F32",
-                view.dtype()
-            )));
-        }
-        if view.shape() != shape {
-            return Err(fail(format!(
-                "tensor {name} has shape {:?} but the config says {shape:?}",
-                view.shape()
-            )));
-        }
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(fail(format!("tensor {name} holds NaN or infinite values")));
-        }
-        Ok(values)
-    };
+    let read = |name: &str, shape: &[usize]| read_f32(&tensors, name, shape, path);
     let mut layers = Vec::with_capacity(config.layers.len());
     for (i, &spec) in config.layers.iter().enumerate() {
         let weight = read(&format!("layers.{i}.weight"), &[spec.inputs, spec.units])?;
@@ -172,8 +226,42 @@ pub fn from_bytes(
     Ok((model, metadata))
 }
 
-/// Loads a model saved by [`save`], with its metadata.
-pub fn load(path: &Path) -> Result<(Autoencoder, HashMap<String, String>), ModelError> {
+/// One f32 tensor of exactly `shape`, with finite values.
+fn read_f32(
+    tensors: &SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+    path: &Path,
+) -> Result<Vec<f32>, ModelError> {
+    let fail = |m: String| checkpoint_error(path, m);
+    let view = tensors
+        .tensor(name)
+        .map_err(|_| fail(format!("tensor {name} is missing")))?;
+    if view.dtype() != Dtype::F32 {
+        return Err(fail(format!(
+            "tensor {name} is {:?}, expected F32",
+            view.dtype()
+        )));
+    }
+    if view.shape() != shape {
+        return Err(fail(format!(
+            "tensor {name} has shape {:?} but the config says {shape:?}",
+            view.shape()
+        )));
+    }
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(fail(format!("tensor {name} holds NaN or infinite values")));
+    }
+    Ok(values)
+}
+
+/// The file's bytes, refusing what is not a regular file or is larger than any model.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ModelError> {
     let fail = |m: String| checkpoint_error(path, m);
     let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
     if !meta.is_file() {
@@ -185,6 +273,10 @@ pub fn load(path: &Path) -> Result<(Autoencoder, HashMap<String, String>), Model
             meta.len()
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    from_bytes(&bytes, path)
+    std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))
+}
+
+/// Loads a model saved by [`save`], with its metadata.
+pub fn load(path: &Path) -> Result<(Autoencoder, HashMap<String, String>), ModelError> {
+    from_bytes(&read_bounded(path)?, path)
 }

@@ -31,4 +31,7 @@ pub use dataset::Dataset;
 pub use error::{DataError, IdxError, ModelError, TrainError};
 pub use model::{Autoencoder, Evaluation};
 pub use optimizer::Optimizer;
-pub use trainer::{Control, EpochMetrics, Observer, StepProgress, TrainConfig, Trainer};
+pub use trainer::{
+    Control, EpochMetrics, EpochPosition, Observer, StepProgress, TrainConfig, Trainer,
+    TrainerState,
+};

@@ -108,6 +108,36 @@ pub struct StepProgress {
     pub rounded_accuracy: f64,
 }
 
+/// Where an interrupted epoch stopped: enough to continue it exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochPosition {
+    /// The epoch, from 1.
+    pub epoch: usize,
+    /// Steps finished in it.
+    pub steps_done: usize,
+    /// Batch-size-weighted sum of the finished steps' losses.
+    pub loss_sum: f64,
+    /// Samples of the finished steps.
+    pub seen: usize,
+    /// Rounded-equal values of the finished steps.
+    pub rounded_equal: u64,
+    /// Wall time spent in the epoch so far.
+    pub seconds: f64,
+}
+
+/// What a resumed run needs besides the weights and the optimizer's slots.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// The settings of the run.
+    pub config: TrainConfig,
+    /// Metrics of the finished epochs.
+    pub history: Vec<EpochMetrics>,
+    /// Where an interrupted epoch stopped, if one did.
+    pub position: Option<EpochPosition>,
+    /// Optimizer steps taken (Adam's `t`).
+    pub optimizer_iterations: u64,
+}
+
 /// Whether training should go on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -326,6 +356,7 @@ pub struct Trainer {
     state: OptimizerState,
     work: Workspace,
     history: Vec<EpochMetrics>,
+    position: Option<EpochPosition>,
 }
 
 impl Trainer {
@@ -342,7 +373,71 @@ impl Trainer {
             state,
             work,
             history: Vec::new(),
+            position: None,
         })
+    }
+
+    /// A trainer that continues where [`Trainer::state`] and [`Trainer::optimizer_state`]
+    /// were taken: same history, same position inside an interrupted epoch, same
+    /// optimizer slots. Training on from here gives the same weights, bit for bit, as a
+    /// run that was never interrupted (for the same data and thread count).
+    pub fn restore(
+        model: Autoencoder,
+        state: TrainerState,
+        slots: OptimizerState,
+    ) -> Result<Self, TrainError> {
+        let mut trainer = Self::new(model, state.config)?;
+        let expected = OptimizerState::new(&state.config.optimizer, trainer.model.layers());
+        let shapes = |s: &OptimizerState| -> Vec<usize> {
+            s.first.iter().chain(&s.second).map(Vec::len).collect()
+        };
+        if shapes(&slots) != shapes(&expected) {
+            return Err(TrainError::Invalid(
+                "the optimizer state does not fit the model and optimizer".into(),
+            ));
+        }
+        if state
+            .history
+            .iter()
+            .enumerate()
+            .any(|(i, m)| m.epoch != i + 1)
+            || state
+                .position
+                .is_some_and(|p| p.epoch != state.history.len() + 1)
+        {
+            return Err(TrainError::Invalid(
+                "the history and the interrupted epoch do not follow each other".into(),
+            ));
+        }
+        trainer.state = OptimizerState {
+            iterations: state.optimizer_iterations,
+            ..slots
+        };
+        trainer.history = state.history;
+        trainer.position = state.position;
+        Ok(trainer)
+    }
+
+    /// Changes the number of epochs of the run (to train a resumed run for longer).
+    pub fn set_epochs(&mut self, epochs: usize) -> Result<(), TrainError> {
+        if epochs < self.history.len().max(1) {
+            return Err(TrainError::Invalid(format!(
+                "{epochs} epochs: the run has already finished {}",
+                self.history.len()
+            )));
+        }
+        self.config.epochs = epochs;
+        Ok(())
+    }
+
+    /// Everything but the weights and optimizer slots needed to resume this run.
+    pub fn state(&self) -> TrainerState {
+        TrainerState {
+            config: self.config,
+            history: self.history.clone(),
+            position: self.position,
+            optimizer_iterations: self.state.iterations,
+        }
     }
 
     /// The model as trained so far.
@@ -433,8 +528,14 @@ impl Trainer {
         }
         observer.epoch_begin(epoch, self.config.epochs, steps);
 
-        let (mut loss_sum, mut seen, mut equal) = (0.0f64, 0usize, 0u64);
-        for step in 0..steps {
+        // An epoch interrupted before continues from its next step, with its sums.
+        let resumed = self.position.take().filter(|p| p.epoch == epoch);
+        let first_step = resumed.map_or(0, |p| p.steps_done);
+        let earlier_seconds = resumed.map_or(0.0, |p| p.seconds);
+        let (mut loss_sum, mut seen, mut equal) = resumed.map_or((0.0f64, 0usize, 0u64), |p| {
+            (p.loss_sum, p.seen, p.rounded_equal)
+        });
+        for step in first_step..steps {
             let start = step * batch;
             let rows = batch.min(train.len() - start);
             let work = &mut self.work;
@@ -490,6 +591,14 @@ impl Trainer {
                 rounded_accuracy: equal as f64 / (seen * width) as f64,
             };
             if observer.step_end(&progress) == Control::Stop {
+                self.position = Some(EpochPosition {
+                    epoch,
+                    steps_done: step + 1,
+                    loss_sum,
+                    seen,
+                    rounded_equal: equal,
+                    seconds: earlier_seconds + started.elapsed().as_secs_f64(),
+                });
                 return Err(TrainError::Interrupted);
             }
         }
@@ -502,7 +611,7 @@ impl Trainer {
             val_loss: evaluation.map(|e| e.loss),
             val_rounded_accuracy: evaluation.map(|e| e.rounded_accuracy),
             mean_coding_activation: evaluation.map(|e| e.mean_coding_activation),
-            seconds: started.elapsed().as_secs_f64(),
+            seconds: earlier_seconds + started.elapsed().as_secs_f64(),
         })
     }
 }

@@ -349,3 +349,101 @@ fn split_products_match_and_two_thread_runs_repeat_bit_for_bit() {
     };
     assert_eq!(bits(&a), bits(&b));
 }
+
+/// Stops training after a given step.
+struct StopAt {
+    epoch: usize,
+    step: usize,
+}
+
+impl nn::Observer for StopAt {
+    fn step_end(&mut self, p: &nn::StepProgress) -> nn::Control {
+        if (p.epoch, p.step) == (self.epoch, self.step) {
+            nn::Control::Stop
+        } else {
+            nn::Control::Continue
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_the_same_weights_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Dataset::from_f32(samples(45), 12);
+    let (train, valid) = data.split_tail(10).unwrap();
+    let optimizers = [
+        Optimizer::sgd(0.3),
+        Optimizer::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+        },
+        Optimizer::adam(0.01),
+    ];
+    let bits = |m: &Autoencoder| -> Vec<u32> {
+        m.layers()
+            .iter()
+            .flat_map(|l| l.weight.iter().chain(&l.bias).map(|v| v.to_bits()))
+            .collect()
+    };
+    for optimizer in optimizers {
+        let fresh = || {
+            let model = Autoencoder::new(
+                small_config(Penalty::Kl {
+                    target: 0.2,
+                    weight: 0.1,
+                }),
+                8,
+            )
+            .unwrap();
+            let config = TrainConfig {
+                epochs: 3,
+                batch_size: 7,
+                shuffle: true,
+                seed: 8,
+                optimizer,
+                threads: 1,
+            };
+            Trainer::new(model, config).unwrap()
+        };
+        let mut straight = fresh();
+        straight.fit(&train, Some(&valid), &mut ()).unwrap();
+
+        // Stopped in the middle of epoch 2 (of 5 steps), saved, loaded, continued.
+        let mut first = fresh();
+        let stopped = first.fit(&train, Some(&valid), &mut StopAt { epoch: 2, step: 3 });
+        assert!(matches!(stopped, Err(TrainError::Interrupted)));
+        assert_eq!(first.history().len(), 1);
+        let path = dir.path().join("run.safetensors");
+        nn::checkpoint::save_training(&first, &path, &[]).unwrap();
+        let (mut resumed, _) = nn::checkpoint::load_training(&path).unwrap();
+        resumed.fit(&train, Some(&valid), &mut ()).unwrap();
+
+        assert_eq!(
+            bits(resumed.model()),
+            bits(straight.model()),
+            "{optimizer:?}"
+        );
+        assert_eq!(
+            resumed.optimizer_state(),
+            straight.optimizer_state(),
+            "{optimizer:?}"
+        );
+        for (a, b) in resumed.history().iter().zip(straight.history()) {
+            assert_eq!(
+                (a.epoch, a.loss, a.rounded_accuracy, a.val_loss),
+                (b.epoch, b.loss, b.rounded_accuracy, b.val_loss),
+                "{optimizer:?}"
+            );
+        }
+    }
+    // A plain model file has no training state to resume from.
+    let model = Autoencoder::new(small_config(Penalty::None), 1).unwrap();
+    let plain = dir.path().join("plain.safetensors");
+    nn::checkpoint::save(&model, &plain, &[]).unwrap();
+    let err = nn::checkpoint::load_training(&plain)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("cannot be resumed"), "{err}");
+}
