@@ -378,33 +378,25 @@ fn bad_files_are_reported_with_their_name() {
     );
 }
 
-/// Starts a long training run, waits for its first epoch line, sends `signal`, and
-/// checks the exit status and that the model and history were saved.
-fn interrupt_with(signal: &str, status: i32) {
+/// Starts `sae train` on `data` into `run` with `extra` flags, waits for its first epoch
+/// line, sends `signal` (as `kill` names it), and returns how the process ended.
+fn signal_after_first_epoch(data: &Path, run: &Path, extra: &[&str], signal: &str) -> Output {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    let data = data_dir(2000);
-    let out = tempfile::tempdir().unwrap();
-    let run = out.path().join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sae"))
         .args([
             "train",
             "--data",
-            data.path().to_str().unwrap(),
+            data.to_str().unwrap(),
             "--out",
             run.to_str().unwrap(),
         ])
-        .args([
-            "--layers",
-            "8:selu,6:sigmoid",
-            "--epochs",
-            "100000",
-            "--batch-size",
-            "4",
-            "--valid",
-            "10",
-        ])
-        .env("XDG_CACHE_HOME", out.path().join("cache"))
+        .args(["--layers", "8:selu,6:sigmoid", "--valid", "10"])
+        .args(extra)
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("sae-cli-test-cache"),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -413,14 +405,27 @@ fn interrupt_with(signal: &str, status: i32) {
     let first_epoch = lines
         .by_ref()
         .map(Result::unwrap)
-        .find(|l| l.starts_with("Epoch 1/"));
-    assert!(first_epoch.is_some(), "no epoch line before the run ended");
+        .any(|l| l.starts_with("Epoch 1/"));
+    assert!(first_epoch, "no epoch line before the run ended");
     let kill = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
-    let result = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Interrupts a long run with `signal`; checks the exit status and the saved files.
+fn interrupt_with(signal: &str, status: i32) {
+    let data = data_dir(2000);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let result = signal_after_first_epoch(
+        data.path(),
+        &run,
+        &["--epochs", "100000", "--batch-size", "4"],
+        signal,
+    );
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(status), "{stderr}");
     assert!(stderr.contains("interrupted by"), "{stderr}");
@@ -543,40 +548,13 @@ fn a_run_interrupted_by_a_signal_can_be_resumed() {
     let data = data_dir(2000);
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sae"))
-        .args([
-            "train",
-            "--data",
-            data.path().to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ])
-        .args([
-            "--layers",
-            "8:selu,6:sigmoid",
-            "--epochs",
-            "40",
-            "--batch-size",
-            "2",
-            "--valid",
-            "10",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::{BufRead, BufReader};
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(lines
-        .by_ref()
-        .map(Result::unwrap)
-        .any(|l| l.starts_with("Epoch 1/")));
-    assert!(Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let first = child.wait_with_output().unwrap();
+    let first = signal_after_first_epoch(
+        data.path(),
+        &run,
+        &["--epochs", "40", "--batch-size", "2"],
+        "-INT",
+    );
+    // 0 if the run finished before the signal arrived; resuming is then a no-op.
     assert!(
         matches!(first.status.code(), Some(130) | Some(0)),
         "{:?}",

@@ -159,24 +159,55 @@ pub fn selu_simd<S: Simd>(simd: S, z: S::f32s) -> S::f32s {
     )
 }
 
-struct ExpOp<'a> {
-    x: &'a [f32],
-    out: &'a mut [f32],
+/// A function of one register, applied by [`Map`].
+trait Elementwise {
+    fn eval<S: Simd>(simd: S, x: S::f32s) -> S::f32s;
 }
 
-impl WithSimd for ExpOp<'_> {
+struct Exp;
+impl Elementwise for Exp {
+    #[inline(always)]
+    fn eval<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+        exp_simd(simd, x)
+    }
+}
+
+struct Ln;
+impl Elementwise for Ln {
+    #[inline(always)]
+    fn eval<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+        ln_simd(simd, x)
+    }
+}
+
+/// `out[i] = F(x[i])`, full registers first, then the tail.
+struct Map<'a, F> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+    function: core::marker::PhantomData<F>,
+}
+
+impl<F: Elementwise> WithSimd for Map<'_, F> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let (x_head, x_tail) = S::as_simd_f32s(self.x);
         let (out_head, out_tail) = S::as_mut_simd_f32s(self.out);
         for (o, &v) in out_head.iter_mut().zip(x_head) {
-            *o = exp_simd(simd, v);
+            *o = F::eval(simd, v);
         }
         if !x_tail.is_empty() {
-            simd.partial_store_f32s(out_tail, exp_simd(simd, simd.partial_load_f32s(x_tail)));
+            simd.partial_store_f32s(out_tail, F::eval(simd, simd.partial_load_f32s(x_tail)));
         }
     }
+}
+
+fn map<F: Elementwise>(x: &[f32], out: &mut [f32]) {
+    crate::isa::dispatch(Map::<F> {
+        x,
+        out,
+        function: core::marker::PhantomData,
+    });
 }
 
 /// `out[i] = exp(x[i])`, accurate to [`EXP_MAX_ULP`] ulp.
@@ -185,7 +216,7 @@ impl WithSimd for ExpOp<'_> {
 /// If `x` and `out` differ in length.
 pub fn exp(x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "exp: input and output lengths differ");
-    crate::isa::dispatch(ExpOp { x, out });
+    map::<Exp>(x, out);
 }
 
 /// Scalar references for this module's kernels.
@@ -295,31 +326,11 @@ pub fn ln_simd<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 /// and its relative error elsewhere in its domain (checked by the test suite).
 pub const LN_MAX_ABS_ERROR: f32 = 2.5e-7;
 
-struct LnOp<'a> {
-    x: &'a [f32],
-    out: &'a mut [f32],
-}
-
-impl WithSimd for LnOp<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let (x_head, x_tail) = S::as_simd_f32s(self.x);
-        let (out_head, out_tail) = S::as_mut_simd_f32s(self.out);
-        for (o, &v) in out_head.iter_mut().zip(x_head) {
-            *o = ln_simd(simd, v);
-        }
-        if !x_tail.is_empty() {
-            simd.partial_store_f32s(out_tail, ln_simd(simd, simd.partial_load_f32s(x_tail)));
-        }
-    }
-}
-
 /// `out[i] = ln(x[i])` for positive normal inputs; see [`ln_simd`].
 ///
 /// # Panics
 /// If `x` and `out` differ in length.
 pub fn ln(x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "ln: input and output lengths differ");
-    crate::isa::dispatch(LnOp { x, out });
+    map::<Ln>(x, out);
 }
