@@ -80,19 +80,8 @@ impl Dataset {
     /// # Panics
     /// If `features` is 0 or does not divide `values.len()`.
     pub fn from_f32(values: Vec<f32>, features: usize) -> Self {
-        assert!(
-            features > 0 && values.len() % features == 0,
-            "ragged samples"
-        );
-        let samples = values.len() / features;
-        Self {
-            source: Arc::new(Source {
-                storage: Storage::F32(values),
-                path: None,
-            }),
-            rows: 0..samples,
-            features,
-        }
+        let len = values.len();
+        Self::in_memory(Storage::F32(values), len, features)
     }
 
     /// In-memory u8 samples, scaled by [`U8_SCALE`] when gathered.
@@ -100,17 +89,18 @@ impl Dataset {
     /// # Panics
     /// If `features` is 0 or does not divide `bytes.len()`.
     pub fn from_u8(bytes: Vec<u8>, features: usize) -> Self {
-        assert!(
-            features > 0 && bytes.len() % features == 0,
-            "ragged samples"
-        );
-        let samples = bytes.len() / features;
+        let len = bytes.len();
+        Self::in_memory(Storage::OwnedU8(bytes), len, features)
+    }
+
+    fn in_memory(storage: Storage, values: usize, features: usize) -> Self {
+        assert!(features > 0 && values % features == 0, "ragged samples");
         Self {
             source: Arc::new(Source {
-                storage: Storage::OwnedU8(bytes),
+                storage,
                 path: None,
             }),
-            rows: 0..samples,
+            rows: 0..values / features,
             features,
         }
     }
@@ -206,10 +196,29 @@ impl Dataset {
     }
 
     /// Copies samples `range` (relative to this view) into `out`.
+    ///
+    /// # Panics
+    /// If `range` reaches past the view or `out.len() != range.len() * features`.
     pub fn gather_range(&self, range: Range<usize>, out: &mut [f32]) {
-        let start = self.rows.start;
-        let rows: Vec<usize> = (start + range.start..start + range.end).collect();
-        self.gather(&rows, out);
+        assert!(
+            range.start <= range.end && range.end <= self.len(),
+            "gather_range: out of range"
+        );
+        // Consecutive samples are one block of the source: convert it as a single row,
+        // with no index list to build.
+        let f = self.features;
+        let block = (self.rows.start + range.start) * f..(self.rows.start + range.end) * f;
+        match &self.source.storage {
+            Storage::MappedU8(file) => {
+                let bytes = &file.as_u8().expect("mapped storage is u8")[block];
+                kernels::gather::gather_u8_rows(bytes, bytes.len(), &[0], U8_SCALE, out);
+            }
+            Storage::OwnedU8(bytes) => {
+                let bytes = &bytes[block];
+                kernels::gather::gather_u8_rows(bytes, bytes.len(), &[0], U8_SCALE, out);
+            }
+            Storage::F32(values) => out.copy_from_slice(&values[block]),
+        }
     }
 }
 

@@ -297,12 +297,18 @@ impl Autoencoder {
     /// `len x input_width`.
     pub fn reconstruct(&self, data: &Dataset, batch_size: usize) -> Vec<f32> {
         let mut out = self.map_batches(data, batch_size, 0..self.layers.len(), self.input_width());
-        if self.stored_activation(self.layers.len() - 1)
-            != self.layers[self.layers.len() - 1].spec.activation
-        {
-            activation_forward(self.layers[self.layers.len() - 1].spec.activation, &mut out);
-        }
+        self.finish_output(&mut out);
         out
+    }
+
+    /// Applies the output activation that the forward buffers leave out under BCE (the
+    /// sigmoid is fused into the loss there), turning stored logits into reconstructions.
+    fn finish_output(&self, out: &mut [f32]) {
+        let last = self.layers.len() - 1;
+        let activation = self.layers[last].spec.activation;
+        if self.stored_activation(last) != activation {
+            activation_forward(activation, out);
+        }
     }
 
     /// Reconstructions from coding activations (`rows x coding_width`), `rows x input_width`.
@@ -315,10 +321,7 @@ impl Autoencoder {
         let data = Dataset::from_f32(codings.to_vec(), width);
         let layers = self.config.coding_layer + 1..self.layers.len();
         let mut out = self.map_batches(&data, 256, layers, self.input_width());
-        let last = self.layers.len() - 1;
-        if self.stored_activation(last) != self.layers[last].spec.activation {
-            activation_forward(self.layers[last].spec.activation, &mut out);
-        }
+        self.finish_output(&mut out);
         out
     }
 
