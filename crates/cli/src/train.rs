@@ -81,6 +81,8 @@ fn prepare_out_dir(dir: &Path) -> Result<()> {
     std::fs::write(&probe, b"ok")
         .with_context(|| format!("output directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
+    nn::checkpoint::remove_stale_temporaries(dir)
+        .with_context(|| format!("cannot clean up output directory {}", dir.display()))?;
     Ok(())
 }
 
@@ -119,7 +121,13 @@ fn save_model(path: &Path, trainer: &Trainer, valid: usize) -> Result<()> {
         ("epochs_done", trainer.history().len().to_string()),
         (VALID_KEY, valid.to_string()),
     ];
-    nn::checkpoint::save_training(trainer, path, &extra)?;
+    nn::checkpoint::save_training(trainer, path, &extra).with_context(|| {
+        if path.is_file() {
+            "saving the run failed; the previous checkpoint is intact"
+        } else {
+            "saving the run failed"
+        }
+    })?;
     Ok(())
 }
 

@@ -2,78 +2,11 @@
 //! output file with the right contents, the trained model is usable by every other
 //! command, and bad arguments or files exit non-zero with one clear line and no panic.
 
+mod common;
+
+use common::{data_dir, fails_with, idx_u8, sae, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const SIDE: usize = 4;
-const FEATURES: usize = SIDE * SIDE;
-
-fn sae(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sae"))
-        .args(args)
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("sae-cli-test-cache"),
-        )
-        .env_remove("SAE_DATA")
-        .output()
-        .expect("the binary runs")
-}
-
-fn idx_u8(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        out.extend_from_slice(&d.to_be_bytes());
-    }
-    out.extend_from_slice(data);
-    out
-}
-
-/// A data directory with the four files: `samples` 4x4 images made of bright bars, and labels.
-fn data_dir(samples: usize) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let pixels: Vec<u8> = (0..samples * FEATURES)
-        .map(|i| {
-            let (s, p) = (i / FEATURES, i % FEATURES);
-            if (p / SIDE + s) % 3 == 0 || (p % SIDE + s) % 4 == 0 {
-                230
-            } else {
-                10
-            }
-        })
-        .collect();
-    let labels: Vec<u8> = (0..samples).map(|s| (s % 10) as u8).collect();
-    let n = samples as u32;
-    let s = SIDE as u32;
-    std::fs::write(
-        dir.path().join("train-images-idx3-ubyte"),
-        idx_u8(&[n, s, s], &pixels),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("train-labels-idx1-ubyte"),
-        idx_u8(&[n], &labels),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("t10k-images-idx3-ubyte"),
-        idx_u8(&[n, s, s], &pixels),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("t10k-labels-idx1-ubyte"),
-        idx_u8(&[n], &labels),
-    )
-    .unwrap();
-    dir
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn train_small(data: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
@@ -269,19 +202,6 @@ fn trained_model_encodes_reconstructs_and_evaluates() {
     ] {
         assert!(stdout.contains(key), "{stdout}");
     }
-}
-
-/// Runs `args`, expecting failure with `expected` in a one-line error and no panic.
-#[track_caller]
-fn fails_with(args: &[&str], expected: &str) {
-    let r = sae(args);
-    let (_, stderr) = text(&r);
-    assert!(!r.status.success(), "{args:?} succeeded");
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    assert!(
-        stderr.contains(expected),
-        "{args:?}: expected {expected:?} in {stderr:?}"
-    );
 }
 
 #[test]

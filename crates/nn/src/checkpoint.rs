@@ -39,7 +39,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
     let temp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}{TEMP_MARK}{}",
         name.to_string_lossy(),
         std::process::id()
     ));
@@ -58,6 +58,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// Between a file's name and the writing process's id in [`write_atomic`]'s temporaries.
+const TEMP_MARK: &str = ".tmp-";
+
+/// Removes the temporaries [`write_atomic`] leaves in `dir` when a process is killed
+/// mid-write, skipping those of processes that are still running. Returns how many went.
+pub fn remove_stale_temporaries(dir: &Path) -> std::io::Result<usize> {
+    let own = std::process::id();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some((_, pid)) = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(TEMP_MARK))
+        else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid == own || process_is_running(pid) || !entry.file_type()?.is_file() {
+            continue;
+        }
+        std::fs::remove_file(entry.path())?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Whether a process with this id exists; where that cannot be told, assume it does,
+/// so nothing another process is writing is ever removed.
+fn process_is_running(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
 
 /// safetensors stores little-endian values, whatever the machine.
@@ -279,4 +316,40 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ModelError> {
 /// Loads a model saved by [`save`], with its metadata.
 pub fn load(path: &Path) -> Result<(Autoencoder, HashMap<String, String>), ModelError> {
     from_bytes(&read_bounded(path)?, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        write_atomic(&path("model.safetensors"), b"new").unwrap();
+        let own = format!(".model.safetensors.tmp-{}", std::process::id());
+        let keep = [
+            "model.safetensors",
+            own.as_str(),
+            // pid 1 always runs.
+            ".history.json.tmp-1",
+            ".notes.tmp-x",
+            "notes.tmp-4000000000",
+        ];
+        let gone = [
+            ".model.safetensors.tmp-4000000000",
+            ".history.csv.tmp-4000000001",
+        ];
+        for name in keep.iter().skip(1).chain(&gone) {
+            std::fs::write(path(name), b"torn").unwrap();
+        }
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), gone.len());
+        for name in keep {
+            assert!(path(name).exists(), "{name} was removed");
+        }
+        for name in gone {
+            assert!(!path(name).exists(), "{name} was kept");
+        }
+        assert_eq!(std::fs::read(path("model.safetensors")).unwrap(), b"new");
+    }
 }

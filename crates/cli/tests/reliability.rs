@@ -1,0 +1,358 @@
+//! The binary against a hostile file system: FIFOs and unreadable files where inputs are
+//! expected, a disk that fills up during training, and SIGKILL at random moments. Every
+//! case must end with a clear error (or a clean kill) and complete output files.
+
+mod common;
+
+use common::{command, data_dir, text, SAE};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Waits for `child` at most `limit`; a process still running then is killed and the
+/// test fails, so a hang shows up as a failure rather than a stuck test run.
+fn finish_within(mut child: Child, limit: Duration, what: &str) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn spawn(mut command: Command) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts")
+}
+
+/// Runs `sae args` (through `wrapper` if given); it must fail within 30 s, without a
+/// panic, with every one of `expected` in its error.
+#[track_caller]
+fn fails_within_time(wrapper: &[&str], args: &[&str], expected: &[&str]) {
+    let mut cmd = command(wrapper.first().copied().unwrap_or(SAE));
+    if !wrapper.is_empty() {
+        cmd.args(&wrapper[1..]).arg(SAE);
+    }
+    cmd.args(args);
+    let out = finish_within(spawn(cmd), Duration::from_secs(30), &format!("{args:?}"));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "{args:?}: expected {e:?} in {stderr:?}");
+    }
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A short run that leaves a resumable model in `run`.
+fn train(data: &Path, run: &Path, epochs: &str) -> Output {
+    let out = command(SAE)
+        .args(["train", "--data", s(data), "--out", s(run)])
+        .args(["--layers", "8:selu,6:sigmoid", "--batch-size", "8"])
+        .args(["--valid", "20", "--epochs", epochs, "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    out
+}
+
+#[test]
+fn a_fifo_where_a_file_is_expected_is_an_error_not_a_hang() {
+    let data = data_dir(60);
+    let run = tempfile::tempdir().unwrap();
+    train(data.path(), run.path(), "1");
+    let dir = tempfile::tempdir().unwrap();
+    let fifo_model = dir.path().join("model.safetensors");
+    let fifo_idx = dir.path().join("images-idx3-ubyte");
+    mkfifo(&fifo_model);
+    mkfifo(&fifo_idx);
+    let fifo_data = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(data.path()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), fifo_data.path().join(entry.file_name())).unwrap();
+    }
+    let images = fifo_data.path().join("train-images-idx3-ubyte");
+    std::fs::remove_file(&images).unwrap();
+    mkfifo(&images);
+    let model = run.path().join("model.safetensors");
+    let out = dir.path().join("codes.npy");
+
+    let not_a_file = "not a regular file";
+    fails_within_time(
+        &[],
+        &["info", s(&fifo_model)],
+        &[s(&fifo_model), not_a_file],
+    );
+    fails_within_time(&[], &["info", s(&fifo_idx)], &[s(&fifo_idx), not_a_file]);
+    fails_within_time(
+        &[],
+        &["eval", "--model", s(&fifo_model), "--data", s(data.path())],
+        &[s(&fifo_model), not_a_file],
+    );
+    fails_within_time(
+        &[],
+        &[
+            "encode",
+            "--model",
+            s(&model),
+            "--input",
+            s(&fifo_idx),
+            "--output",
+            s(&out),
+        ],
+        &[s(&fifo_idx), not_a_file],
+    );
+    fails_within_time(
+        &[],
+        &[
+            "train",
+            "--data",
+            s(fifo_data.path()),
+            "--out",
+            s(&dir.path().join("run")),
+        ],
+        &[s(&images), not_a_file],
+    );
+    assert!(!out.exists());
+}
+
+/// A command prefix under which files with mode 000 really are unreadable. Root reads
+/// them anyway, so as root the binary runs without the capabilities that allow it.
+fn unprivileged() -> Vec<&'static str> {
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    let is_root = probe.as_file().metadata().unwrap().uid() == 0;
+    if is_root {
+        vec![
+            "setpriv",
+            "--bounding-set",
+            "-dac_override,-dac_read_search",
+        ]
+    } else {
+        vec![]
+    }
+}
+
+#[test]
+fn an_unreadable_file_is_an_error_naming_it() {
+    let data = data_dir(60);
+    let run = tempfile::tempdir().unwrap();
+    train(data.path(), run.path(), "1");
+    let model = run.path().join("model.safetensors");
+    let images = data.path().join("train-images-idx3-ubyte");
+    for path in [&model, &images] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let wrapper = unprivileged();
+    // Without this the test would pass vacuously where mode 000 does not stop reading.
+    let mut cat = Command::new(wrapper.first().copied().unwrap_or("cat"));
+    if !wrapper.is_empty() {
+        cat.args(&wrapper[1..]).arg("cat");
+    }
+    let cat = cat.arg(&model).output().expect("the wrapper runs");
+    assert!(
+        !cat.status.success(),
+        "{wrapper:?} cat could read a file with mode 000"
+    );
+
+    let denied = "Permission denied";
+    fails_within_time(&wrapper, &["info", s(&model)], &[s(&model), denied]);
+    fails_within_time(&wrapper, &["info", s(&images)], &[s(&images), denied]);
+    fails_within_time(
+        &wrapper,
+        &[
+            "train",
+            "--data",
+            s(data.path()),
+            "--out",
+            s(&run.path().join("again")),
+        ],
+        &[s(&images), denied],
+    );
+    std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o644)).unwrap();
+    fails_within_time(
+        &wrapper,
+        &["train", "--data", s(data.path()), "--resume", s(run.path())],
+        &[s(&model), denied],
+    );
+}
+
+#[test]
+fn an_unwritable_output_directory_is_refused_before_training() {
+    let data = data_dir(60);
+    let parent = tempfile::tempdir().unwrap();
+    let locked = parent.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    fails_within_time(
+        &unprivileged(),
+        &[
+            "train",
+            "--data",
+            s(data.path()),
+            "--out",
+            s(&locked),
+            "--valid",
+            "20",
+        ],
+        &[s(&locked), "not writable", "Permission denied"],
+    );
+    assert_eq!(std::fs::read_dir(&locked).unwrap().count(), 0);
+}
+
+/// The temporaries `write_atomic` leaves when killed mid-write, by file name.
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n.contains(".tmp-"))
+        .collect()
+}
+
+#[test]
+fn a_full_disk_during_training_keeps_the_previous_checkpoint() {
+    let data = data_dir(200);
+    let run = tempfile::tempdir().unwrap();
+    train(data.path(), run.path(), "2");
+    let model = run.path().join("model.safetensors");
+    let before = std::fs::read(&model).unwrap();
+    let history = std::fs::metadata(run.path().join("history.json"))
+        .unwrap()
+        .len();
+    // A file-size limit just below the current model: the history files still fit, the
+    // next checkpoint (which carries one more epoch of history) does not. Writes past
+    // the limit fail with EFBIG, as they would with ENOSPC on a full disk, once the
+    // signal the kernel sends for it is ignored.
+    let limit = before.len() as u64 - 1;
+    assert!(history < limit);
+    let fsize = format!("--fsize={limit}");
+    let wrapper = [
+        "sh",
+        "-c",
+        "trap '' XFSZ; exec prlimit \"$@\"",
+        "sh",
+        &fsize,
+    ];
+    fails_within_time(
+        &wrapper,
+        &[
+            "train",
+            "--data",
+            s(data.path()),
+            "--resume",
+            s(run.path()),
+            "--epochs",
+            "6",
+            "--checkpoint-every",
+            "1",
+            "--quiet",
+        ],
+        &[
+            s(&model),
+            "the previous checkpoint is intact",
+            "File too large",
+        ],
+    );
+    assert!(
+        std::fs::read(&model).unwrap() == before,
+        "the previous checkpoint changed"
+    );
+    assert_eq!(temporaries(run.path()), Vec::<String>::new());
+    let info = command(SAE).args(["info", s(&model)]).output().unwrap();
+    assert!(info.status.success(), "{:?}", text(&info));
+}
+
+/// Every output file of `run` is complete: the model loads and is resumable, the JSON
+/// history parses, and every CSV row has the header's number of fields.
+fn assert_outputs_complete(run: &Path) {
+    let model = run.join("model.safetensors");
+    let info = command(SAE).args(["info", s(&model)]).output().unwrap();
+    let (stdout, stderr) = text(&info);
+    assert!(info.status.success(), "torn model: {stderr}");
+    assert!(stdout.contains("resumable: yes"), "{stdout}");
+    let json = std::fs::read(run.join("history.json")).unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&json).unwrap_or_else(|e| {
+        panic!(
+            "torn history.json ({e}): {}",
+            String::from_utf8_lossy(&json)
+        )
+    });
+    assert!(!history.as_array().unwrap().is_empty());
+    let csv = std::fs::read_to_string(run.join("history.csv")).unwrap();
+    assert!(csv.ends_with('\n'), "torn history.csv: {csv:?}");
+    let mut rows = csv.lines();
+    let fields = rows.next().unwrap().split(',').count();
+    for row in rows {
+        assert_eq!(
+            row.split(',').count(),
+            fields,
+            "torn history.csv row {row:?}"
+        );
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_never_leaves_a_torn_file() {
+    let data = data_dir(200);
+    let run = tempfile::tempdir().unwrap();
+    train(data.path(), run.path(), "1");
+    // Each epoch of this tiny model takes microseconds and ends with three atomic writes
+    // (history.json, history.csv, the checkpoint), each flushed to disk, so most of
+    // the run's time is spent writing and a random kill usually lands inside a write.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut mid_write = 0;
+    for trial in 0..15 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let delay = Duration::from_millis(40 + state % 360);
+        let mut cmd = command(SAE);
+        cmd.args(["train", "--data", s(data.path()), "--resume", s(run.path())])
+            .args(["--epochs", "100000", "--checkpoint-every", "1", "--quiet"]);
+        let mut child = spawn(cmd);
+        std::thread::sleep(delay);
+        let pid = child.id();
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "trial {trial}: the run ended before the kill: {:?}",
+            text(&out)
+        );
+        let left = temporaries(run.path());
+        let own = format!(".tmp-{pid}");
+        assert!(
+            left.iter().all(|n| n.ends_with(&own)),
+            "trial {trial}: temporaries of earlier runs were not cleaned up: {left:?}"
+        );
+        mid_write += usize::from(!left.is_empty());
+        assert_outputs_complete(run.path());
+    }
+    eprintln!("{mid_write} of 15 kills interrupted a write");
+}
