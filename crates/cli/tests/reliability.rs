@@ -356,3 +356,73 @@ fn sigkill_at_random_moments_never_leaves_a_torn_file() {
     }
     eprintln!("{mid_write} of 15 kills interrupted a write");
 }
+
+/// A safetensors file from its JSON header and data bytes.
+fn safetensors_file(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
+    let mut header = header.to_string().into_bytes();
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+#[test]
+fn absurd_model_shapes_are_refused_without_allocating_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = |inputs: u64, units: u64, activation: &str| {
+        serde_json::json!({"inputs": inputs, "units": units, "activation": activation})
+    };
+    let config = |wide: u64| {
+        serde_json::json!({
+            "layers": [layer(16, wide, "selu"), layer(wide, 16, "sigmoid")],
+            "coding_layer": 0,
+            "penalty": {"kind": "none"},
+            "loss": "bce",
+        })
+        .to_string()
+    };
+    let tensor = |shape: &[u64], end: u64| {
+        serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [0, end]})
+    };
+    // A config that asks for 16 x 3e9 weights, carried by a 100-byte file.
+    let huge_config = dir.path().join("huge-config.safetensors");
+    let header = serde_json::json!({
+        "__metadata__": {"config": config(3_000_000_000)},
+        "layers.0.weight": tensor(&[16, 1], 64),
+    });
+    std::fs::write(&huge_config, safetensors_file(&header, &[0; 64])).unwrap();
+    // A sane config, and a tensor header claiming 1e18 elements.
+    let huge_tensor = dir.path().join("huge-tensor.safetensors");
+    let header = serde_json::json!({
+        "__metadata__": {"config": config(4)},
+        "layers.0.weight": tensor(&[1_000_000_000, 1_000_000_000], 64),
+    });
+    std::fs::write(&huge_tensor, safetensors_file(&header, &[0; 64])).unwrap();
+    // A header length far past the end of the file.
+    let huge_header = dir.path().join("huge-header.safetensors");
+    let mut bytes = (1u64 << 60).to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    std::fs::write(&huge_header, bytes).unwrap();
+
+    // Any attempt to allocate what these files claim fails under this limit and aborts
+    // the process, which `fails_within_time` reports as a missing one-line error.
+    let wrapper = ["prlimit", "--as=2000000000"];
+    fails_within_time(
+        &wrapper,
+        &["info", s(&huge_config)],
+        &[s(&huge_config), "more than 268435456 weights"],
+    );
+    fails_within_time(
+        &wrapper,
+        &["info", s(&huge_tensor)],
+        &[s(&huge_tensor), "not a safetensors file"],
+    );
+    fails_within_time(
+        &wrapper,
+        &["info", s(&huge_header)],
+        &[s(&huge_header), "not a safetensors file"],
+    );
+}
