@@ -372,9 +372,7 @@ fn safetensors_file(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
 #[test]
 fn absurd_model_shapes_are_refused_without_allocating_them() {
     let dir = tempfile::tempdir().unwrap();
-    let layer = |inputs: u64, units: u64, activation: &str| {
-        serde_json::json!({"inputs": inputs, "units": units, "activation": activation})
-    };
+    let layer = |inputs: u64, units: u64, activation: &str| serde_json::json!({"inputs": inputs, "units": units, "activation": activation});
     let config = |wide: u64| {
         serde_json::json!({
             "layers": [layer(16, wide, "selu"), layer(wide, 16, "sigmoid")],
@@ -384,9 +382,7 @@ fn absurd_model_shapes_are_refused_without_allocating_them() {
         })
         .to_string()
     };
-    let tensor = |shape: &[u64], end: u64| {
-        serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [0, end]})
-    };
+    let tensor = |shape: &[u64], end: u64| serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [0, end]});
     // A config that asks for 16 x 3e9 weights, carried by a 100-byte file.
     let huge_config = dir.path().join("huge-config.safetensors");
     let header = serde_json::json!({
