@@ -166,6 +166,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let dir = data::data_dir(args.data.data.as_deref());
     let images_path = data::find(&dir, data::TRAIN_IMAGES)?;
     let images = Dataset::open(&images_path, None)?;
+    if images.is_empty() {
+        bail!("{}: holds no samples", images_path.display());
+    }
     let (mut trainer, valid_count, out) = trainer_for(&args, images.features())?;
     if valid_count >= images.len() {
         bail!(
