@@ -544,3 +544,51 @@ fn every_crafted_data_file_is_one_clear_error_naming_it() {
         &[s(&lying), "layers.0.weight has shape [16, 4]"],
     );
 }
+
+#[test]
+fn a_diverging_run_stops_at_once_and_keeps_the_last_good_checkpoint() {
+    let data = data_dir(200);
+    let run = tempfile::tempdir().unwrap();
+    train(data.path(), run.path(), "1");
+    let model = run.path().join("model.safetensors");
+    let history = run.path().join("history.json");
+    let (model_before, history_before) = (
+        std::fs::read(&model).unwrap(),
+        std::fs::read(&history).unwrap(),
+    );
+    fails_within_time(
+        &[],
+        &[
+            "train",
+            "--data",
+            s(data.path()),
+            "--out",
+            s(run.path()),
+            "--layers",
+            "8:selu,6:sigmoid",
+            "--batch-size",
+            "8",
+            "--valid",
+            "20",
+            "--epochs",
+            "5",
+            "--checkpoint-every",
+            "1",
+            "--lr",
+            "1e12",
+        ],
+        &[
+            "training diverged at epoch 1, step",
+            "loss is NaN",
+            "learning rate",
+        ],
+    );
+    assert!(
+        std::fs::read(&model).unwrap() == model_before,
+        "the checkpoint changed"
+    );
+    assert!(
+        std::fs::read(&history).unwrap() == history_before,
+        "the history changed"
+    );
+}
