@@ -106,11 +106,11 @@ pub struct TrainArgs {
     /// Seed of the weights and of the shuffling.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Threads the training step's products are split across. Results are reproducible
-    /// for a given seed and thread count. One is the default: at batch 32 waking a
-    /// second thread for each product still costs about what it saves.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub threads: u32,
+    /// Threads the training step's products are split across (default: 2, or 1 on a
+    /// single core; at batch 32 more threads have too little to share). Results are
+    /// reproducible, bit for bit, for a given seed and thread count.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
     /// Output directory (default: runs/<date-time>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -138,6 +138,37 @@ pub struct EvalArgs {
     /// Batch size of the evaluation.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: u32,
+    #[command(flatten)]
+    pub threads: InferenceThreads,
+}
+
+/// How many threads inference shares its batches across.
+#[derive(Args, Debug)]
+pub struct InferenceThreads {
+    /// Threads to share the batches across (default: one per core). Each takes whole
+    /// batches, so the batches, and the results, are the same for any count.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+}
+
+impl TrainArgs {
+    /// The thread count asked for, or the default.
+    pub fn thread_count(&self) -> usize {
+        self.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+            |t| t as usize,
+        )
+    }
+}
+
+impl InferenceThreads {
+    /// The count asked for, or one per core.
+    pub fn count(&self) -> usize {
+        self.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |t| t as usize,
+        )
+    }
 }
 
 #[derive(Args, Debug)]
@@ -151,6 +182,8 @@ pub struct EncodeArgs {
     /// Where to write the codings: .npy, or IDX f32 for any other extension.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub threads: InferenceThreads,
 }
 
 #[derive(Args, Debug)]

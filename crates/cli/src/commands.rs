@@ -35,8 +35,9 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     let dir = data::data_dir(args.data.data.as_deref());
     let path = data::find(&dir, data::TEST_IMAGES)?;
     let test = open_samples(&path, &model)?;
-    let result = model.evaluate(&test, args.batch_size as usize);
-    let codings = model.encode(&test, 256);
+    let threads = nn::parallel::Threads::new(args.threads.count())?;
+    let result = model.evaluate_with(&threads, &test, args.batch_size as usize);
+    let codings = model.encode_with(&threads, &test, 256);
     let units = model.coding_width();
     let dead = (0..units)
         .filter(|&j| (0..test.len()).all(|i| codings[i * units + j] <= 0.5))
@@ -58,7 +59,8 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
 pub fn encode(args: EncodeArgs) -> Result<ExitCode> {
     let model = load_model(&args.model)?;
     let data = open_samples(&args.input, &model)?;
-    let codings = model.encode(&data, 256);
+    let threads = nn::parallel::Threads::new(args.threads.count())?;
+    let codings = model.encode_with(&threads, &data, 256);
     let (rows, cols) = (data.len(), model.coding_width());
     let bytes = if args.output.extension().is_some_and(|e| e == "npy") {
         npy::encode_f32(rows, cols, &codings)

@@ -68,7 +68,7 @@ pub fn configs(args: &TrainArgs, inputs: usize) -> Result<(ModelConfig, TrainCon
         shuffle: true,
         seed: args.seed,
         optimizer,
-        threads: args.threads as usize,
+        threads: args.thread_count(),
     };
     Ok((model, train))
 }

@@ -251,34 +251,25 @@ impl Autoencoder {
         self.evaluate_with(&Threads::sequential(), data, batch_size)
     }
 
-    /// [`Autoencoder::evaluate`] with the products split across `threads`.
+    /// [`Autoencoder::evaluate`] with the batches shared out across `threads`: each takes a
+    /// contiguous run of whole batches, so the batches are the same for any thread count.
     pub fn evaluate_with(
         &self,
         threads: &Threads,
         data: &Dataset,
         batch_size: usize,
     ) -> Evaluation {
-        let width = self.input_width();
         let batch_size = batch_size.max(1);
-        let mut acts = Activations::new(&self.config, batch_size);
-        let mut x = vec![0.0; batch_size * width];
-        let mut scratch = vec![0.0; self.coding_width()];
-        let (mut loss_sum, mut equal, mut coding_sum) = (0.0f64, 0u64, 0.0f64);
-        for start in (0..data.len()).step_by(batch_size) {
-            let rows = batch_size.min(data.len() - start);
-            data.gather_range(start..start + rows, &mut x[..rows * width]);
-            self.forward_with(threads, &x, rows, &mut acts);
-            let (stats, penalty) = self.batch_loss(&x, rows, &acts, &mut scratch);
-            loss_sum += (stats.loss_sum / (rows * width) as f64 + penalty) * rows as f64;
-            equal += stats.rounded_equal;
-            coding_sum += kernels::reduce::sum(
-                &acts.outputs[self.config.coding_layer][..rows * self.coding_width()],
-            );
-        }
+        let work = |range: Range<usize>| self.evaluate_range(data, range, batch_size);
+        let (loss_sum, equal, coding_sum) =
+            threads.split_range(data.len(), batch_size, &work, &|a, b| {
+                (a.0 + b.0, a.1 + b.1, a.2 + b.2)
+            });
         let n = data.len();
         if n == 0 {
             return Evaluation::default();
         }
+        let width = self.input_width();
         Evaluation {
             loss: loss_sum / n as f64,
             rounded_accuracy: equal as f64 / (n * width) as f64,
@@ -287,16 +278,65 @@ impl Autoencoder {
         }
     }
 
+    /// `(loss sum, rounded-equal pixels, coding activation sum)` over the samples in
+    /// `range`, in batches of `batch_size` from its start.
+    fn evaluate_range(
+        &self,
+        data: &Dataset,
+        range: Range<usize>,
+        batch_size: usize,
+    ) -> (f64, u64, f64) {
+        let width = self.input_width();
+        let mut acts = Activations::new(&self.config, batch_size);
+        let mut x = vec![0.0; batch_size * width];
+        let mut scratch = vec![0.0; self.coding_width()];
+        let (mut loss_sum, mut equal, mut coding_sum) = (0.0f64, 0u64, 0.0f64);
+        for start in range.clone().step_by(batch_size) {
+            let rows = batch_size.min(range.end - start);
+            data.gather_range(start..start + rows, &mut x[..rows * width]);
+            self.forward(&x, rows, &mut acts);
+            let (stats, penalty) = self.batch_loss(&x, rows, &acts, &mut scratch);
+            loss_sum += (stats.loss_sum / (rows * width) as f64 + penalty) * rows as f64;
+            equal += stats.rounded_equal;
+            coding_sum += kernels::reduce::sum(
+                &acts.outputs[self.config.coding_layer][..rows * self.coding_width()],
+            );
+        }
+        (loss_sum, equal, coding_sum)
+    }
+
     /// The coding-layer activations of every sample of `data`, `len x coding_width`.
     pub fn encode(&self, data: &Dataset, batch_size: usize) -> Vec<f32> {
+        self.encode_with(&Threads::sequential(), data, batch_size)
+    }
+
+    /// [`Autoencoder::encode`] with the batches shared out across `threads`.
+    pub fn encode_with(&self, threads: &Threads, data: &Dataset, batch_size: usize) -> Vec<f32> {
         let coding = self.config.coding_layer;
-        self.map_batches(data, batch_size, 0..coding + 1, self.coding_width())
+        self.map_batches(
+            threads,
+            data,
+            batch_size,
+            0..coding + 1,
+            self.coding_width(),
+        )
     }
 
     /// Reconstructions of every sample of `data` (after the output activation),
     /// `len x input_width`.
     pub fn reconstruct(&self, data: &Dataset, batch_size: usize) -> Vec<f32> {
-        let mut out = self.map_batches(data, batch_size, 0..self.layers.len(), self.input_width());
+        self.reconstruct_with(&Threads::sequential(), data, batch_size)
+    }
+
+    /// [`Autoencoder::reconstruct`] with the batches shared out across `threads`.
+    pub fn reconstruct_with(
+        &self,
+        threads: &Threads,
+        data: &Dataset,
+        batch_size: usize,
+    ) -> Vec<f32> {
+        let layers = 0..self.layers.len();
+        let mut out = self.map_batches(threads, data, batch_size, layers, self.input_width());
         self.finish_output(&mut out);
         out
     }
@@ -320,30 +360,38 @@ impl Autoencoder {
         assert_eq!(codings.len() % width, 0, "decode: ragged codings");
         let data = Dataset::from_f32(codings.to_vec(), width);
         let layers = self.config.coding_layer + 1..self.layers.len();
-        let mut out = self.map_batches(&data, 256, layers, self.input_width());
+        let threads = Threads::sequential();
+        let mut out = self.map_batches(&threads, &data, 256, layers, self.input_width());
         self.finish_output(&mut out);
         out
     }
 
     fn map_batches(
         &self,
+        threads: &Threads,
         data: &Dataset,
         batch_size: usize,
         layers: Range<usize>,
         out_width: usize,
     ) -> Vec<f32> {
-        let in_width = data.features();
-        let last = layers.end - 1;
         let batch_size = batch_size.max(1);
-        let mut acts = Activations::new(&self.config, batch_size);
-        let mut x = vec![0.0; batch_size * in_width];
-        let mut out = Vec::with_capacity(data.len() * out_width);
-        for start in (0..data.len()).step_by(batch_size) {
-            let rows = batch_size.min(data.len() - start);
-            data.gather_range(start..start + rows, &mut x[..rows * in_width]);
-            self.forward_range(layers.clone(), &x, rows, &mut acts);
-            out.extend_from_slice(&acts.outputs[last][..rows * out_width]);
-        }
-        out
+        let work = |range: Range<usize>| {
+            let in_width = data.features();
+            let last = layers.end - 1;
+            let mut acts = Activations::new(&self.config, batch_size);
+            let mut x = vec![0.0; batch_size * in_width];
+            let mut out = Vec::with_capacity(range.len() * out_width);
+            for start in range.clone().step_by(batch_size) {
+                let rows = batch_size.min(range.end - start);
+                data.gather_range(start..start + rows, &mut x[..rows * in_width]);
+                self.forward_range(layers.clone(), &x, rows, &mut acts);
+                out.extend_from_slice(&acts.outputs[last][..rows * out_width]);
+            }
+            out
+        };
+        threads.split_range(data.len(), batch_size, &work, &|mut a, b| {
+            a.extend_from_slice(&b);
+            a
+        })
     }
 }

@@ -4,11 +4,13 @@
 //!
 //! Products are split by rows of the output: at batch 32 the forward and input-gradient
 //! products give each thread half the batch, and the weight-gradient products (one row
-//! per input unit) half the units. The output step splits by rows too.
+//! per input unit) half the units. The output step splits by rows too. Inference
+//! splits coarser: each thread takes a contiguous run of whole batches.
 
 use crate::error::TrainError;
 use kernels::output::{output_backward, OutputLoss, OutputStats};
 use kernels::{gemm, GemmError, MatMut, MatRef};
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Rows per part are rounded to this, the height of the GEMM's register tile.
@@ -77,6 +79,24 @@ impl Threads {
         split_gemm(self.count, alpha, a, b, beta, c)
     }
 
+    /// Splits `0..items` into one contiguous range per thread, cut at multiples of
+    /// `align`, runs `work` on each range, and folds the results in range order with
+    /// `combine`. For work made of many independent batches (inference), where each
+    /// thread takes whole batches with its own buffers and meets the others once.
+    pub fn split_range<R: Send>(
+        &self,
+        items: usize,
+        align: usize,
+        work: &(dyn Fn(Range<usize>) -> R + Sync),
+        combine: &(dyn Fn(R, R) -> R + Sync),
+    ) -> R {
+        let split = || split_range(self.count, 0..items, align.max(1), work, combine);
+        match &self.pool {
+            Some(pool) => pool.install(split),
+            None => split(),
+        }
+    }
+
     /// The fused output step over `rows` rows of `width` values, split by rows; the
     /// parts' statistics are added in row order.
     pub fn output_backward(
@@ -121,6 +141,26 @@ fn split_gemm(
         || split_gemm(parts - left, alpha, a_bottom, b, beta, c_bottom),
     );
     top.and(bottom)
+}
+
+fn split_range<R: Send>(
+    parts: usize,
+    range: Range<usize>,
+    align: usize,
+    work: &(dyn Fn(Range<usize>) -> R + Sync),
+    combine: &(dyn Fn(R, R) -> R + Sync),
+) -> R {
+    if parts <= 1 || range.len() < 2 * align {
+        return work(range);
+    }
+    let left = parts / 2;
+    let share = range.len() * left / parts;
+    let at = range.start + (share / align * align).max(align);
+    let (first, second) = rayon::join(
+        || split_range(left, range.start..at, align, work, combine),
+        || split_range(parts - left, at..range.end, align, work, combine),
+    );
+    combine(first, second)
 }
 
 fn split_output(

@@ -447,3 +447,37 @@ fn an_interrupted_run_resumes_to_the_same_weights_bit_for_bit() {
         .to_string();
     assert!(err.contains("cannot be resumed"), "{err}");
 }
+
+#[test]
+fn inference_shared_across_threads_matches_one_thread() {
+    let model = Autoencoder::new(
+        small_config(Penalty::Kl {
+            target: 0.1,
+            weight: 0.05,
+        }),
+        5,
+    )
+    .unwrap();
+    // 101 samples in batches of 8: uneven parts and a partial last batch.
+    let data = Dataset::from_f32(samples(101), 12);
+    let one = nn::parallel::Threads::sequential();
+    let codes = model.encode_with(&one, &data, 8);
+    let images = model.reconstruct_with(&one, &data, 8);
+    let evaluation = model.evaluate_with(&one, &data, 8);
+    assert_eq!(codes, model.encode(&data, 8));
+    for count in [2, 3, 5] {
+        let threads = nn::parallel::Threads::new(count).unwrap();
+        // The same batches whatever the count: bit-identical outputs.
+        assert_eq!(model.encode_with(&threads, &data, 8), codes, "{count} threads");
+        assert_eq!(model.reconstruct_with(&threads, &data, 8), images, "{count} threads");
+        let shared = model.evaluate_with(&threads, &data, 8);
+        assert_eq!(shared.samples, evaluation.samples);
+        for (a, b) in [
+            (shared.loss, evaluation.loss),
+            (shared.rounded_accuracy, evaluation.rounded_accuracy),
+            (shared.mean_coding_activation, evaluation.mean_coding_activation),
+        ] {
+            assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{count} threads: {a} vs {b}");
+        }
+    }
+}
