@@ -6,6 +6,7 @@ use nn::{Control, EpochMetrics, Observer, StepProgress};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Redraw the bar's loss text every this many steps: enough to watch, cheap to format.
 const MESSAGE_EVERY: usize = 25;
@@ -19,12 +20,17 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     /// The number of a signal that asked to stop (SIGINT, SIGTERM), or 0.
     stop: Arc<AtomicUsize>,
+    /// When the command started, and how long after that training began.
+    started: Instant,
+    pub start_up: Option<Duration>,
 }
 
 impl Progress {
-    pub fn new(quiet: bool, stop: Arc<AtomicUsize>) -> Self {
+    pub fn new(quiet: bool, stop: Arc<AtomicUsize>, started: Instant) -> Self {
         Self {
             stop,
+            started,
+            start_up: None,
             bars: !quiet && std::io::stderr().is_terminal(),
             quiet,
             epochs: 0,
@@ -63,6 +69,7 @@ pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
 
 impl Observer for Progress {
     fn epoch_begin(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.start_up.get_or_insert_with(|| self.started.elapsed());
         self.epochs = epochs;
         if !self.bars {
             return;

@@ -211,7 +211,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         signal_hook::flag::register_usize(signal, Arc::clone(&stop), signal as usize)
             .context("cannot install the signal handlers")?;
     }
-    let mut observer = progress::Progress::new(args.quiet, Arc::clone(&stop));
+    let mut observer = progress::Progress::new(args.quiet, Arc::clone(&stop), started);
     let model_path = out.join("model.safetensors");
     let training_started = Instant::now();
     for epoch in first_epoch..=epochs {
@@ -250,8 +250,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
     if !args.quiet {
         println!(
-            "Done in {:.1}s: {:.2}s per epoch, {:.0} samples/s. Files in {}: model.safetensors, history.json, history.csv{}",
+            "Done in {:.1}s (first step {:.0} ms after start): {:.2}s per epoch, {:.0} samples/s. Files in {}: model.safetensors, history.json, history.csv{}",
             started.elapsed().as_secs_f64(),
+            observer.start_up.unwrap_or_default().as_secs_f64() * 1000.0,
             training_seconds / trained_epochs,
             train.len() as f64 * trained_epochs / training_seconds,
             out.display(),

@@ -468,16 +468,30 @@ fn inference_shared_across_threads_matches_one_thread() {
     for count in [2, 3, 5] {
         let threads = nn::parallel::Threads::new(count).unwrap();
         // The same batches whatever the count: bit-identical outputs.
-        assert_eq!(model.encode_with(&threads, &data, 8), codes, "{count} threads");
-        assert_eq!(model.reconstruct_with(&threads, &data, 8), images, "{count} threads");
+        assert_eq!(
+            model.encode_with(&threads, &data, 8),
+            codes,
+            "{count} threads"
+        );
+        assert_eq!(
+            model.reconstruct_with(&threads, &data, 8),
+            images,
+            "{count} threads"
+        );
         let shared = model.evaluate_with(&threads, &data, 8);
         assert_eq!(shared.samples, evaluation.samples);
         for (a, b) in [
             (shared.loss, evaluation.loss),
             (shared.rounded_accuracy, evaluation.rounded_accuracy),
-            (shared.mean_coding_activation, evaluation.mean_coding_activation),
+            (
+                shared.mean_coding_activation,
+                evaluation.mean_coding_activation,
+            ),
         ] {
-            assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{count} threads: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                "{count} threads: {a} vs {b}"
+            );
         }
     }
 }
