@@ -8,7 +8,7 @@ use crate::layer::Dense;
 use crate::parallel::Threads;
 use kernels::activation::{activation_forward, bias_activation_forward};
 use kernels::output::{output_stats, OutputLoss, OutputStats};
-use kernels::{Activation, Layout, MatMut, MatRef};
+use kernels::{Activation, Layout};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::ops::Range;
@@ -180,21 +180,15 @@ impl Autoencoder {
                 &before[l - 1][..rows * spec.inputs]
             };
             let out = &mut rest[0][..rows * spec.units];
+            let activation = self.stored_activation(l);
+            let bias = &self.layers[l].bias;
+            let epilogue = |part: &mut [f32], part_rows: usize| {
+                let layout = Layout::contiguous(part_rows, spec.units);
+                bias_activation_forward(activation, layout, part, bias);
+            };
             threads
-                .gemm(
-                    1.0,
-                    MatRef::row_major(prev, rows, spec.inputs).expect("sized above"),
-                    self.layers[l].weight_view(),
-                    0.0,
-                    MatMut::row_major(out, rows, spec.units).expect("sized above"),
-                )
+                .dense_forward(prev, self.layers[l].weight_view(), out, rows, &epilogue)
                 .expect("shapes chain");
-            bias_activation_forward(
-                self.stored_activation(l),
-                Layout::contiguous(rows, spec.units),
-                out,
-                &self.layers[l].bias,
-            );
         }
     }
 

@@ -79,6 +79,20 @@ impl Threads {
         split_gemm(self.count, alpha, a, b, beta, c)
     }
 
+    /// A dense layer's forward product `out = input W` over `rows` row-major rows, each
+    /// thread then applying `epilogue` (bias and activation) to its own rows while they
+    /// are still in its cache. `epilogue` gets the rows and their count.
+    pub fn dense_forward(
+        &self,
+        input: &[f32],
+        weight: MatRef<'_>,
+        out: &mut [f32],
+        rows: usize,
+        epilogue: &(dyn Fn(&mut [f32], usize) + Sync),
+    ) -> Result<(), GemmError> {
+        split_dense(self.count, input, weight, out, rows, epilogue)
+    }
+
     /// Splits `0..items` into one contiguous range per thread, cut at multiples of
     /// `align`, runs `work` on each range, and folds the results in range order with
     /// `combine`. For work made of many independent batches (inference), where each
@@ -139,6 +153,47 @@ fn split_gemm(
     let (top, bottom) = rayon::join(
         || split_gemm(left, alpha, a_top, b, beta, c_top),
         || split_gemm(parts - left, alpha, a_bottom, b, beta, c_bottom),
+    );
+    top.and(bottom)
+}
+
+fn split_dense(
+    parts: usize,
+    input: &[f32],
+    weight: MatRef<'_>,
+    out: &mut [f32],
+    rows: usize,
+    epilogue: &(dyn Fn(&mut [f32], usize) + Sync),
+) -> Result<(), GemmError> {
+    let (inputs, units) = (weight.rows(), weight.cols());
+    if parts <= 1 || rows < 2 * ROW_ALIGN {
+        let (input, out) = (&input[..rows * inputs], &mut out[..rows * units]);
+        gemm(
+            1.0,
+            MatRef::row_major(input, rows, inputs)?,
+            weight,
+            0.0,
+            MatMut::row_major(out, rows, units)?,
+        )?;
+        epilogue(out, rows);
+        return Ok(());
+    }
+    let left = parts / 2;
+    let at = cut(rows, left, parts);
+    let (input_top, input_bottom) = input.split_at(at * inputs);
+    let (out_top, out_bottom) = out.split_at_mut(at * units);
+    let (top, bottom) = rayon::join(
+        || split_dense(left, input_top, weight, out_top, at, epilogue),
+        || {
+            split_dense(
+                parts - left,
+                input_bottom,
+                weight,
+                out_bottom,
+                rows - at,
+                epilogue,
+            )
+        },
     );
     top.and(bottom)
 }
