@@ -182,12 +182,12 @@ impl Autoencoder {
             let out = &mut rest[0][..rows * spec.units];
             let activation = self.stored_activation(l);
             let bias = &self.layers[l].bias;
-            let epilogue = |part: &mut [f32], part_rows: usize| {
+            let epilogue = |part: &mut [f32], _first: usize, part_rows: usize| {
                 let layout = Layout::contiguous(part_rows, spec.units);
                 bias_activation_forward(activation, layout, part, bias);
             };
             threads
-                .dense_forward(prev, self.layers[l].weight_view(), out, rows, &epilogue)
+                .product_then(prev, self.layers[l].weight_view(), out, rows, &epilogue)
                 .expect("shapes chain");
         }
     }

@@ -79,18 +79,20 @@ impl Threads {
         split_gemm(self.count, alpha, a, b, beta, c)
     }
 
-    /// A dense layer's forward product `out = input W` over `rows` row-major rows, each
-    /// thread then applying `epilogue` (bias and activation) to its own rows while they
-    /// are still in its cache. `epilogue` gets the rows and their count.
-    pub fn dense_forward(
+    /// `out = input W` over `rows` row-major rows (a layer's forward product, or with
+    /// `W^T` its input gradient), each thread then applying `epilogue` to its own rows
+    /// while they are still in its cache (bias and activation forward, or the activation's
+    /// derivative backward). `epilogue` gets the rows, the index of the first and their
+    /// count.
+    pub fn product_then(
         &self,
         input: &[f32],
         weight: MatRef<'_>,
         out: &mut [f32],
         rows: usize,
-        epilogue: &(dyn Fn(&mut [f32], usize) + Sync),
+        epilogue: &(dyn Fn(&mut [f32], usize, usize) + Sync),
     ) -> Result<(), GemmError> {
-        split_dense(self.count, input, weight, out, rows, epilogue)
+        split_product(self.count, input, weight, out, 0..rows, epilogue)
     }
 
     /// Splits `0..items` into one contiguous range per thread, cut at multiples of
@@ -157,40 +159,51 @@ fn split_gemm(
     top.and(bottom)
 }
 
-fn split_dense(
+fn split_product(
     parts: usize,
     input: &[f32],
     weight: MatRef<'_>,
     out: &mut [f32],
-    rows: usize,
-    epilogue: &(dyn Fn(&mut [f32], usize) + Sync),
+    rows: Range<usize>,
+    epilogue: &(dyn Fn(&mut [f32], usize, usize) + Sync),
 ) -> Result<(), GemmError> {
     let (inputs, units) = (weight.rows(), weight.cols());
-    if parts <= 1 || rows < 2 * ROW_ALIGN {
-        let (input, out) = (&input[..rows * inputs], &mut out[..rows * units]);
+    let count = rows.len();
+    if parts <= 1 || count < 2 * ROW_ALIGN {
+        let (input, out) = (&input[..count * inputs], &mut out[..count * units]);
         gemm(
             1.0,
-            MatRef::row_major(input, rows, inputs)?,
+            MatRef::row_major(input, count, inputs)?,
             weight,
             0.0,
-            MatMut::row_major(out, rows, units)?,
+            MatMut::row_major(out, count, units)?,
         )?;
-        epilogue(out, rows);
+        epilogue(out, rows.start, count);
         return Ok(());
     }
     let left = parts / 2;
-    let at = cut(rows, left, parts);
+    let at = cut(count, left, parts);
     let (input_top, input_bottom) = input.split_at(at * inputs);
     let (out_top, out_bottom) = out.split_at_mut(at * units);
+    let middle = rows.start + at;
     let (top, bottom) = rayon::join(
-        || split_dense(left, input_top, weight, out_top, at, epilogue),
         || {
-            split_dense(
+            split_product(
+                left,
+                input_top,
+                weight,
+                out_top,
+                rows.start..middle,
+                epilogue,
+            )
+        },
+        || {
+            split_product(
                 parts - left,
                 input_bottom,
                 weight,
                 out_bottom,
-                rows - at,
+                middle..rows.end,
                 epilogue,
             )
         },

@@ -275,11 +275,27 @@ fn backward(
             .t();
 
         if l > 0 {
-            // dA of the layer below, with this layer's weights before their update.
-            let da = MatMut::row_major(&mut lower[l - 1][..rows * spec.inputs], rows, spec.inputs)
-                .expect("sized");
+            // dA of the layer below, with this layer's weights before their update. Below
+            // any layer but the coding one (whose penalty needs every row's activations
+            // first), each thread turns its rows of dA into dZ straight away.
+            let below = l - 1;
+            let act = model.layers()[below].spec.activation;
+            let a = &acts.outputs[below][..rows * spec.inputs];
+            let inputs = spec.inputs;
+            let to_dz = |da: &mut [f32], first: usize, count: usize| {
+                if below != coding_layer {
+                    let a = &a[first * inputs..(first + count) * inputs];
+                    activation_backward(act, Layout::contiguous(count, inputs), a, da);
+                }
+            };
             threads
-                .gemm(1.0, dz_view, model.layers()[l].weight_view().t(), 0.0, da)
+                .product_then(
+                    dz,
+                    model.layers()[l].weight_view().t(),
+                    &mut lower[below][..rows * spec.inputs],
+                    rows,
+                    &to_dz,
+                )
                 .expect("shapes chain");
         }
 
@@ -321,8 +337,6 @@ fn backward(
                         0.0
                     }
                 };
-            } else {
-                activation_backward(act, layout, a, da);
             }
         }
     }
