@@ -6,6 +6,8 @@
 //! gradient `dX = dZ W^T`. Views are validated when built, so the unsafe call below only
 //! ever sees in-bounds, non-aliasing strides.
 
+use std::marker::PhantomData;
+
 /// Why a matrix view or a product was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GemmError {
@@ -161,6 +163,28 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Columns `range` of the view.
+    ///
+    /// # Panics
+    /// If the range is reversed or ends past the last column.
+    pub fn cols_range(self, range: core::ops::Range<usize>) -> Self {
+        assert!(
+            range.start <= range.end && range.end <= self.cols,
+            "MatRef::cols_range out of range"
+        );
+        if range.is_empty() || self.rows == 0 {
+            return Self {
+                cols: range.len(),
+                ..self
+            };
+        }
+        Self {
+            data: &self.data[range.start * self.col_stride..],
+            cols: range.len(),
+            ..self
+        }
+    }
+
     /// Element `(i, j)`.
     ///
     /// # Panics
@@ -175,14 +199,27 @@ impl<'a> MatRef<'a> {
 }
 
 /// A mutable `rows x cols` view whose elements occupy distinct locations.
+///
+/// It holds a pointer rather than a slice because [`MatMut::split_cols`] hands out two
+/// views whose elements interleave in memory; nothing here ever makes a slice of a view's
+/// whole span, so two such views never alias a `&mut`.
 #[derive(Debug)]
 pub struct MatMut<'a> {
-    data: &'a mut [f32],
+    ptr: *mut f32,
+    /// Elements from `ptr` that the view may reach (all are in one borrowed slice).
+    len: usize,
     rows: usize,
     cols: usize,
     row_stride: usize,
     col_stride: usize,
+    borrow: PhantomData<&'a mut [f32]>,
 }
+
+// SAFETY: a view is an exclusive borrow of the distinct elements it addresses, as a
+// `&mut [f32]` is of its slice; views made by splitting address disjoint elements.
+unsafe impl Send for MatMut<'_> {}
+// SAFETY: as for `Send`; a `&MatMut` gives no access to the elements.
+unsafe impl Sync for MatMut<'_> {}
 
 impl<'a> MatMut<'a> {
     /// A strided view; fails if any element lies outside `data` or two elements alias.
@@ -210,11 +247,13 @@ impl<'a> MatMut<'a> {
             });
         }
         Ok(Self {
-            data,
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
             rows,
             cols,
             row_stride,
             col_stride,
+            borrow: PhantomData,
         })
     }
 
@@ -230,8 +269,16 @@ impl<'a> MatMut<'a> {
             cols: self.rows,
             row_stride: self.col_stride,
             col_stride: self.row_stride,
-            data: self.data,
+            ..self
         }
+    }
+
+    /// Element `(i, j)`'s location.
+    ///
+    /// # Safety
+    /// `i < rows` and `j < cols`.
+    unsafe fn at(&mut self, i: usize, j: usize) -> *mut f32 {
+        self.ptr.add(i * self.row_stride + j * self.col_stride)
     }
 
     /// Number of rows.
@@ -260,23 +307,45 @@ impl<'a> MatMut<'a> {
         if self.rows > 1 && row_span > self.row_stride {
             return None;
         }
-        let cut = (at * self.row_stride).min(self.data.len());
-        let Self {
-            data,
-            rows,
-            cols,
-            row_stride,
-            col_stride,
-        } = self;
-        let (top, bottom) = data.split_at_mut(cut);
-        let part = |data, rows| Self {
-            data,
-            rows,
-            cols,
-            row_stride,
-            col_stride,
+        let cut = (at * self.row_stride).min(self.len);
+        let bottom = Self {
+            // SAFETY: `cut <= len`, inside the borrowed slice.
+            ptr: unsafe { self.ptr.add(cut) },
+            len: self.len - cut,
+            rows: self.rows - at,
+            ..self
         };
-        Some((part(top, at), part(bottom, rows - at)))
+        let top = Self {
+            len: cut,
+            rows: at,
+            ..self
+        };
+        Some((top, bottom))
+    }
+
+    /// Splits into columns `..at` and `at..`: two views whose elements interleave in
+    /// memory but never coincide (the view's elements are distinct), for two threads to
+    /// write.
+    ///
+    /// # Panics
+    /// If `at > cols`.
+    pub fn split_cols(self, at: usize) -> (Self, Self) {
+        assert!(at <= self.cols, "MatMut::split_cols past the last column");
+        let offset = if at == self.cols || self.rows == 0 {
+            0
+        } else {
+            at * self.col_stride
+        };
+        let right = Self {
+            // SAFETY: column `at` of a non-empty view starts at `at * col_stride`, which
+            // its bounds check put inside the slice; an empty right part keeps `ptr`.
+            ptr: unsafe { self.ptr.add(offset) },
+            len: self.len - offset,
+            cols: self.cols - at,
+            ..self
+        };
+        let left = Self { cols: at, ..self };
+        (left, right)
     }
 }
 
@@ -288,7 +357,7 @@ pub fn gemm(
     a: MatRef<'_>,
     b: MatRef<'_>,
     beta: f32,
-    c: MatMut<'_>,
+    mut c: MatMut<'_>,
 ) -> Result<(), GemmError> {
     if a.cols != b.rows || a.rows != c.rows || b.cols != c.cols {
         return Err(GemmError::ShapeMismatch {
@@ -307,7 +376,8 @@ pub fn gemm(
     if k == 0 {
         for i in 0..m {
             for j in 0..n {
-                let slot = &mut c.data[i * c.row_stride + j * c.col_stride];
+                // SAFETY: `i < m` and `j < n`, the view's shape.
+                let slot = unsafe { &mut *c.at(i, j) };
                 *slot = if beta == 0.0 { 0.0 } else { beta * *slot };
             }
         }
@@ -329,7 +399,7 @@ pub fn gemm(
             b.row_stride as isize,
             b.col_stride as isize,
             beta,
-            c.data.as_mut_ptr(),
+            c.ptr,
             c.row_stride as isize,
             c.col_stride as isize,
         );
@@ -342,13 +412,14 @@ pub mod reference {
     use super::*;
 
     /// Naive triple loop, accumulated in f64, for [`super::gemm`].
-    pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
+    pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, mut c: MatMut<'_>) {
         for i in 0..a.rows {
             for j in 0..b.cols {
                 let dot: f64 = (0..a.cols)
                     .map(|p| f64::from(a.get(i, p)) * f64::from(b.get(p, j)))
                     .sum();
-                let slot = &mut c.data[i * c.row_stride + j * c.col_stride];
+                // SAFETY: `i < a.rows` and `j < b.cols`, the view's shape.
+                let slot = unsafe { &mut *c.at(i, j) };
                 let prior = if beta == 0.0 {
                     0.0
                 } else {

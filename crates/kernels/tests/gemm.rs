@@ -300,3 +300,47 @@ fn row_splits_are_disjoint_and_compute_the_same_product() {
         .split_rows(3)
         .is_none());
 }
+
+#[test]
+fn column_splits_written_from_two_threads_compute_the_same_product() {
+    for (m, k, n, at) in [
+        (32, 100, 784, 392),
+        (7, 5, 9, 4),
+        (3, 4, 6, 0),
+        (3, 4, 6, 6),
+    ] {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
+        let av = MatRef::row_major(&a, m, k).unwrap();
+        let bv = MatRef::row_major(&b, k, n).unwrap();
+        let mut whole = vec![0.5; m * n];
+        gemm(
+            1.0,
+            av,
+            bv,
+            1.0,
+            MatMut::row_major(&mut whole, m, n).unwrap(),
+        )
+        .unwrap();
+        let mut parts = vec![0.5; m * n];
+        let (left, right) = MatMut::row_major(&mut parts, m, n).unwrap().split_cols(at);
+        assert_eq!((left.cols(), right.cols()), (at, n - at));
+        std::thread::scope(|s| {
+            s.spawn(|| gemm(1.0, av, bv.cols_range(0..at), 1.0, left).unwrap());
+            s.spawn(|| gemm(1.0, av, bv.cols_range(at..n), 1.0, right).unwrap());
+        });
+        assert_eq!(whole, parts, "{m}x{k}x{n} split at {at}");
+    }
+    // The columns of a transposed (column-major) view are contiguous runs.
+    let mut data = vec![0.0; 12];
+    let (left, right) = MatMut::new(&mut data, 3, 4, 1, 3).unwrap().split_cols(1);
+    let ones = [1.0f32; 12];
+    let row = |cols| MatRef::row_major(&ones[..cols], 1, cols).unwrap();
+    let column = MatRef::row_major(&ones[..3], 3, 1).unwrap();
+    gemm(1.0, column, row(1), 0.0, left).unwrap();
+    gemm(2.0, column, row(3), 0.0, right).unwrap();
+    assert_eq!(
+        data,
+        [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    );
+}

@@ -495,3 +495,45 @@ fn inference_shared_across_threads_matches_one_thread() {
         }
     }
 }
+
+#[test]
+fn products_with_epilogues_split_by_rows_or_columns_match_one_thread() {
+    use kernels::MatRef;
+    // (rows, inputs, units): columns split (wide weights, a training batch), rows split
+    // (deep weights), and rows split (a large batch).
+    for (rows, inputs, units) in [(32, 100, 784), (32, 300, 100), (100, 40, 64), (5, 3, 40)] {
+        let input: Vec<f32> = (0..rows * inputs)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let w: Vec<f32> = (0..inputs * units)
+            .map(|i| ((i * 104_729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        // The epilogue tags each element with its row, so a wrong offset shows.
+        let epilogue = |part: &mut [f32], first: usize, count: usize| {
+            assert_eq!(part.len(), count * units);
+            for (r, row) in part.chunks_mut(units).enumerate() {
+                for v in row {
+                    *v = v.tanh() + (first + r) as f32;
+                }
+            }
+        };
+        let run = |threads: usize| {
+            let mut out = vec![f32::NAN; rows * units];
+            let weight = MatRef::row_major(&w, inputs, units).unwrap();
+            nn::parallel::Threads::new(threads)
+                .unwrap()
+                .product_then(&input, weight, &mut out, rows, &epilogue)
+                .unwrap();
+            out
+        };
+        let one = run(1);
+        assert!(one.iter().all(|v| v.is_finite()));
+        for threads in [2, 3] {
+            assert_eq!(
+                run(threads),
+                one,
+                "{rows}x{inputs}x{units}, {threads} threads"
+            );
+        }
+    }
+}
