@@ -1,7 +1,8 @@
 """What both comparison scripts share: the Debian package's Fashion-MNIST as numpy arrays,
 split as the reference model is (first 55000 images to train, last 5000 to validate), and
-the one-line JSON summary run.sh reads."""
+the command-line options, and the one-line JSON summary run.sh reads."""
 
+import argparse
 import gzip
 import json
 import os
@@ -38,8 +39,20 @@ def training_data():
     return images[:55000], images[55000:]
 
 
-def summary(name, seconds_per_epoch, history, mean_coding):
-    """The last line each script prints: what run.sh tabulates."""
+def arguments(description):
+    """The options both scripts take."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=42)
+    return parser.parse_args()
+
+
+def summary(name, epoch_seconds, history, mean_coding):
+    """The last line each script prints: what run.sh tabulates. Seconds per epoch are the
+    mean of the epochs after the first, whose time includes Keras' graph tracing."""
+    steady = epoch_seconds[1:] or epoch_seconds
+    seconds_per_epoch = sum(steady) / len(steady)
     print(
         "SUMMARY "
         + json.dumps(

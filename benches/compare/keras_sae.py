@@ -3,7 +3,6 @@ SELU/sigmoid, a KL-divergence activity regularizer on the 300-unit coding layer)
 with SGD at learning rate 1.0, batch 32, for the given number of epochs. Seconds per epoch
 are measured by a callback around each epoch, validation included."""
 
-import argparse
 import os
 import time
 
@@ -13,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
-from common import summary, training_data
+from common import arguments, summary, training_data
 
 
 class KLDivergenceRegularizer(keras.regularizers.Regularizer):
@@ -45,11 +44,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
+    args = arguments(__doc__)
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
@@ -93,9 +88,7 @@ def main():
         {key: fit.history[key][i] for key in fit.history} for i in range(args.epochs)
     ]
     mean_coding = float(np.mean(encoder.predict(valid, batch_size=256, verbose=0)))
-    # The first epoch includes graph tracing; report the mean of the others when there are.
-    steady = timer.seconds[1:] or timer.seconds
-    summary(f"Keras {keras.__version__}", float(np.mean(steady)), history, mean_coding)
+    summary(f"Keras {keras.__version__}", timer.seconds, history, mean_coding)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,13 @@ divided by the batch size as Keras applies activity regularizers, plain SGD at l
 rate 1.0, batch 32, reshuffled every epoch, last partial batch kept. Seconds per epoch
 include the validation pass."""
 
-import argparse
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import summary, training_data
+from common import arguments, summary, training_data
 
 
 def kl_penalty(codings, target=0.1, weight=0.05):
@@ -60,11 +59,7 @@ def evaluate(model, data, batch):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
+    args = arguments(__doc__)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -100,9 +95,7 @@ def main():
             f" - val_loss: {val_loss:.4f} - val_rounded_accuracy: {val_accuracy:.4f}",
             flush=True,
         )
-    # Epochs after the first, as for Keras, whose first epoch includes graph tracing.
-    steady = seconds[1:] or seconds
-    summary(f"PyTorch {torch.__version__}", float(np.mean(steady)), history, mean_coding)
+    summary(f"PyTorch {torch.__version__}", seconds, history, mean_coding)
 
 
 if __name__ == "__main__":
