@@ -1,4 +1,5 @@
-//! `C <- alpha * A * B + beta * C` on strided f32 matrices, through `matrixmultiply`.
+//! `C <- alpha * A * B + beta * C` on strided f32 matrices: our register-tiled kernel for
+//! the batch-sized products of training, `matrixmultiply` for larger ones.
 //!
 //! A matrix view carries a row stride and a column stride, so a transpose is a swap of
 //! the two ([`MatRef::t`]) and the three products a dense layer needs are one call each:
@@ -7,6 +8,15 @@
 //! ever sees in-bounds, non-aliasing strides.
 
 use std::marker::PhantomData;
+
+mod tiled;
+
+/// Whether the register-tiled kernel runs a product rather than `matrixmultiply`: the
+/// products of a training step at batch sizes up to 64, which it runs without
+/// allocating. Larger ones gain from `matrixmultiply`'s cache blocking.
+fn tiled_suits(m: usize, k: usize) -> bool {
+    m <= 64 || k <= 64
+}
 
 /// Why a matrix view or a product was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -381,6 +391,27 @@ pub fn gemm(
                 *slot = if beta == 0.0 { 0.0 } else { beta * *slot };
             }
         }
+        return Ok(());
+    }
+    if tiled_suits(m, k) {
+        let product = tiled::Product {
+            m,
+            k,
+            n,
+            alpha,
+            beta,
+            a: a.data.as_ptr(),
+            a_row_stride: a.row_stride,
+            a_col_stride: a.col_stride,
+            b: b.data.as_ptr(),
+            b_row_stride: b.row_stride,
+            b_col_stride: b.col_stride,
+            c: c.ptr,
+            c_row_stride: c.row_stride,
+            c_col_stride: c.col_stride,
+        };
+        // SAFETY: as below; `m`, `k` and `n` are positive.
+        unsafe { product.run() };
         return Ok(());
     }
     // SAFETY: every view was bounds-checked when built (all strides and offsets fit in

@@ -12,9 +12,11 @@
 //! - [`gather`]: u8 rows of a memory-mapped dataset to a scaled f32 batch.
 //! - [`reduce`]: column sums (bias gradients), sums, `y += alpha x`.
 //! - [`optim`]: SGD with momentum and Adam updates.
-//! - [`gemm`]: validated strided `C <- alpha A B + beta C` through `matrixmultiply`.
+//! - [`gemm`]: validated strided `C <- alpha A B + beta C`, register-tiled for the
+//!   batch-sized products of training, through `matrixmultiply` for larger ones.
 //!
-//! No kernel allocates. Shape preconditions are checked up front and violations panic
+//! No kernel allocates, except the GEMM's per-thread buffer on a thread's first product
+//! and `matrixmultiply`'s packing buffers. Shape preconditions are checked up front and violations panic
 //! with a message naming the kernel (GEMM returns an error instead).
 
 #![warn(missing_docs)]

@@ -179,6 +179,84 @@ fn the_products_of_a_training_step_match_the_naive_loop() {
     }
 }
 
+/// Every instruction set's code path against the f64 loop, at the sizes where the
+/// register tiles change shape: row counts around the six-row tile, column counts around
+/// one and two vectors (of every width), depths around a block of `k`, all three layouts
+/// of a dense layer's products, and `C` stored by rows or by columns.
+#[test]
+fn every_instruction_set_matches_the_naive_loop_at_tile_and_block_edges() {
+    let fill = |len: usize, salt: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5) * 2.0)
+            .collect()
+    };
+    let mut checked = 0;
+    for arch in kernels::isa::available() {
+        for m in [1, 5, 7, 13, 32, 64] {
+            for n in [1, 9, 16, 17, 33, 100] {
+                for k in [1, 3, 128, 129, 1030] {
+                    for pattern in [Pattern::Plain, Pattern::TransposeA, Pattern::TransposeB] {
+                        for (c_column_major, alpha, beta) in [(false, -0.5, 1.0), (true, 1.5, 0.0)]
+                        {
+                            let (a_shape, b_shape) = match pattern {
+                                Pattern::Plain => ((m, k), (k, n)),
+                                Pattern::TransposeA => ((k, m), (k, n)),
+                                Pattern::TransposeB => ((m, k), (n, k)),
+                            };
+                            let a_data = fill(a_shape.0 * a_shape.1, 1);
+                            let b_data = fill(b_shape.0 * b_shape.1, 2);
+                            let c_init = fill(m * n, 3);
+                            let mut a = MatRef::row_major(&a_data, a_shape.0, a_shape.1).unwrap();
+                            let mut b = MatRef::row_major(&b_data, b_shape.0, b_shape.1).unwrap();
+                            match pattern {
+                                Pattern::Plain => {}
+                                Pattern::TransposeA => a = a.t(),
+                                Pattern::TransposeB => b = b.t(),
+                            }
+                            let (rs, cs) = if c_column_major { (1, m) } else { (n, 1) };
+                            let mut want = c_init.clone();
+                            reference::gemm(
+                                alpha,
+                                a,
+                                b,
+                                beta,
+                                MatMut::new(&mut want, m, n, rs, cs).unwrap(),
+                            );
+                            let mut got = c_init.clone();
+                            if beta == 0.0 {
+                                got.fill(f32::NAN);
+                            }
+                            kernels::isa::with_arch(arch, || {
+                                gemm(
+                                    alpha,
+                                    a,
+                                    b,
+                                    beta,
+                                    MatMut::new(&mut got, m, n, rs, cs).unwrap(),
+                                )
+                            })
+                            .unwrap();
+                            within_tolerance(alpha, a, b, beta, &c_init, (rs, cs), &got, &want)
+                                .unwrap_or_else(|e| {
+                                    panic!(
+                                        "{}: {pattern:?} {m}x{k}x{n}, C by {}: {e}",
+                                        kernels::isa::name(arch),
+                                        if c_column_major { "columns" } else { "rows" }
+                                    )
+                                });
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        checked >= 2 * 6 * 6 * 5 * 3 * 2,
+        "only {checked} products checked"
+    );
+}
+
 #[test]
 fn non_finite_inputs_propagate() {
     for (position, value) in [(5, f32::NAN), (40, f32::INFINITY)] {

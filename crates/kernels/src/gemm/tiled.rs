@@ -1,0 +1,368 @@
+//! Register-tiled `C <- alpha * A * B + beta * C` for the products of training, where
+//! one dimension is the batch (32 rows of `A`, or a depth of 32).
+//!
+//! Each micro-tile keeps `R x 2` vectors of `C` (R <= 6 rows, two vectors of columns)
+//! in registers over a block of steps of `k`: per step two vector loads of a row of
+//! `B` and `R` broadcasts from `A`, so loads stay well below the two FMA pipes' rate
+//! (an 8-row, one-vector tile, `matrixmultiply`'s for f32 on AVX2, needs a load per
+//! FMA). Neither weight matrix nor activations are copied: `A` is broadcast from where
+//! it is, and `B` is read in place when its rows are contiguous (the weights in the
+//! forward pass, `dZ` in the weight gradient). A `B` stored by columns (the input
+//! gradient's `W^T`) is handled as `C^T = B^T A^T`, which reads `W`'s rows in place
+//! and copies only the batch-sized operand; a ragged right edge is copied into a
+//! zero-padded panel. The copies go to a buffer each thread keeps, so nothing is
+//! allocated after a thread's first product.
+//!
+//! Every element of `C` is computed by the same sequence of operations whichever tile,
+//! panel or thread it falls in, so splitting a product between threads never changes
+//! a bit of the result.
+
+use std::cell::RefCell;
+
+use pulp::{Simd, WithSimd};
+
+/// Steps of `k` per block: a `KC x 2`-vector panel of `B` (8 KB with AVX2) stays in L1
+/// while every row tile uses it.
+const KC: usize = 128;
+
+/// Steps of `k` per block of a transposed product (see [`Product::run`]), whose `C`
+/// is written element by element: one block for the depths of these models, so each
+/// element is written once rather than once per block.
+const KC_TRANSPOSED: usize = 1024;
+
+/// Rows of `C` per micro-tile: 12 accumulators, enough independent FMA chains to
+/// cover the FMA latency on two pipes, plus two for `B` and one broadcast.
+const ROWS: usize = 6;
+
+/// Widest register in f32 lanes (AVX-512); sizes the stack tile of edge stores.
+const MAX_LANES: usize = 16;
+
+thread_local! {
+    /// Packing buffer of this thread, grown to the largest product it has run.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A product whose operands were validated by [`super::gemm`].
+pub(super) struct Product {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub a: *const f32,
+    pub a_row_stride: usize,
+    pub a_col_stride: usize,
+    pub b: *const f32,
+    pub b_row_stride: usize,
+    pub b_col_stride: usize,
+    pub c: *mut f32,
+    pub c_row_stride: usize,
+    pub c_col_stride: usize,
+}
+
+impl Product {
+    /// # Safety
+    /// Every `a[i * a_row_stride + p * a_col_stride]`, `b[p * b_row_stride + j *
+    /// b_col_stride]` and `c[i * c_row_stride + j * c_col_stride]` with `i < m`, `p < k`,
+    /// `j < n` is in bounds, `C`'s elements are distinct locations, and `C` overlaps
+    /// neither `A` nor `B`. `m`, `k` and `n` are positive.
+    pub(super) unsafe fn run(self) {
+        // A column-major `B` (the input gradient's `W^T`) would have to be transposed
+        // into panels for every row block; `C^T = B^T A^T` instead reads `W`'s rows in
+        // place as broadcasts and copies only the batch-sized `A`.
+        let product = if self.b_col_stride != 1 && self.b_row_stride == 1 {
+            self.transposed()
+        } else {
+            self
+        };
+        let block = if product.c_col_stride == 1 {
+            KC
+        } else {
+            KC_TRANSPOSED
+        };
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                if scratch.len() < PANEL {
+                    scratch.resize(PANEL, 0.0);
+                }
+                crate::isa::dispatch(Job {
+                    product: &product,
+                    block,
+                    scratch: &mut scratch,
+                })
+            }
+            // Only reachable if a product started another on the same thread.
+            Err(_) => crate::isa::dispatch(Job {
+                product: &product,
+                block,
+                scratch: &mut vec![0.0; PANEL],
+            }),
+        })
+    }
+
+    /// The same product as `C^T <- alpha B^T A^T + beta C^T`.
+    fn transposed(self) -> Self {
+        Self {
+            m: self.n,
+            n: self.m,
+            a: self.b,
+            a_row_stride: self.b_col_stride,
+            a_col_stride: self.b_row_stride,
+            b: self.a,
+            b_row_stride: self.a_col_stride,
+            b_col_stride: self.a_row_stride,
+            c_row_stride: self.c_col_stride,
+            c_col_stride: self.c_row_stride,
+            ..self
+        }
+    }
+}
+
+/// Floats of one copied panel of `B`.
+const PANEL: usize = KC_TRANSPOSED * 2 * MAX_LANES;
+
+struct Job<'a> {
+    product: &'a Product,
+    /// Steps of `k` per block, at most [`KC_TRANSPOSED`].
+    block: usize,
+    scratch: &'a mut [f32],
+}
+
+impl WithSimd for Job<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        // SAFETY: `Product::run`'s contract, and the scratch holds `scratch_len` floats.
+        unsafe { self.product.blocks(simd, self.block, self.scratch) }
+    }
+}
+
+/// Rows of the next tile when `left` rows remain: as many tiles as six-row tiles would
+/// need, as even as possible (32 rows: 6, 6, 5, 5, 5, 5), since a tile of fewer rows
+/// has too few independent accumulators to keep both FMA pipes busy.
+#[inline(always)]
+fn tile_rows(left: usize) -> usize {
+    let tiles = left.div_ceil(ROWS);
+    left.div_ceil(tiles.max(1))
+}
+
+impl Product {
+    /// # Safety
+    /// As [`Product::run`]; `scratch` holds at least `block * 2 * MAX_LANES` floats.
+    #[inline(always)]
+    unsafe fn blocks<S: Simd>(&self, simd: S, block: usize, scratch: &mut [f32]) {
+        let lanes = S::F32_LANES;
+        let pair = 2 * lanes;
+        let b_pack = scratch.as_mut_ptr();
+        let mut k0 = 0;
+        while k0 < self.k {
+            let depth = block.min(self.k - k0);
+            // Blocks after the first add to what the earlier ones wrote.
+            let beta = if k0 == 0 { self.beta } else { 1.0 };
+            let a_block = self.a.add(k0 * self.a_col_stride);
+            let mut j = 0;
+            while j < self.n {
+                let width = pair.min(self.n - j);
+                let (b, b_step) = if self.b_col_stride == 1 && width == pair {
+                    (self.b.add(k0 * self.b_row_stride + j), self.b_row_stride)
+                } else {
+                    self.pack_b(k0, depth, j, width, pair, b_pack);
+                    (b_pack as *const f32, pair)
+                };
+                let mut i = 0;
+                while i < self.m {
+                    let rows = tile_rows(self.m - i);
+                    let tile = Tile {
+                        a: a_block.add(i * self.a_row_stride),
+                        a_row_stride: self.a_row_stride,
+                        a_step: self.a_col_stride,
+                        b,
+                        b_step,
+                        c: self.c.add(i * self.c_row_stride + j * self.c_col_stride),
+                        c_row_stride: self.c_row_stride,
+                        c_col_stride: self.c_col_stride,
+                        depth,
+                        width,
+                        alpha: self.alpha,
+                        beta,
+                    };
+                    tile.dispatch(simd, rows, width > lanes);
+                    i += rows;
+                }
+                j += pair;
+            }
+            k0 += depth;
+        }
+    }
+
+    /// Copies `B`'s rows `k0..k0 + depth`, columns `j..j + width`, into `to` as `depth`
+    /// rows of `pair` floats, zeros past `width`.
+    ///
+    /// # Safety
+    /// As [`Product::run`]; `to` has room for `depth * pair` floats, `width <= pair`.
+    #[inline(always)]
+    unsafe fn pack_b(
+        &self,
+        k0: usize,
+        depth: usize,
+        j: usize,
+        width: usize,
+        pair: usize,
+        to: *mut f32,
+    ) {
+        let (rs, cs) = (self.b_row_stride, self.b_col_stride);
+        for q in 0..pair {
+            if q < width {
+                // Down one column of `B`: contiguous when `B` is a transpose.
+                let from = self.b.add(k0 * rs + (j + q) * cs);
+                for p in 0..depth {
+                    *to.add(p * pair + q) = *from.add(p * rs);
+                }
+            } else {
+                for p in 0..depth {
+                    *to.add(p * pair + q) = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// Where one micro-tile reads and writes.
+struct Tile {
+    /// Row `r` of step `p` of `A` is at `a[r * a_row_stride + p * a_step]`.
+    a: *const f32,
+    a_row_stride: usize,
+    a_step: usize,
+    /// Step `p` of `B` is two whole vectors at `b[p * b_step..]`.
+    b: *const f32,
+    b_step: usize,
+    c: *mut f32,
+    c_row_stride: usize,
+    c_col_stride: usize,
+    depth: usize,
+    /// Columns of `C` this tile owns; fewer than its vectors hold only at the right edge.
+    width: usize,
+    alpha: f32,
+    beta: f32,
+}
+
+impl Tile {
+    /// # Safety
+    /// As [`Tile::run`].
+    #[inline(always)]
+    unsafe fn dispatch<S: Simd>(&self, simd: S, rows: usize, two: bool) {
+        // A tile one vector wide where that covers the edge: less padding multiplied.
+        match (rows, two) {
+            (6, true) => self.run::<S, 6, 2>(simd),
+            (5, true) => self.run::<S, 5, 2>(simd),
+            (4, true) => self.run::<S, 4, 2>(simd),
+            (3, true) => self.run::<S, 3, 2>(simd),
+            (2, true) => self.run::<S, 2, 2>(simd),
+            (_, true) => self.run::<S, 1, 2>(simd),
+            (6, false) => self.run::<S, 6, 1>(simd),
+            (5, false) => self.run::<S, 5, 1>(simd),
+            (4, false) => self.run::<S, 4, 1>(simd),
+            (3, false) => self.run::<S, 3, 1>(simd),
+            (2, false) => self.run::<S, 2, 1>(simd),
+            (_, false) => self.run::<S, 1, 1>(simd),
+        }
+    }
+
+    /// `R` rows by `V` vectors of `C`.
+    ///
+    /// # Safety
+    /// `a` and `b` hold `depth` steps as the fields describe (`b` at least `V` whole
+    /// vectors per step), and `C`'s `R x width` elements are in bounds.
+    #[inline(always)]
+    unsafe fn run<S: Simd, const R: usize, const V: usize>(&self, simd: S) {
+        let lanes = S::F32_LANES;
+        let zero = simd.splat_f32s(0.0);
+        let mut acc = [[zero; V]; R];
+        let (mut a, mut b) = (self.a, self.b);
+        for _ in 0..self.depth {
+            let mut bv = [zero; V];
+            for (v, slot) in bv.iter_mut().enumerate() {
+                *slot = load::<S>(b.add(v * lanes));
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = simd.splat_f32s(*a.add(r * self.a_row_stride));
+                for (acc, &b) in acc.iter_mut().zip(&bv) {
+                    *acc = simd.mul_add_f32s(x, b, *acc);
+                }
+            }
+            a = a.add(self.a_step);
+            b = b.add(self.b_step);
+        }
+        // Row by row with constant indices: a loop over `acc` here made the compiler keep
+        // it in memory and store every accumulator on every step above.
+        macro_rules! store_rows {
+            ($($r:literal)*) => {$(
+                if $r < R {
+                    self.store_row::<S, V>(simd, $r, acc[$r]);
+                }
+            )*};
+        }
+        store_rows!(0 1 2 3 4 5);
+        const { assert!(R <= 6) };
+    }
+
+    /// Writes `alpha * sum + beta * C` (or `alpha * sum` when `beta` is zero) to row `r`.
+    ///
+    /// # Safety
+    /// As [`Tile::run`], `r < R`.
+    #[inline(always)]
+    unsafe fn store_row<S: Simd, const V: usize>(&self, simd: S, r: usize, acc: [S::f32s; V]) {
+        let lanes = S::F32_LANES;
+        let alpha = simd.splat_f32s(self.alpha);
+        let beta = simd.splat_f32s(self.beta);
+        let c = self.c.add(r * self.c_row_stride);
+        if self.c_col_stride == 1 && self.width == V * lanes {
+            for (v, &sum) in acc.iter().enumerate() {
+                let out = c.add(v * lanes);
+                let value = if self.beta == 0.0 {
+                    simd.mul_f32s(alpha, sum)
+                } else {
+                    simd.mul_add_f32s(alpha, sum, simd.mul_f32s(beta, load::<S>(out)))
+                };
+                store::<S>(out, value);
+            }
+        } else {
+            // Through a stack tile, with the same vector operations as above, so an
+            // element rounds alike wherever it falls.
+            let mut tile = [0.0f32; 2 * MAX_LANES];
+            let tile_ptr = tile.as_mut_ptr();
+            if self.beta != 0.0 {
+                for (q, slot) in tile[..self.width].iter_mut().enumerate() {
+                    *slot = *c.add(q * self.c_col_stride);
+                }
+            }
+            for (v, &sum) in acc.iter().enumerate() {
+                let out = tile_ptr.add(v * lanes);
+                let value = if self.beta == 0.0 {
+                    simd.mul_f32s(alpha, sum)
+                } else {
+                    simd.mul_add_f32s(alpha, sum, simd.mul_f32s(beta, load::<S>(out)))
+                };
+                store::<S>(out, value);
+            }
+            for (q, &value) in tile[..self.width].iter().enumerate() {
+                *c.add(q * self.c_col_stride) = value;
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `ptr` points to `S::F32_LANES` readable floats.
+#[inline(always)]
+unsafe fn load<S: Simd>(ptr: *const f32) -> S::f32s {
+    core::ptr::read_unaligned(ptr as *const S::f32s)
+}
+
+/// # Safety
+/// `ptr` points to `S::F32_LANES` writable floats.
+#[inline(always)]
+unsafe fn store<S: Simd>(ptr: *mut f32, value: S::f32s) {
+    core::ptr::write_unaligned(ptr as *mut S::f32s, value)
+}
