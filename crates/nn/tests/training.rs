@@ -537,3 +537,64 @@ fn products_with_epilogues_split_by_rows_or_columns_match_one_thread() {
         }
     }
 }
+
+/// Every product of a step computes each element the same way however it is split, and
+/// the sums that do depend on the split (the reported loss) never feed back into the
+/// weights: so two and three threads, with the fused SGD step and with a collected
+/// gradient (momentum), end with one thread's weights, bit for bit. A split that
+/// changed how an element is computed, or a thread that read weights another had
+/// already updated, would not.
+#[test]
+fn two_and_three_threads_train_to_the_weights_of_one_thread() {
+    let optimizers = [
+        Optimizer::sgd(0.3),
+        Optimizer::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: false,
+        },
+    ];
+    for optimizer in optimizers {
+        let run = |threads: usize| {
+            let config = ModelConfig::autoencoder(
+                40,
+                &[(24, Activation::Selu), (36, Activation::Sigmoid)],
+                None,
+                Penalty::Kl {
+                    target: 0.1,
+                    weight: 0.05,
+                },
+                nn::config::Loss::Bce,
+            );
+            let settings = TrainConfig {
+                epochs: 2,
+                batch_size: 32,
+                shuffle: true,
+                seed: 5,
+                optimizer,
+                threads,
+            };
+            let mut trainer = Trainer::new(Autoencoder::new(config, 6).unwrap(), settings).unwrap();
+            trainer
+                .fit(
+                    &Dataset::from_f32(samples(150 * 40 / 12), 40),
+                    None,
+                    &mut (),
+                )
+                .unwrap();
+            trainer
+                .into_model()
+                .layers()
+                .iter()
+                .flat_map(|l| l.weight.iter().chain(&l.bias).map(|v| v.to_bits()))
+                .collect::<Vec<u32>>()
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(
+                run(threads) == one,
+                "{optimizer:?}: {threads} threads ended with other weights than one"
+            );
+        }
+    }
+}
