@@ -195,6 +195,23 @@ impl Dataset {
         }
     }
 
+    /// Asks the CPU to start loading samples `rows` into cache (the next step's batch),
+    /// so that [`Dataset::gather`] finds them there instead of waiting on memory.
+    /// Indices outside this view are ignored; nothing is read.
+    pub fn prefetch(&self, rows: &[usize]) {
+        let (base, row_bytes) = match &self.source.storage {
+            Storage::MappedU8(file) => (file.as_u8().expect("mapped storage is u8"), self.features),
+            Storage::OwnedU8(bytes) => (&bytes[..], self.features),
+            Storage::F32(values) => (bytemuck::cast_slice(&values[..]), self.features * 4),
+        };
+        for &r in rows.iter().filter(|r| self.rows.contains(r)) {
+            let row = &base[r * row_bytes..(r + 1) * row_bytes];
+            for line in row.chunks(64) {
+                prefetch_line(line);
+            }
+        }
+    }
+
     /// Copies samples `range` (relative to this view) into `out`.
     ///
     /// # Panics
@@ -257,4 +274,18 @@ pub fn open_labels(
         });
     }
     Ok(labels)
+}
+
+/// A hint to bring the cache line holding `bytes[0]` into cache.
+#[inline]
+fn prefetch_line(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE, which `_mm_prefetch` needs, is part of every x86_64 CPU; a
+        // prefetch only hints the cache, never faults or writes, and `bytes` is live.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }

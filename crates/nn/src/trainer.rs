@@ -557,6 +557,10 @@ impl Trainer {
                 &work.order[start..start + rows],
                 &mut work.x[..rows * width],
             );
+            // The next batch's samples are scattered over the data set: have them on
+            // their way from memory while this step computes.
+            let next = (start + rows).min(train.len())..(start + rows + batch).min(train.len());
+            train.prefetch(&work.order[next]);
             self.model
                 .forward_with(&self.threads, &work.x, rows, &mut work.acts);
             let plain_sgd = self.config.optimizer.is_plain_sgd();

@@ -285,3 +285,40 @@ fn split_shuffle_and_gather() {
         .collect();
     assert_eq!(out, want);
 }
+
+/// Prefetching is a hint over every kind of storage (a mapped file, bytes in memory,
+/// floats): any index, in the view or not, is accepted, nothing changes, and the rows
+/// gathered afterwards are the ones stored.
+#[test]
+fn prefetch_accepts_any_index_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..100 * 70).map(|i| (i * 7 % 256) as u8).collect();
+    let path = write(
+        dir.path(),
+        "x.idx",
+        &encode(ElementType::U8, &[100, 70], &bytes),
+    );
+    let mapped = Dataset::open(&path, None).unwrap();
+    let owned = Dataset::from_u8(bytes.clone(), 70);
+    let floats = Dataset::from_f32(
+        bytes
+            .iter()
+            .map(|&b| b as f32 * nn::dataset::U8_SCALE)
+            .collect(),
+        70,
+    );
+    for data in [mapped, owned, floats] {
+        let (train, _) = data.split_tail(20).unwrap();
+        // Indices past the view (80..) and past the data (100..) are skipped.
+        train.prefetch(&[0, 79, 80, 99, 100, usize::MAX]);
+        train.prefetch(&[]);
+        let mut out = vec![0.0; 2 * 70];
+        train.gather(&[79, 3], &mut out);
+        let want: Vec<f32> = bytes[79 * 70..80 * 70]
+            .iter()
+            .chain(&bytes[3 * 70..4 * 70])
+            .map(|&b| b as f32 * nn::dataset::U8_SCALE)
+            .collect();
+        assert_eq!(out, want);
+    }
+}
