@@ -9,8 +9,9 @@
 //! it is, and `B` is read in place when its rows are contiguous (the weights in the
 //! forward pass, `dZ` in the weight gradient). A `B` stored by columns (the input
 //! gradient's `W^T`) is handled as `C^T = B^T A^T`, which reads `W`'s rows in place
-//! and copies only the batch-sized operand; a ragged right edge is copied into a
-//! zero-padded panel. The copies go to a buffer each thread keeps, so nothing is
+//! and copies only the batch-sized operand. A ragged right edge is computed as the
+//! last whole panel, storing only its new columns (or, narrower than a panel, copied
+//! into a zero-padded one). The copies go to a buffer each thread keeps, so nothing is
 //! allocated after a thread's first product.
 //!
 //! Every element of `C` is computed by the same sequence of operations whichever tile,
@@ -163,9 +164,22 @@ impl Product {
             let a_block = self.a.add(k0 * self.a_col_stride);
             let mut j = 0;
             while j < self.n {
-                let width = pair.min(self.n - j);
+                let mut width = pair.min(self.n - j);
+                // A ragged right edge of an in-place `B` is computed as the last whole
+                // panel, `n - pair..n`, storing only its new columns: a full tile, and
+                // no copy.
+                let overlap = self.b_col_stride == 1 && width < pair && self.n >= pair;
+                let (column, skip) = if overlap {
+                    width = pair;
+                    (self.n - pair, j + pair - self.n)
+                } else {
+                    (j, 0)
+                };
                 let (b, b_step) = if self.b_col_stride == 1 && width == pair {
-                    (self.b.add(k0 * self.b_row_stride + j), self.b_row_stride)
+                    (
+                        self.b.add(k0 * self.b_row_stride + column),
+                        self.b_row_stride,
+                    )
                 } else {
                     self.pack_b(k0, depth, j, width, pair, b_pack);
                     (b_pack as *const f32, pair)
@@ -179,11 +193,14 @@ impl Product {
                         a_step: self.a_col_stride,
                         b,
                         b_step,
-                        c: self.c.add(i * self.c_row_stride + j * self.c_col_stride),
+                        c: self
+                            .c
+                            .add(i * self.c_row_stride + column * self.c_col_stride),
                         c_row_stride: self.c_row_stride,
                         c_col_stride: self.c_col_stride,
                         depth,
                         width,
+                        skip,
                         alpha: self.alpha,
                         beta,
                     };
@@ -241,8 +258,11 @@ struct Tile {
     c_row_stride: usize,
     c_col_stride: usize,
     depth: usize,
-    /// Columns of `C` this tile owns; fewer than its vectors hold only at the right edge.
+    /// Columns of `C` this tile computes; fewer than its vectors hold only at the right
+    /// edge.
     width: usize,
+    /// Leading columns of those it does not store (another panel's).
+    skip: usize,
     alpha: f32,
     beta: f32,
 }
@@ -317,7 +337,7 @@ impl Tile {
         let alpha = simd.splat_f32s(self.alpha);
         let beta = simd.splat_f32s(self.beta);
         let c = self.c.add(r * self.c_row_stride);
-        if self.c_col_stride == 1 && self.width == V * lanes {
+        if self.c_col_stride == 1 && self.width == V * lanes && self.skip == 0 {
             for (v, &sum) in acc.iter().enumerate() {
                 let out = c.add(v * lanes);
                 let value = if self.beta == 0.0 {
@@ -333,7 +353,7 @@ impl Tile {
             let mut tile = [0.0f32; 2 * MAX_LANES];
             let tile_ptr = tile.as_mut_ptr();
             if self.beta != 0.0 {
-                for (q, slot) in tile[..self.width].iter_mut().enumerate() {
+                for (q, slot) in tile.iter_mut().enumerate().take(self.width).skip(self.skip) {
                     *slot = *c.add(q * self.c_col_stride);
                 }
             }
@@ -346,7 +366,7 @@ impl Tile {
                 };
                 store::<S>(out, value);
             }
-            for (q, &value) in tile[..self.width].iter().enumerate() {
+            for (q, &value) in tile.iter().enumerate().take(self.width).skip(self.skip) {
                 *c.add(q * self.c_col_stride) = value;
             }
         }
