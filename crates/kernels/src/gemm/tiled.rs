@@ -35,6 +35,9 @@ const KC_TRANSPOSED: usize = 1024;
 /// cover the FMA latency on two pipes, plus two for `B` and one broadcast.
 const ROWS: usize = 6;
 
+/// Floats of a block of `B` small enough to stay in L1 while every row tile reads it.
+const SMALL_B: usize = 4096;
+
 /// Widest register in f32 lanes (AVX-512); sizes the stack tile of edge stores.
 const MAX_LANES: usize = 16;
 
@@ -159,58 +162,96 @@ impl Product {
         let mut k0 = 0;
         while k0 < self.k {
             let depth = block.min(self.k - k0);
-            // Blocks after the first add to what the earlier ones wrote.
-            let beta = if k0 == 0 { self.beta } else { 1.0 };
-            let a_block = self.a.add(k0 * self.a_col_stride);
-            let mut j = 0;
-            while j < self.n {
-                let mut width = pair.min(self.n - j);
-                // A ragged right edge of an in-place `B` is computed as the last whole
-                // panel, `n - pair..n`, storing only its new columns: a full tile, and
-                // no copy.
-                let overlap = self.b_col_stride == 1 && width < pair && self.n >= pair;
-                let (column, skip) = if overlap {
-                    width = pair;
-                    (self.n - pair, j + pair - self.n)
-                } else {
-                    (j, 0)
-                };
-                let (b, b_step) = if self.b_col_stride == 1 && width == pair {
-                    (
-                        self.b.add(k0 * self.b_row_stride + column),
-                        self.b_row_stride,
-                    )
-                } else {
-                    self.pack_b(k0, depth, j, width, pair, b_pack);
-                    (b_pack as *const f32, pair)
-                };
+            let block = Block {
+                k0,
+                depth,
+                // Blocks after the first add to what the earlier ones wrote.
+                beta: if k0 == 0 { self.beta } else { 1.0 },
+            };
+            // A shallow block of a small `B` read in place (the weight gradient's `dZ`
+            // against a narrow layer) stays in L1 whole: row tiles go outside, so each
+            // tile's broadcasts, read down `depth` rows of `A`, are loaded once rather
+            // than once per column panel.
+            let rows_outside = self.b_col_stride == 1
+                && self.n >= pair
+                && depth * self.n <= SMALL_B
+                && self.m > ROWS;
+            if rows_outside {
                 let mut i = 0;
                 while i < self.m {
                     let rows = tile_rows(self.m - i);
-                    let tile = Tile {
-                        a: a_block.add(i * self.a_row_stride),
-                        a_row_stride: self.a_row_stride,
-                        a_step: self.a_col_stride,
-                        b,
-                        b_step,
-                        c: self
-                            .c
-                            .add(i * self.c_row_stride + column * self.c_col_stride),
-                        c_row_stride: self.c_row_stride,
-                        c_col_stride: self.c_col_stride,
-                        depth,
-                        width,
-                        skip,
-                        alpha: self.alpha,
-                        beta,
-                    };
-                    tile.dispatch(simd, rows, width > lanes);
+                    let mut j = 0;
+                    while j < self.n {
+                        let panel = Panel::at(self, j, pair);
+                        let b = self.b.add(k0 * self.b_row_stride + panel.column);
+                        self.tile(simd, &block, i, rows, &panel, b, self.b_row_stride);
+                        j += pair;
+                    }
                     i += rows;
                 }
-                j += pair;
+            } else {
+                let mut j = 0;
+                while j < self.n {
+                    let panel = Panel::at(self, j, pair);
+                    let (b, b_step) = if self.b_col_stride == 1 && panel.width == pair {
+                        (
+                            self.b.add(k0 * self.b_row_stride + panel.column),
+                            self.b_row_stride,
+                        )
+                    } else {
+                        self.pack_b(k0, depth, j, panel.width, pair, b_pack);
+                        (b_pack as *const f32, pair)
+                    };
+                    let mut i = 0;
+                    while i < self.m {
+                        let rows = tile_rows(self.m - i);
+                        self.tile(simd, &block, i, rows, &panel, b, b_step);
+                        i += rows;
+                    }
+                    j += pair;
+                }
             }
             k0 += depth;
         }
+    }
+
+    /// Runs the tile of rows `i..i + rows` and `panel`'s columns, reading `B`'s block
+    /// from `b`, `b_step` floats per step.
+    ///
+    /// # Safety
+    /// As [`Tile::run`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn tile<S: Simd>(
+        &self,
+        simd: S,
+        block: &Block,
+        i: usize,
+        rows: usize,
+        panel: &Panel,
+        b: *const f32,
+        b_step: usize,
+    ) {
+        let tile = Tile {
+            a: self
+                .a
+                .add(block.k0 * self.a_col_stride + i * self.a_row_stride),
+            a_row_stride: self.a_row_stride,
+            a_step: self.a_col_stride,
+            b,
+            b_step,
+            c: self
+                .c
+                .add(i * self.c_row_stride + panel.column * self.c_col_stride),
+            c_row_stride: self.c_row_stride,
+            c_col_stride: self.c_col_stride,
+            depth: block.depth,
+            width: panel.width,
+            skip: panel.skip,
+            alpha: self.alpha,
+            beta: block.beta,
+        };
+        tile.dispatch(simd, rows, panel.width > S::F32_LANES);
     }
 
     /// Copies `B`'s rows `k0..k0 + depth`, columns `j..j + width`, into `to` as `depth`
@@ -240,6 +281,46 @@ impl Product {
                 for p in 0..depth {
                     *to.add(p * pair + q) = 0.0;
                 }
+            }
+        }
+    }
+}
+
+/// Steps `k0..k0 + depth` of `k`, and the `beta` they apply.
+struct Block {
+    k0: usize,
+    depth: usize,
+    beta: f32,
+}
+
+/// The columns of `C` one tile computes.
+struct Panel {
+    /// First column.
+    column: usize,
+    /// Columns computed (at most two vectors).
+    width: usize,
+    /// Leading columns not stored, as another panel stores them.
+    skip: usize,
+}
+
+impl Panel {
+    /// The panel for columns `j..`. A ragged right edge of an in-place `B` is computed as
+    /// the last whole panel, `n - pair..n`, storing only its new columns: a full tile,
+    /// and no copy.
+    #[inline(always)]
+    fn at(product: &Product, j: usize, pair: usize) -> Self {
+        let width = pair.min(product.n - j);
+        if product.b_col_stride == 1 && width < pair && product.n >= pair {
+            Self {
+                column: product.n - pair,
+                width: pair,
+                skip: j + pair - product.n,
+            }
+        } else {
+            Self {
+                column: j,
+                width,
+                skip: 0,
             }
         }
     }
