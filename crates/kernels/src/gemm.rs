@@ -11,6 +11,13 @@ use std::marker::PhantomData;
 
 mod tiled;
 
+/// Allocates the calling thread's packing buffer (a thread's first product does it
+/// otherwise): for worker threads, so that a step that happens to be the first to use
+/// one does not allocate.
+pub fn reserve_thread_buffer() {
+    tiled::reserve_buffer();
+}
+
 /// Whether the register-tiled kernel runs a product rather than `matrixmultiply`: the
 /// products of a training step at batch sizes up to 64, which it runs without
 /// allocating. Larger ones gain from `matrixmultiply`'s cache blocking.

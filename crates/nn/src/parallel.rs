@@ -53,6 +53,7 @@ impl Threads {
             .thread_name(|i| format!("sae-worker-{i}"))
             .build()
             .map_err(|e| TrainError::Invalid(format!("cannot start {count} threads: {e}")))?;
+        pool.broadcast(|_| kernels::gemm::reserve_thread_buffer());
         Ok(Self {
             count,
             pool: Some(Arc::new(pool)),

@@ -46,6 +46,18 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Gives this thread its packing buffer now, so that its first product does not
+/// allocate.
+pub(super) fn reserve_buffer() {
+    SCRATCH.with(|cell| {
+        if let Ok(mut scratch) = cell.try_borrow_mut() {
+            if scratch.len() < PANEL {
+                scratch.resize(PANEL, 0.0);
+            }
+        }
+    });
+}
+
 /// A product whose operands were validated by [`super::gemm`].
 pub(super) struct Product {
     pub m: usize,
