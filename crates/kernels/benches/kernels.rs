@@ -1,7 +1,7 @@
 //! Kernels at the shapes of the reference model (batch 32; widths 100, 300, 784), each
 //! as the dispatched SIMD kernel, the same kernel pinned to pulp's scalar path, and the
-//! plain scalar reference; and the GEMM at every product of one training step, beside
-//! `matrixmultiply` on the same operands.
+//! plain scalar reference; and the GEMM at every product of one training step (the
+//! `gemm_compare` bench sets it beside `matrixmultiply`).
 //!
 //! `cargo bench -p kernels` (add a filter such as `-- gemm` to run a part).
 //! Throughput is in elements/s, and for the GEMM in FLOP/s (`2 m k n` per call).
@@ -290,8 +290,6 @@ fn step_products() -> Vec<(String, usize, usize, usize, bool, bool)> {
     products
 }
 
-/// `gemm` (the register-tiled kernel at these shapes) against `matrixmultiply` called
-/// directly on the same operands, one after the other.
 fn gemm_shapes(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
     for (name, m, k, n, transpose_a, transpose_b) in step_products() {
@@ -311,7 +309,7 @@ fn gemm_shapes(c: &mut Criterion) {
         // The weight gradient adds into the weights (fused SGD); the others overwrite.
         let beta = if transpose_a { 1.0 } else { 0.0 };
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        group.bench_function(BenchmarkId::new("tiled", &name), |bench| {
+        group.bench_function(BenchmarkId::new("flops", &name), |bench| {
             bench.iter(|| {
                 gemm(
                     -1e-6,
@@ -321,40 +319,6 @@ fn gemm_shapes(c: &mut Criterion) {
                     MatMut::row_major(&mut c_data, m, n).unwrap(),
                 )
                 .unwrap();
-                black_box(&c_data);
-            })
-        });
-        let strides = |transposed: bool, cols: usize| {
-            if transposed {
-                (1, cols as isize)
-            } else {
-                (cols as isize, 1)
-            }
-        };
-        let (a_rs, a_cs) = strides(transpose_a, if transpose_a { m } else { k });
-        let (b_rs, b_cs) = strides(transpose_b, if transpose_b { k } else { n });
-        group.bench_function(BenchmarkId::new("matrixmultiply", &name), |bench| {
-            bench.iter(|| {
-                // SAFETY: the strides describe the row-major buffers above (or their
-                // transposes) exactly, and `c_data` is a distinct m x n buffer.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        k,
-                        n,
-                        -1e-6,
-                        a_data.as_ptr(),
-                        a_rs,
-                        a_cs,
-                        b_data.as_ptr(),
-                        b_rs,
-                        b_cs,
-                        beta,
-                        c_data.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    )
-                };
                 black_box(&c_data);
             })
         });

@@ -1,0 +1,125 @@
+//! `gemm` against `matrixmultiply` at every product of one training step of the
+//! reference model (784-100-300-100-784, batch 32), one thread.
+//!
+//! `cargo bench -p kernels --bench gemm_compare` (add `-- --quick` for fewer rounds).
+//!
+//! The two are run in alternation, a few hundred products at a time, for several rounds,
+//! and each keeps its fastest round: on a machine whose speed drifts from one second to
+//! the next, a comparison of two long runs made one after the other measures the drift.
+
+use kernels::gemm::{gemm, MatMut, MatRef};
+use std::hint::black_box;
+use std::time::Instant;
+
+const BATCH: usize = 32;
+
+/// A product of the step: what it is, `m x k x n`, and which operand is stored
+/// transposed (`A` as `k x m`, or `B` as `n x k`).
+struct Product {
+    name: String,
+    m: usize,
+    k: usize,
+    n: usize,
+    transposed_a: bool,
+    transposed_b: bool,
+}
+
+fn step_products() -> Vec<Product> {
+    let layers = [(784, 100), (100, 300), (300, 100), (100, 784)];
+    let mut products = Vec::new();
+    for (l, &(fan_in, fan_out)) in layers.iter().enumerate() {
+        let product = |name: &str, m, k, n, transposed_a, transposed_b| Product {
+            name: format!("{name} {fan_in}->{fan_out}"),
+            m,
+            k,
+            n,
+            transposed_a,
+            transposed_b,
+        };
+        products.push(product("forward", BATCH, fan_in, fan_out, false, false));
+        products.push(product("weight grad", fan_in, BATCH, fan_out, true, false));
+        if l > 0 {
+            products.push(product("input grad", BATCH, fan_out, fan_in, false, true));
+        }
+    }
+    products
+}
+
+fn fill(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| -1.0 + 2.0 * (i as f32 * 0.618_034).fract())
+        .collect()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds = if quick { 3 } else { 15 };
+    println!(
+        "{:<24} {:>16} {:>12} {:>16} {:>8}",
+        "product", "m x k x n", "gemm GFLOP/s", "matrixmultiply", "ratio"
+    );
+    for p in step_products() {
+        let (m, k, n) = (p.m, p.k, p.n);
+        let a = fill(m * k);
+        let b = fill(k * n);
+        let mut c = vec![0.0f32; m * n];
+        let (a_view, (a_rs, a_cs)) = if p.transposed_a {
+            (MatRef::row_major(&a, k, m).unwrap().t(), (1, m))
+        } else {
+            (MatRef::row_major(&a, m, k).unwrap(), (k, 1))
+        };
+        let (b_view, (b_rs, b_cs)) = if p.transposed_b {
+            (MatRef::row_major(&b, n, k).unwrap().t(), (1, k))
+        } else {
+            (MatRef::row_major(&b, k, n).unwrap(), (n, 1))
+        };
+        // The weight gradient adds into the weights (the fused SGD step); the others
+        // overwrite their output.
+        let beta = if p.transposed_a { 1.0 } else { 0.0 };
+        let per_round = 200;
+        let mut best = [f64::MAX; 2];
+        for _ in 0..rounds {
+            for (which, slot) in best.iter_mut().enumerate() {
+                let started = Instant::now();
+                for _ in 0..per_round {
+                    if which == 0 {
+                        let out = MatMut::row_major(&mut c, m, n).unwrap();
+                        gemm(-1e-6, a_view, b_view, beta, out).unwrap();
+                    } else {
+                        // SAFETY: the strides describe the buffers above (or their
+                        // transposes) exactly, and `c` is a distinct m x n buffer.
+                        unsafe {
+                            matrixmultiply::sgemm(
+                                m,
+                                k,
+                                n,
+                                -1e-6,
+                                a.as_ptr(),
+                                a_rs as isize,
+                                a_cs as isize,
+                                b.as_ptr(),
+                                b_rs as isize,
+                                b_cs as isize,
+                                beta,
+                                c.as_mut_ptr(),
+                                n as isize,
+                                1,
+                            )
+                        };
+                    }
+                    black_box(&mut c);
+                }
+                *slot = slot.min(started.elapsed().as_secs_f64());
+            }
+        }
+        let gflops = |seconds: f64| 2.0 * (m * k * n * per_round) as f64 / seconds / 1e9;
+        println!(
+            "{:<24} {:>16} {:>12.1} {:>16.1} {:>7.2}x",
+            p.name,
+            format!("{m} x {k} x {n}"),
+            gflops(best[0]),
+            gflops(best[1]),
+            best[1] / best[0]
+        );
+    }
+}
