@@ -427,18 +427,11 @@ impl Tile {
     #[inline(always)]
     unsafe fn store_row<S: Simd, const V: usize>(&self, simd: S, r: usize, acc: [S::f32s; V]) {
         let lanes = S::F32_LANES;
-        let alpha = simd.splat_f32s(self.alpha);
-        let beta = simd.splat_f32s(self.beta);
         let c = self.c.add(r * self.c_row_stride);
         if self.c_col_stride == 1 && self.width == V * lanes && self.skip == 0 {
             for (v, &sum) in acc.iter().enumerate() {
                 let out = c.add(v * lanes);
-                let value = if self.beta == 0.0 {
-                    simd.mul_f32s(alpha, sum)
-                } else {
-                    simd.mul_add_f32s(alpha, sum, simd.mul_f32s(beta, load::<S>(out)))
-                };
-                store::<S>(out, value);
+                store::<S>(out, self.scaled(simd, sum, out));
             }
         } else {
             // Through a stack tile, with the same vector operations as above, so an
@@ -452,16 +445,26 @@ impl Tile {
             }
             for (v, &sum) in acc.iter().enumerate() {
                 let out = tile_ptr.add(v * lanes);
-                let value = if self.beta == 0.0 {
-                    simd.mul_f32s(alpha, sum)
-                } else {
-                    simd.mul_add_f32s(alpha, sum, simd.mul_f32s(beta, load::<S>(out)))
-                };
-                store::<S>(out, value);
+                store::<S>(out, self.scaled(simd, sum, out));
             }
             for (q, &value) in tile.iter().enumerate().take(self.width).skip(self.skip) {
                 *c.add(q * self.c_col_stride) = value;
             }
+        }
+    }
+
+    /// `alpha * sum + beta * prior` (`alpha * sum` when `beta` is zero, `prior` unread).
+    ///
+    /// # Safety
+    /// Unless `beta` is zero, `prior` points to `S::F32_LANES` readable floats.
+    #[inline(always)]
+    unsafe fn scaled<S: Simd>(&self, simd: S, sum: S::f32s, prior: *const f32) -> S::f32s {
+        let alpha = simd.splat_f32s(self.alpha);
+        if self.beta == 0.0 {
+            simd.mul_f32s(alpha, sum)
+        } else {
+            let beta = simd.splat_f32s(self.beta);
+            simd.mul_add_f32s(alpha, sum, simd.mul_f32s(beta, load::<S>(prior)))
         }
     }
 }
