@@ -42,18 +42,22 @@ const SMALL_B: usize = 4096;
 const MAX_LANES: usize = 16;
 
 thread_local! {
-    /// Packing buffer of this thread, grown to the largest product it has run.
+    /// This thread's buffer for copied panels of `B`: [`PANEL`] floats once allocated.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Gives this thread its packing buffer now, so that its first product does not
-/// allocate.
+/// Allocates `scratch` to [`PANEL`] floats the first time; a no-op afterwards.
+fn allocate(scratch: &mut Vec<f32>) {
+    if scratch.len() < PANEL {
+        scratch.resize(PANEL, 0.0);
+    }
+}
+
+/// Gives this thread its buffer now, so that its first product does not allocate.
 pub(super) fn reserve_buffer() {
     SCRATCH.with(|cell| {
         if let Ok(mut scratch) = cell.try_borrow_mut() {
-            if scratch.len() < PANEL {
-                scratch.resize(PANEL, 0.0);
-            }
+            allocate(&mut scratch);
         }
     });
 }
@@ -98,9 +102,7 @@ impl Product {
         };
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => {
-                if scratch.len() < PANEL {
-                    scratch.resize(PANEL, 0.0);
-                }
+                allocate(&mut scratch);
                 crate::isa::dispatch(Job {
                     product: &product,
                     block,
@@ -149,7 +151,8 @@ impl WithSimd for Job<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        // SAFETY: `Product::run`'s contract, and the scratch holds `scratch_len` floats.
+        // SAFETY: `Product::run`'s contract; the scratch holds `PANEL` floats, a panel
+        // of `B` for a block of up to `KC_TRANSPOSED` steps.
         unsafe { self.product.blocks(simd, self.block, self.scratch) }
     }
 }
