@@ -132,6 +132,73 @@ pub fn expm1_simd<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     )
 }
 
+/// [`exp_nonpositive_simd`] returns `exp(EXP_NONPOSITIVE_FLOOR)` (about `1.6e-38`, still
+/// a normal f32) for every input below this.
+pub const EXP_NONPOSITIVE_FLOOR: f32 = -87.0;
+
+/// `exp(x)` for `x <= 0`, for callers that only ever exponentiate `-|z|` and add the
+/// result to 1 or multiply it into a sigmoid: no overflow, subnormal or NaN handling,
+/// so its dependency chain is about half that of [`exp_simd`], which is what bounds the
+/// throughput of a loop of such calls. Inputs below [`EXP_NONPOSITIVE_FLOOR`] give
+/// `exp(EXP_NONPOSITIVE_FLOOR)`, NaN gives a finite value, positive inputs are not
+/// allowed; within [`EXP_MAX_ULP`] of `f32::exp` on `[EXP_NONPOSITIVE_FLOOR, 0]`.
+#[inline(always)]
+pub fn exp_nonpositive_simd<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let x = simd.max_f32s(x, simd.splat_f32s(EXP_NONPOSITIVE_FLOOR));
+    let magic = simd.splat_f32s(ROUNDING_MAGIC);
+    // `k_magic` holds `k = round(x / ln 2)` in its low mantissa bits.
+    let k_magic = simd.mul_add_f32s(x, simd.splat_f32s(LOG2_E), magic);
+    let k = simd.sub_f32s(k_magic, magic);
+    let r = simd.mul_add_f32s(k, simd.splat_f32s(-LN2_HI), x);
+    let r = simd.mul_add_f32s(k, simd.splat_f32s(-LN2_LO), r);
+    // The polynomial by Estrin's scheme: three short chains instead of one long one.
+    let c = |i: usize| simd.splat_f32s(EXP_POLY[i]);
+    let r2 = simd.mul_f32s(r, r);
+    let r4 = simd.mul_f32s(r2, r2);
+    let low = simd.mul_add_f32s(c(4), r, c(5));
+    let middle = simd.mul_add_f32s(c(2), r, c(3));
+    let high = simd.mul_add_f32s(c(0), r, c(1));
+    let p = simd.mul_add_f32s(middle, r2, low);
+    let p = simd.mul_add_f32s(high, r4, p);
+    let exp_r = simd.add_f32s(simd.mul_add_f32s(p, r2, r), simd.splat_f32s(1.0));
+    // k lies in [-126, 0]: (k + 127) << 23 is the exponent field of 2^k, and the
+    // magic's own low bits are shifted out (see `pow2_integral`).
+    let k_bits: S::u32s = pulp::cast(k_magic);
+    let biased = simd.add_u32s(k_bits, simd.splat_u32s(127));
+    let two_pow_k: S::f32s = pulp::cast(simd.wrapping_dyn_shl_u32s(biased, simd.splat_u32s(23)));
+    simd.mul_f32s(exp_r, two_pow_k)
+}
+
+/// `ln(1 + e)` for `e` in `[0, 1]` (the softplus of `-|z|` from `e = exp(-|z|)`): the
+/// Cephes `logf` polynomial without reading the exponent bits, since `1 + e` lies in
+/// `[1, 2]`; `f = e` exactly below `sqrt 2 - 1`, so small `e` keep full relative accuracy.
+/// Other inputs give unspecified values.
+#[inline(always)]
+pub fn ln_1p_unit_simd<S: Simd>(simd: S, e: S::f32s) -> S::f32s {
+    let halve = simd.greater_than_f32s(e, simd.splat_f32s(core::f32::consts::SQRT_2 - 1.0));
+    // (1 + e) / 2 - 1, exactly.
+    let halved = simd.mul_add_f32s(e, simd.splat_f32s(0.5), simd.splat_f32s(-0.5));
+    let f = simd.select_f32s(halve, halved, e);
+    let k = simd.select_f32s(halve, simd.splat_f32s(1.0), simd.splat_f32s(0.0));
+    let c = |i: usize| simd.splat_f32s(LN_POLY[i]);
+    let f2 = simd.mul_f32s(f, f);
+    let f4 = simd.mul_f32s(f2, f2);
+    let f8 = simd.mul_f32s(f4, f4);
+    let a0 = simd.mul_add_f32s(c(7), f, c(8));
+    let a1 = simd.mul_add_f32s(c(5), f, c(6));
+    let a2 = simd.mul_add_f32s(c(3), f, c(4));
+    let a3 = simd.mul_add_f32s(c(1), f, c(2));
+    let b0 = simd.mul_add_f32s(a1, f2, a0);
+    let b1 = simd.mul_add_f32s(a3, f2, a2);
+    let p = simd.mul_add_f32s(b1, f4, b0);
+    let p = simd.mul_add_f32s(c(0), f8, p);
+    // f - f^2/2 + f^3 P(f) + k ln 2, with ln 2 in two parts.
+    let t = simd.mul_add_f32s(p, f, simd.splat_f32s(-0.5));
+    let y = simd.mul_add_f32s(k, simd.splat_f32s(LN2_LO), f);
+    let y = simd.mul_add_f32s(t, f2, y);
+    simd.mul_add_f32s(k, simd.splat_f32s(LN2_HI), y)
+}
+
 /// Logistic sigmoid `1 / (1 + exp(-z))`, computed from `exp(-|z|)` and mirrored so that
 /// nothing overflows: the result always lies in `[0, 1]` for finite `z`.
 #[inline(always)]
@@ -217,6 +284,48 @@ fn map<F: Elementwise>(x: &[f32], out: &mut [f32]) {
 pub fn exp(x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "exp: input and output lengths differ");
     map::<Exp>(x, out);
+}
+
+struct ExpNonpositive;
+impl Elementwise for ExpNonpositive {
+    #[inline(always)]
+    fn eval<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+        exp_nonpositive_simd(simd, x)
+    }
+}
+
+struct Ln1pUnit;
+impl Elementwise for Ln1pUnit {
+    #[inline(always)]
+    fn eval<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+        ln_1p_unit_simd(simd, x)
+    }
+}
+
+/// `out[i] = exp(x[i])` for `x[i] <= 0`; see [`exp_nonpositive_simd`].
+///
+/// # Panics
+/// If `x` and `out` differ in length.
+pub fn exp_nonpositive(x: &[f32], out: &mut [f32]) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "exp_nonpositive: input and output lengths differ"
+    );
+    map::<ExpNonpositive>(x, out);
+}
+
+/// `out[i] = ln(1 + e[i])` for `e[i]` in `[0, 1]`; see [`ln_1p_unit_simd`].
+///
+/// # Panics
+/// If `e` and `out` differ in length.
+pub fn ln_1p_unit(e: &[f32], out: &mut [f32]) {
+    assert_eq!(
+        e.len(),
+        out.len(),
+        "ln_1p_unit: input and output lengths differ"
+    );
+    map::<Ln1pUnit>(e, out);
 }
 
 /// Scalar references for this module's kernels.

@@ -90,6 +90,72 @@ fn ln_is_accurate_over_positive_normal_floats() {
     });
 }
 
+#[test]
+fn exp_of_nonpositive_inputs_is_within_the_ulp_bound_and_floors_below_minus_87() {
+    // Every f32 in [-87, 0] at a stride of bit patterns, plus the edges.
+    let floor = math::EXP_NONPOSITIVE_FLOOR;
+    let mut x: Vec<f32> = (0..=u32::MAX)
+        .step_by(13)
+        .map(f32::from_bits)
+        .filter(|v| (floor..=0.0).contains(v))
+        .collect();
+    x.extend([0.0, -0.0, floor, -1e-45, -0.3465736, -0.3465737, -86.99999]);
+    let far = [-87.00001f32, -100.0, -1e30, f32::MIN, f32::NEG_INFINITY];
+    let at_floor = floor.exp();
+    for_each_arch(|arch| {
+        let mut got = vec![0.0; x.len()];
+        math::exp_nonpositive(&x, &mut got);
+        for (&g, &v) in got.iter().zip(&x) {
+            let d = ulp_distance(g, v.exp());
+            assert!(
+                d <= u64::from(EXP_MAX_ULP),
+                "{arch}: exp({v:e}) = {g:e}, {d} ulp from {:e}",
+                v.exp()
+            );
+        }
+        let mut got = [0.0; 5];
+        math::exp_nonpositive(&far, &mut got);
+        for (&g, &v) in got.iter().zip(&far) {
+            assert!(
+                ulp_distance(g, at_floor) <= u64::from(EXP_MAX_ULP),
+                "{arch}: exp({v:e}) gave {g:e}, want the floor's {at_floor:e}"
+            );
+        }
+        let mut nan = [0.0];
+        math::exp_nonpositive(&[f32::NAN], &mut nan);
+        assert!(nan[0].is_finite(), "{arch}: NaN gave {}", nan[0]);
+    });
+}
+
+#[test]
+fn ln_1p_of_the_unit_interval_keeps_relative_accuracy() {
+    // Every f32 in [0, 1] at a stride of bit patterns: from subnormals, where
+    // ln(1 + e) = e, to 1.
+    let mut e: Vec<f32> = (0..=1.0f32.to_bits())
+        .step_by(7)
+        .map(f32::from_bits)
+        .collect();
+    e.extend([
+        0.0,
+        1.0,
+        std::f32::consts::SQRT_2 - 1.0,
+        0.41421357,
+        0.4142135,
+    ]);
+    for_each_arch(|arch| {
+        let mut got = vec![0.0; e.len()];
+        math::ln_1p_unit(&e, &mut got);
+        for (&g, &v) in got.iter().zip(&e) {
+            let want = f64::from(v).ln_1p() as f32;
+            let d = ulp_distance(g, want);
+            assert!(
+                d <= 2,
+                "{arch}: ln(1 + {v:e}) = {g:e}, {d} ulp from {want:e}"
+            );
+        }
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
