@@ -340,6 +340,33 @@ impl<'a> MatMut<'a> {
         Some((top, bottom))
     }
 
+    /// A shorter-lived view of the same elements, so that a view can be passed to
+    /// [`gemm`] and used again afterwards.
+    pub fn reborrow(&mut self) -> MatMut<'_> {
+        MatMut {
+            borrow: PhantomData,
+            ..*self
+        }
+    }
+
+    /// Row `i` as a slice, where a row's elements are adjacent (`col_stride == 1`);
+    /// `None` otherwise. The slice holds only this view's elements of the row, so views
+    /// from [`MatMut::split_cols`] give disjoint slices.
+    ///
+    /// # Panics
+    /// If `i >= rows`.
+    pub fn row_mut(&mut self, i: usize) -> Option<&mut [f32]> {
+        assert!(i < self.rows, "MatMut::row_mut past the last row");
+        if self.col_stride != 1 && self.cols > 1 {
+            return None;
+        }
+        let start = i * self.row_stride;
+        // SAFETY: the row's `cols` adjacent elements are inside the borrowed slice (the
+        // bounds check covered every element) and belong to this view alone; the slice
+        // borrows `self` mutably, so no other access to them exists while it lives.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), self.cols) })
+    }
+
     /// Splits into columns `..at` and `at..`: two views whose elements interleave in
     /// memory but never coincide (the view's elements are distinct), for two threads to
     /// write.

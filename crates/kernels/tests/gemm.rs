@@ -422,3 +422,49 @@ fn column_splits_written_from_two_threads_compute_the_same_product() {
         [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
     );
 }
+
+#[test]
+fn rows_of_split_column_views_are_disjoint_slices_and_reborrows_write_through() {
+    let (m, n, at) = (3, 7, 3);
+    let mut data: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
+    let (mut left, mut right) = MatMut::row_major(&mut data, m, n).unwrap().split_cols(at);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..m {
+                let row = left.row_mut(i).unwrap();
+                assert_eq!(row.len(), at);
+                row.iter_mut().for_each(|x| *x = -*x);
+            }
+        });
+        s.spawn(|| {
+            for i in 0..m {
+                let row = right.row_mut(i).unwrap();
+                assert_eq!(row.len(), n - at);
+                assert_eq!(row[0], (i * n + at) as f32);
+                row.iter_mut().for_each(|x| *x += 100.0);
+            }
+        });
+    });
+    for (i, &x) in data.iter().enumerate() {
+        let expected = if i % n < at {
+            -(i as f32)
+        } else {
+            i as f32 + 100.0
+        };
+        assert_eq!(x, expected, "element {i}");
+    }
+
+    // A view used by `gemm` through a reborrow is still usable afterwards.
+    let mut c = vec![0.0f32; 4];
+    let mut view = MatMut::row_major(&mut c, 2, 2).unwrap();
+    let ones = [1.0f32; 4];
+    let one = MatRef::row_major(&ones, 2, 2).unwrap();
+    gemm(1.0, one, one, 0.0, view.reborrow()).unwrap();
+    view.row_mut(1).unwrap()[0] = 5.0;
+    assert_eq!(c, [2.0, 2.0, 5.0, 2.0]);
+
+    // Rows of a column-major view are not adjacent: no slice.
+    let mut data = vec![0.0f32; 6];
+    let mut column_major = MatMut::new(&mut data, 2, 3, 1, 2).unwrap();
+    assert!(column_major.row_mut(0).is_none());
+}

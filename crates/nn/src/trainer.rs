@@ -19,9 +19,15 @@ use kernels::activation::activation_backward;
 use kernels::output::OutputStats;
 use kernels::reduce::column_sums;
 use kernels::sparsity::{kl_sparsity_backward, l1_sparsity_backward};
-use kernels::{Activation, Layout, MatMut, MatRef};
+use kernels::{gemm, Activation, Layout, MatMut, MatRef};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+
+/// Batches up to this many rows run each layer's input gradient and weight update
+/// together, split by input units (see [`Threads::input_units`]). These are the batches
+/// whose products all take the register-tiled GEMM, which gives each element the same
+/// bits whatever part of a split it falls in; larger batches keep the row splits.
+const FUSED_BACKWARD_ROWS: usize = 64;
 
 /// How to train.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -148,8 +154,8 @@ pub enum Control {
 }
 
 /// Receives progress; the defaults ignore it. Lets a front end draw without `nn`
-/// knowing about terminals. Called from the training thread (a pool thread when the
-/// step is split across threads), hence `Send`.
+/// knowing about terminals. Called from the thread that runs the training, whatever
+/// the thread count; `Send`, so that a trainer can be moved to another thread.
 pub trait Observer: Send {
     /// An epoch starts.
     fn epoch_begin(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
@@ -274,49 +280,73 @@ fn backward(
             .expect("sized")
             .t();
 
-        if l > 0 {
-            // dA of the layer below, with this layer's weights before their update. Below
-            // any layer but the coding one (whose penalty needs every row's activations
-            // first), each thread turns its rows of dA into dZ straight away.
-            let below = l - 1;
-            let act = model.layers()[below].spec.activation;
-            let a = &acts.outputs[below][..rows * spec.inputs];
-            let inputs = spec.inputs;
-            let to_dz = |da: &mut [f32], first: usize, count: usize| {
-                if below != coding_layer {
-                    let a = &a[first * inputs..(first + count) * inputs];
-                    activation_backward(act, Layout::contiguous(count, inputs), a, da);
-                }
-            };
-            threads
-                .product_then(
-                    dz,
-                    model.layers()[l].weight_view().t(),
-                    &mut lower[below][..rows * spec.inputs],
-                    rows,
-                    &to_dz,
-                )
-                .expect("shapes chain");
-        }
-
         let dz_layout = Layout::contiguous(rows, spec.units);
-        let layer = &mut model.layers_mut()[l];
+        // Below any layer but the coding one (whose penalty needs every row's
+        // activations first), the input gradient dA turns into dZ where it is computed.
+        let below_is_plain = l > 0 && l - 1 != coding_layer;
         match &mut update {
-            Update::FusedSgd(lr) => {
-                let w =
-                    MatMut::row_major(&mut layer.weight, spec.inputs, spec.units).expect("sized");
+            Update::FusedSgd(lr) if l > 0 && rows <= FUSED_BACKWARD_ROWS => {
+                // dA and the update of each input unit's row of weights in one pass over
+                // the units, dA first, from the weights before their update.
+                let lr = *lr;
+                let inputs = spec.inputs;
+                let units = spec.units;
+                let act = model.layers()[l - 1].spec.activation;
+                let a = &acts.outputs[l - 1][..rows * inputs];
+                let da = MatMut::row_major(&mut lower[l - 1][..rows * inputs], rows, inputs)
+                    .expect("sized");
+                let layer = &mut model.layers_mut()[l];
                 threads
-                    .gemm(-*lr, input_t, dz_view, 1.0, w)
+                    .input_units(da, &mut layer.weight, units, &|range, mut da, weight| {
+                        let own = range.len();
+                        let w = MatRef::row_major(weight, own, units)?;
+                        gemm(1.0, dz_view, w.t(), 0.0, da.reborrow())?;
+                        if below_is_plain {
+                            for i in 0..rows {
+                                let a = &a[i * inputs + range.start..][..own];
+                                if let Some(da) = da.row_mut(i) {
+                                    activation_backward(act, Layout::contiguous(1, own), a, da);
+                                }
+                            }
+                        }
+                        let w = MatMut::row_major(weight, own, units)?;
+                        gemm(-lr, input_t.rows_range(range), dz_view, 1.0, w)
+                    })
                     .expect("shapes chain");
-                column_sums(dz_layout, dz, -*lr, 1.0, &mut layer.bias);
+                column_sums(dz_layout, dz, -lr, 1.0, &mut layer.bias);
             }
-            Update::Collect(g) => {
-                let (dw, db) = &mut g[l];
-                let w = MatMut::row_major(dw, spec.inputs, spec.units).expect("sized");
-                threads
-                    .gemm(1.0, input_t, dz_view, 0.0, w)
-                    .expect("shapes chain");
-                column_sums(dz_layout, dz, 1.0, 0.0, db);
+            _ => {
+                if l > 0 {
+                    input_gradient(
+                        threads,
+                        model,
+                        l,
+                        dz,
+                        rows,
+                        acts,
+                        &mut lower[l - 1],
+                        below_is_plain,
+                    );
+                }
+                let layer = &mut model.layers_mut()[l];
+                match &mut update {
+                    Update::FusedSgd(lr) => {
+                        let w = MatMut::row_major(&mut layer.weight, spec.inputs, spec.units)
+                            .expect("sized");
+                        threads
+                            .gemm(-*lr, input_t, dz_view, 1.0, w)
+                            .expect("shapes chain");
+                        column_sums(dz_layout, dz, -*lr, 1.0, &mut layer.bias);
+                    }
+                    Update::Collect(g) => {
+                        let (dw, db) = &mut g[l];
+                        let w = MatMut::row_major(dw, spec.inputs, spec.units).expect("sized");
+                        threads
+                            .gemm(1.0, input_t, dz_view, 0.0, w)
+                            .expect("shapes chain");
+                        column_sums(dz_layout, dz, 1.0, 0.0, db);
+                    }
+                }
             }
         }
 
@@ -341,6 +371,40 @@ fn backward(
         }
     }
     (stats, penalty)
+}
+
+/// dA of layer `l`'s input, `dZ W^T`, split by batch rows (or columns); with
+/// `to_dz`, each thread turns its rows into dZ of the layer below straight away.
+#[allow(clippy::too_many_arguments)]
+fn input_gradient(
+    threads: &Threads,
+    model: &Autoencoder,
+    l: usize,
+    dz: &[f32],
+    rows: usize,
+    acts: &Activations,
+    da: &mut [f32],
+    to_dz: bool,
+) {
+    let spec = model.layers()[l].spec;
+    let act = model.layers()[l - 1].spec.activation;
+    let a = &acts.outputs[l - 1][..rows * spec.inputs];
+    let inputs = spec.inputs;
+    let epilogue = |da: &mut [f32], first: usize, count: usize| {
+        if to_dz {
+            let a = &a[first * inputs..(first + count) * inputs];
+            activation_backward(act, Layout::contiguous(count, inputs), a, da);
+        }
+    };
+    threads
+        .product_then(
+            dz,
+            model.layers()[l].weight_view().t(),
+            &mut da[..rows * inputs],
+            rows,
+            &epilogue,
+        )
+        .expect("shapes chain");
 }
 
 /// The total loss (mean reconstruction loss + penalty) of `rows` samples `x` and its
@@ -515,7 +579,7 @@ impl Trainer {
         if train.is_empty() {
             return Err(TrainError::EmptyDataset);
         }
-        // The whole epoch runs on a pool thread, so each split starts without a hand-off.
+        // The helper threads spin for the whole epoch, so each split starts at once.
         let threads = self.threads.clone();
         let metrics = threads.install(|| self.train_epoch(train, valid, observer))?;
         let control = observer.epoch_end(&metrics);

@@ -598,3 +598,50 @@ fn two_and_three_threads_train_to_the_weights_of_one_thread() {
         }
     }
 }
+
+#[test]
+fn input_units_hands_each_thread_matching_columns_and_weight_rows() {
+    use kernels::MatMut;
+    let (rows, inputs, units) = (4, 100, 3);
+    for count in 1..=3 {
+        let threads = nn::parallel::Threads::new(count).unwrap();
+        let mut grad = vec![0.0f32; rows * inputs];
+        let mut weight = vec![0.0f32; inputs * units];
+        threads
+            .input_units(
+                MatMut::row_major(&mut grad, rows, inputs).unwrap(),
+                &mut weight,
+                units,
+                &|range, mut grad, weight| {
+                    assert_eq!(grad.cols(), range.len());
+                    assert_eq!(weight.len(), range.len() * units);
+                    for i in 0..rows {
+                        for (j, g) in grad.row_mut(i).unwrap().iter_mut().enumerate() {
+                            *g += (range.start + j) as f32;
+                        }
+                    }
+                    for (r, w) in weight.chunks_mut(units).enumerate() {
+                        w.iter_mut().for_each(|w| *w += (range.start + r) as f32);
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        // Every column and every weight row visited once, by the part that owns it.
+        for (at, &g) in grad.iter().enumerate() {
+            assert_eq!(g, (at % inputs) as f32, "{count} threads, grad {at}");
+        }
+        for (at, &w) in weight.iter().enumerate() {
+            assert_eq!(w, (at / units) as f32, "{count} threads, weight {at}");
+        }
+        // Weights that do not match the gradient's width are refused, untouched.
+        let mut short = vec![0.0f32; inputs * units - 1];
+        let refused = threads.input_units(
+            MatMut::row_major(&mut grad, rows, inputs).unwrap(),
+            &mut short,
+            units,
+            &|_, _, _| panic!("ran on mismatched shapes"),
+        );
+        assert!(refused.is_err());
+    }
+}
