@@ -8,11 +8,9 @@
 //! splits coarser: each thread takes a contiguous run of whole batches.
 
 use crate::error::TrainError;
-use crate::team::Team;
 use kernels::output::{output_backward, OutputLoss, OutputStats};
 use kernels::{gemm, GemmError, MatMut, MatRef};
 use std::ops::Range;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 /// Rows per part are rounded to this, so that no part is left with a sliver of rows too
@@ -29,21 +27,11 @@ const ROW_SPLIT_FROM: usize = 64;
 pub type UnitWork<'w> =
     dyn Fn(Range<usize>, MatMut<'_>, &mut [f32]) -> Result<(), GemmError> + Sync + 'w;
 
-/// A thread count and, above one, the helper threads that run the parts.
-#[derive(Clone)]
+/// A thread count and, above one, the pool that runs the parts.
+#[derive(Clone, Debug)]
 pub struct Threads {
     count: usize,
-    /// `count - 1` helpers: the calling thread is the team's first member.
     pool: Option<Arc<rayon::ThreadPool>>,
-    team: Arc<Team>,
-}
-
-impl std::fmt::Debug for Threads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Threads")
-            .field("count", &self.count)
-            .finish()
-    }
 }
 
 impl Threads {
@@ -52,7 +40,6 @@ impl Threads {
         Self {
             count: 1,
             pool: None,
-            team: Arc::new(Team::new(1)),
         }
     }
 
@@ -67,7 +54,7 @@ impl Threads {
             return Ok(Self::sequential());
         }
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(count - 1)
+            .num_threads(count)
             .thread_name(|i| format!("sae-worker-{i}"))
             .build()
             .map_err(|e| TrainError::Invalid(format!("cannot start {count} threads: {e}")))?;
@@ -75,7 +62,6 @@ impl Threads {
         Ok(Self {
             count,
             pool: Some(Arc::new(pool)),
-            team: Arc::new(Team::new(count)),
         })
     }
 
@@ -84,38 +70,12 @@ impl Threads {
         self.count
     }
 
-    /// Runs `f` on this thread with the helpers waiting for work by spinning, so that
-    /// every split inside it starts within a fraction of a microsecond. For a whole
-    /// epoch: the helpers keep their cores busy until `f` returns. Splits outside any
-    /// `install` start the helpers for themselves.
-    pub fn install<R>(&self, f: impl FnOnce() -> R) -> R {
-        let Some(pool) = &self.pool else {
-            return f();
-        };
-        if !self.team.begin() {
-            // Already started, by an enclosing call or by another thread; if that one
-            // ends first, the remaining splits run on their callers, with equal results.
-            return f();
-        }
-        kernels::gemm::reserve_thread_buffer();
-        let team = &*self.team;
-        let result = pool.in_place_scope(|scope| {
-            for _ in 1..self.count {
-                scope.spawn(move |_| team.serve());
-            }
-            let result = panic::catch_unwind(AssertUnwindSafe(f));
-            team.end();
-            result
-        });
-        result.unwrap_or_else(|payload| panic::resume_unwind(payload))
-    }
-
-    /// Runs `f` inside [`Threads::install`] unless the team is already serving.
-    fn within<R>(&self, f: impl FnOnce(&Team) -> R) -> R {
-        if self.count <= 1 || self.team.is_active() {
-            f(&self.team)
-        } else {
-            self.install(|| f(&self.team))
+    /// Runs `f` on a pool thread, so the splits inside it start without a cross-thread
+    /// hand-off each time.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
         }
     }
 
@@ -128,7 +88,7 @@ impl Threads {
         beta: f32,
         c: MatMut<'_>,
     ) -> Result<(), GemmError> {
-        self.within(|team| split_gemm(team, self.count, alpha, a, b, beta, c))
+        self.install(|| split_gemm(self.count, alpha, a, b, beta, c))
     }
 
     /// `out = input W` over `rows` row-major rows (a layer's forward product, or with
@@ -144,12 +104,11 @@ impl Threads {
         rows: usize,
         epilogue: &(dyn Fn(&mut [f32], usize, usize) + Sync),
     ) -> Result<(), GemmError> {
-        self.within(|team| self.split_product_then(team, input, weight, out, rows, epilogue))
+        self.install(|| self.split_product_then(input, weight, out, rows, epilogue))
     }
 
     fn split_product_then(
         &self,
-        team: &Team,
         input: &[f32],
         weight: MatRef<'_>,
         out: &mut [f32],
@@ -165,9 +124,8 @@ impl Threads {
             // 784 x 100, column halves of 50 ran no faster.) The epilogue goes by rows.
             let a = MatRef::row_major(&input[..rows * inputs], rows, inputs)?;
             let c = MatMut::row_major(&mut out[..rows * units], rows, units)?;
-            split_columns(team, self.count, a, weight, c)?;
+            split_columns(self.count, a, weight, c)?;
             split_rows_apply(
-                team,
                 self.count,
                 &mut out[..rows * units],
                 units,
@@ -176,7 +134,7 @@ impl Threads {
             );
             return Ok(());
         }
-        split_product(team, self.count, input, weight, out, 0..rows, epilogue)
+        split_product(self.count, input, weight, out, 0..rows, epilogue)
     }
 
     /// A layer's backward work split by its input units: each thread takes a run of
@@ -205,9 +163,7 @@ impl Threads {
                 c_cols: inputs,
             });
         }
-        self.within(|team| {
-            split_units(team, self.count, 0..inputs, input_grad, weight, units, work)
-        })
+        self.install(|| split_units(self.count, 0..inputs, input_grad, weight, units, work))
     }
 
     /// Splits `0..items` into one contiguous range per thread, cut at multiples of
@@ -221,7 +177,7 @@ impl Threads {
         work: &(dyn Fn(Range<usize>) -> R + Sync),
         combine: &(dyn Fn(R, R) -> R + Sync),
     ) -> R {
-        self.within(|team| split_range(team, self.count, 0..items, align.max(1), work, combine))
+        self.install(|| split_range(self.count, 0..items, align.max(1), work, combine))
     }
 
     /// The fused output step over `rows` rows of `width` values, split by rows; the
@@ -235,7 +191,7 @@ impl Threads {
         scale: f32,
         width: usize,
     ) -> OutputStats {
-        self.within(|team| split_output(team, self.count, loss, z, targets, grad, scale, width))
+        self.install(|| split_output(self.count, loss, z, targets, grad, scale, width))
     }
 }
 
@@ -246,7 +202,6 @@ fn cut(rows: usize, left: usize, parts: usize) -> usize {
 }
 
 fn split_gemm(
-    team: &Team,
     parts: usize,
     alpha: f32,
     a: MatRef<'_>,
@@ -264,15 +219,14 @@ fn split_gemm(
         unreachable!("row-major outputs split")
     };
     let (a_top, a_bottom) = (a.rows_range(0..at), a.rows_range(at..rows));
-    let (top, bottom) = team.join(
-        || split_gemm(team, left, alpha, a_top, b, beta, c_top),
-        || split_gemm(team, parts - left, alpha, a_bottom, b, beta, c_bottom),
+    let (top, bottom) = rayon::join(
+        || split_gemm(left, alpha, a_top, b, beta, c_top),
+        || split_gemm(parts - left, alpha, a_bottom, b, beta, c_bottom),
     );
     top.and(bottom)
 }
 
 fn split_columns(
-    team: &Team,
     parts: usize,
     a: MatRef<'_>,
     b: MatRef<'_>,
@@ -286,16 +240,15 @@ fn split_columns(
     let at = (n * left / parts / COLUMN_ALIGN * COLUMN_ALIGN).max(COLUMN_ALIGN);
     let (c_left, c_right) = c.split_cols(at);
     let (b_left, b_right) = (b.cols_range(0..at), b.cols_range(at..n));
-    let (first, second) = team.join(
-        || split_columns(team, left, a, b_left, c_left),
-        || split_columns(team, parts - left, a, b_right, c_right),
+    let (first, second) = rayon::join(
+        || split_columns(left, a, b_left, c_left),
+        || split_columns(parts - left, a, b_right, c_right),
     );
     first.and(second)
 }
 
 /// Runs `epilogue` on `rows` of `out` (`width` values each), split by rows.
 fn split_rows_apply(
-    team: &Team,
     parts: usize,
     out: &mut [f32],
     width: usize,
@@ -311,23 +264,13 @@ fn split_rows_apply(
     let at = cut(count, left, parts);
     let (top, bottom) = out.split_at_mut(at * width);
     let middle = rows.start + at;
-    team.join(
-        || split_rows_apply(team, left, top, width, rows.start..middle, epilogue),
-        || {
-            split_rows_apply(
-                team,
-                parts - left,
-                bottom,
-                width,
-                middle..rows.end,
-                epilogue,
-            )
-        },
+    rayon::join(
+        || split_rows_apply(left, top, width, rows.start..middle, epilogue),
+        || split_rows_apply(parts - left, bottom, width, middle..rows.end, epilogue),
     );
 }
 
 fn split_product(
-    team: &Team,
     parts: usize,
     input: &[f32],
     weight: MatRef<'_>,
@@ -354,10 +297,9 @@ fn split_product(
     let (input_top, input_bottom) = input.split_at(at * inputs);
     let (out_top, out_bottom) = out.split_at_mut(at * units);
     let middle = rows.start + at;
-    let (top, bottom) = team.join(
+    let (top, bottom) = rayon::join(
         || {
             split_product(
-                team,
                 left,
                 input_top,
                 weight,
@@ -368,7 +310,6 @@ fn split_product(
         },
         || {
             split_product(
-                team,
                 parts - left,
                 input_bottom,
                 weight,
@@ -382,7 +323,6 @@ fn split_product(
 }
 
 fn split_units(
-    team: &Team,
     parts: usize,
     range: Range<usize>,
     input_grad: MatMut<'_>,
@@ -399,10 +339,9 @@ fn split_units(
     let (grad_left, grad_right) = input_grad.split_cols(at);
     let (weight_top, weight_bottom) = weight.split_at_mut(at * units);
     let middle = range.start + at;
-    let (first, second) = team.join(
+    let (first, second) = rayon::join(
         || {
             split_units(
-                team,
                 left,
                 range.start..middle,
                 grad_left,
@@ -413,7 +352,6 @@ fn split_units(
         },
         || {
             split_units(
-                team,
                 parts - left,
                 middle..range.end,
                 grad_right,
@@ -427,7 +365,6 @@ fn split_units(
 }
 
 fn split_range<R: Send>(
-    team: &Team,
     parts: usize,
     range: Range<usize>,
     align: usize,
@@ -440,16 +377,15 @@ fn split_range<R: Send>(
     let left = parts / 2;
     let share = range.len() * left / parts;
     let at = range.start + (share / align * align).max(align);
-    let (first, second) = team.join(
-        || split_range(team, left, range.start..at, align, work, combine),
-        || split_range(team, parts - left, at..range.end, align, work, combine),
+    let (first, second) = rayon::join(
+        || split_range(left, range.start..at, align, work, combine),
+        || split_range(parts - left, at..range.end, align, work, combine),
     );
     combine(first, second)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn split_output(
-    team: &Team,
     parts: usize,
     loss: OutputLoss,
     z: &[f32],
@@ -467,11 +403,10 @@ fn split_output(
     let (z_top, z_bottom) = z.split_at(at);
     let (x_top, x_bottom) = targets.split_at(at);
     let (g_top, g_bottom) = grad.split_at_mut(at);
-    let (mut top, bottom) = team.join(
-        || split_output(team, left, loss, z_top, x_top, g_top, scale, width),
+    let (mut top, bottom) = rayon::join(
+        || split_output(left, loss, z_top, x_top, g_top, scale, width),
         || {
             split_output(
-                team,
                 parts - left,
                 loss,
                 z_bottom,

@@ -154,8 +154,8 @@ pub enum Control {
 }
 
 /// Receives progress; the defaults ignore it. Lets a front end draw without `nn`
-/// knowing about terminals. Called from the thread that runs the training, whatever
-/// the thread count; `Send`, so that a trainer can be moved to another thread.
+/// knowing about terminals. Called from the training thread (a pool thread when the
+/// step is split across threads), hence `Send`.
 pub trait Observer: Send {
     /// An epoch starts.
     fn epoch_begin(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
@@ -579,7 +579,7 @@ impl Trainer {
         if train.is_empty() {
             return Err(TrainError::EmptyDataset);
         }
-        // The helper threads spin for the whole epoch, so each split starts at once.
+        // The whole epoch runs on a pool thread, so each split starts without a hand-off.
         let threads = self.threads.clone();
         let metrics = threads.install(|| self.train_epoch(train, valid, observer))?;
         let control = observer.epoch_end(&metrics);
