@@ -104,37 +104,28 @@ impl Threads {
         rows: usize,
         epilogue: &(dyn Fn(&mut [f32], usize, usize) + Sync),
     ) -> Result<(), GemmError> {
-        self.install(|| self.split_product_then(input, weight, out, rows, epilogue))
-    }
-
-    fn split_product_then(
-        &self,
-        input: &[f32],
-        weight: MatRef<'_>,
-        out: &mut [f32],
-        rows: usize,
-        epilogue: &(dyn Fn(&mut [f32], usize, usize) + Sync),
-    ) -> Result<(), GemmError> {
-        let (inputs, units) = (weight.rows(), weight.cols());
-        if self.count > 1 && rows < ROW_SPLIT_FROM && units >= inputs.max(2 * COLUMN_ALIGN) {
-            // A batch of training rows times weights at least as wide as deep: halving
-            // the columns has each thread read only its half of the weights, where row
-            // halves would each read them all; it measured faster than row halves, with
-            // `matrixmultiply` and with the tiled GEMM. (For deep, narrow weights,
-            // 784 x 100, column halves of 50 ran no faster.) The epilogue goes by rows.
-            let a = MatRef::row_major(&input[..rows * inputs], rows, inputs)?;
-            let c = MatMut::row_major(&mut out[..rows * units], rows, units)?;
-            split_columns(self.count, a, weight, c)?;
-            split_rows_apply(
-                self.count,
-                &mut out[..rows * units],
-                units,
-                0..rows,
-                epilogue,
-            );
-            return Ok(());
-        }
-        split_product(self.count, input, weight, out, 0..rows, epilogue)
+        self.install(|| {
+            let (inputs, units) = (weight.rows(), weight.cols());
+            if self.count > 1 && rows < ROW_SPLIT_FROM && units >= inputs.max(2 * COLUMN_ALIGN) {
+                // A batch of training rows times weights at least as wide as deep: halving
+                // the columns has each thread read only its half of the weights, where row
+                // halves would each read them all; it measured faster than row halves, with
+                // `matrixmultiply` and with the tiled GEMM. (For deep, narrow weights,
+                // 784 x 100, column halves of 50 ran no faster.) The epilogue goes by rows.
+                let a = MatRef::row_major(&input[..rows * inputs], rows, inputs)?;
+                let c = MatMut::row_major(&mut out[..rows * units], rows, units)?;
+                split_columns(self.count, a, weight, c)?;
+                split_rows_apply(
+                    self.count,
+                    &mut out[..rows * units],
+                    units,
+                    0..rows,
+                    epilogue,
+                );
+                return Ok(());
+            }
+            split_product(self.count, input, weight, out, 0..rows, epilogue)
+        })
     }
 
     /// A layer's backward work split by its input units: each thread takes a run of
@@ -384,7 +375,6 @@ fn split_range<R: Send>(
     combine(first, second)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn split_output(
     parts: usize,
     loss: OutputLoss,

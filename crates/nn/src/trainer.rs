@@ -317,16 +317,26 @@ fn backward(
             }
             _ => {
                 if l > 0 {
-                    input_gradient(
-                        threads,
-                        model,
-                        l,
-                        dz,
-                        rows,
-                        acts,
-                        &mut lower[l - 1],
-                        below_is_plain,
-                    );
+                    // dA of the layer below, with this layer's weights before their update,
+                    // split by batch rows (or columns); each thread turns its part into dZ.
+                    let act = model.layers()[l - 1].spec.activation;
+                    let a = &acts.outputs[l - 1][..rows * spec.inputs];
+                    let inputs = spec.inputs;
+                    let to_dz = |da: &mut [f32], first: usize, count: usize| {
+                        if below_is_plain {
+                            let a = &a[first * inputs..(first + count) * inputs];
+                            activation_backward(act, Layout::contiguous(count, inputs), a, da);
+                        }
+                    };
+                    threads
+                        .product_then(
+                            dz,
+                            model.layers()[l].weight_view().t(),
+                            &mut lower[l - 1][..rows * inputs],
+                            rows,
+                            &to_dz,
+                        )
+                        .expect("shapes chain");
                 }
                 let layer = &mut model.layers_mut()[l];
                 match &mut update {
@@ -371,40 +381,6 @@ fn backward(
         }
     }
     (stats, penalty)
-}
-
-/// dA of layer `l`'s input, `dZ W^T`, split by batch rows (or columns); with
-/// `to_dz`, each thread turns its rows into dZ of the layer below straight away.
-#[allow(clippy::too_many_arguments)]
-fn input_gradient(
-    threads: &Threads,
-    model: &Autoencoder,
-    l: usize,
-    dz: &[f32],
-    rows: usize,
-    acts: &Activations,
-    da: &mut [f32],
-    to_dz: bool,
-) {
-    let spec = model.layers()[l].spec;
-    let act = model.layers()[l - 1].spec.activation;
-    let a = &acts.outputs[l - 1][..rows * spec.inputs];
-    let inputs = spec.inputs;
-    let epilogue = |da: &mut [f32], first: usize, count: usize| {
-        if to_dz {
-            let a = &a[first * inputs..(first + count) * inputs];
-            activation_backward(act, Layout::contiguous(count, inputs), a, da);
-        }
-    };
-    threads
-        .product_then(
-            dz,
-            model.layers()[l].weight_view().t(),
-            &mut da[..rows * inputs],
-            rows,
-            &epilogue,
-        )
-        .expect("shapes chain");
 }
 
 /// The total loss (mean reconstruction loss + penalty) of `rows` samples `x` and its
