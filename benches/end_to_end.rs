@@ -3,8 +3,8 @@
 //! `cargo bench -p benches` (add `-- --quick` for one repetition of each).
 //!
 //! Each case trains on a fixed slice of synthetic 28x28 u8 images (speed does not depend
-//! on their content), after one warm-up run, and reports the minimum and median over the
-//! repetitions: seconds, samples/s, GFLOP/s, the share of the machine's FMA peak for the
+//! on their content), after one warm-up run, with the repetitions at 1 and 2 threads
+//! taken by turns, and reports the minimum and median over the repetitions: seconds, samples/s, GFLOP/s, the share of the machine's FMA peak for the
 //! threads used, and the projected time of one reference epoch (55000 training samples
 //! plus 5000 validation samples).
 
@@ -49,15 +49,30 @@ struct Stats {
     median: f64,
 }
 
-fn measure(reps: usize, mut run: impl FnMut() -> f64) -> Stats {
-    run();
-    let mut times: Vec<f64> = (0..reps).map(|_| run()).collect();
-    times.sort_by(f64::total_cmp);
-    Stats {
-        min: times[0],
-        median: times[times.len() / 2],
+/// Times `run` at each thread count of [`THREADS`], after one warm-up run each, with
+/// the repetitions taken by turns (1, 2, 1, 2, ...): this machine's speed drifts over
+/// seconds, and by turns a slow spell hits both thread counts alike rather than one.
+fn measure(reps: usize, mut run: impl FnMut(usize) -> f64) -> [Stats; 2] {
+    let mut times = [Vec::new(), Vec::new()];
+    for rep in 0..=reps {
+        for (slot, &threads) in THREADS.iter().enumerate() {
+            let seconds = run(threads);
+            if rep > 0 {
+                times[slot].push(seconds);
+            }
+        }
     }
+    times.map(|mut times| {
+        times.sort_by(f64::total_cmp);
+        Stats {
+            min: times[0],
+            median: times[times.len() / 2],
+        }
+    })
 }
+
+/// The thread counts every case runs at.
+const THREADS: [usize; 2] = [1, 2];
 
 fn report(
     what: &str,
@@ -84,7 +99,7 @@ fn report(
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let reps = if quick { 1 } else { 3 };
+    let reps = if quick { 1 } else { 5 };
     let reference = kl_model(&[(100, Activation::Selu), (300, Activation::Sigmoid)]);
     let wide = kl_model(&[(400, Activation::Selu), (1200, Activation::Sigmoid)]);
     let cases: [(&str, &ModelConfig, usize, usize); 3] = [
@@ -105,22 +120,22 @@ fn main() {
     let data = synthetic_images(12_800);
     for (name, config, batch, samples) in cases {
         let train = data.slice(0..samples);
-        for threads in [1, 2] {
-            let stats = measure(reps, || {
-                let model = Autoencoder::new(config.clone(), 1).unwrap();
-                let settings = TrainConfig {
-                    epochs: 1,
-                    batch_size: batch,
-                    shuffle: true,
-                    seed: 1,
-                    optimizer: Optimizer::sgd(1.0),
-                    threads,
-                };
-                let mut trainer = Trainer::new(model, settings).unwrap();
-                let started = Instant::now();
-                trainer.fit_epoch(&train, None, &mut ()).unwrap();
-                started.elapsed().as_secs_f64()
-            });
+        let stats = measure(reps, |threads| {
+            let model = Autoencoder::new(config.clone(), 1).unwrap();
+            let settings = TrainConfig {
+                epochs: 1,
+                batch_size: batch,
+                shuffle: true,
+                seed: 1,
+                optimizer: Optimizer::sgd(1.0),
+                threads,
+            };
+            let mut trainer = Trainer::new(model, settings).unwrap();
+            let started = Instant::now();
+            trainer.fit_epoch(&train, None, &mut ()).unwrap();
+            started.elapsed().as_secs_f64()
+        });
+        for (threads, stats) in THREADS.into_iter().zip(&stats) {
             // One reference epoch: 55000 samples trained and 5000 evaluated (about a
             // third of a training sample's cost each).
             let epoch_samples = 55_000.0 + 5_000.0 / 3.0;
@@ -129,27 +144,28 @@ fn main() {
                 samples,
                 training_flops_per_sample(config),
                 threads,
-                &stats,
+                stats,
                 Some(epoch_samples / samples as f64),
             );
         }
     }
     let model = Autoencoder::new(reference.clone(), 1).unwrap();
     let test = data.slice(0..10_000);
-    for threads in [1, 2] {
-        let pool = Threads::new(threads).unwrap();
-        let stats = measure(reps, || {
-            let started = Instant::now();
-            let evaluation = pool.install(|| model.evaluate_with(&pool, &test, 256));
-            assert_eq!(evaluation.samples, 10_000);
-            started.elapsed().as_secs_f64()
-        });
+    let pools = THREADS.map(|threads| Threads::new(threads).unwrap());
+    let stats = measure(reps, |threads| {
+        let pool = pools.iter().find(|pool| pool.count() == threads).unwrap();
+        let started = Instant::now();
+        let evaluation = pool.install(|| model.evaluate_with(pool, &test, 256));
+        assert_eq!(evaluation.samples, 10_000);
+        started.elapsed().as_secs_f64()
+    });
+    for (threads, stats) in THREADS.into_iter().zip(&stats) {
         report(
             "inference (evaluate) reference, batch 256",
             10_000,
             inference_flops_per_sample(&reference),
             threads,
-            &stats,
+            stats,
             None,
         );
     }
