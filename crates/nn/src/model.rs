@@ -6,12 +6,18 @@ use crate::dataset::Dataset;
 use crate::error::ModelError;
 use crate::layer::Dense;
 use crate::parallel::Threads;
+use crate::trainer::TRAINING_SPLIT_ROWS;
 use kernels::activation::{activation_forward, bias_activation_forward};
 use kernels::output::{output_stats, OutputLoss, OutputStats};
-use kernels::{Activation, Layout};
+use kernels::{Activation, GemmError, Layout, MatRef};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::ops::Range;
+
+/// A training batch's forward product runs as two halves over the layer's input units
+/// (see [`Autoencoder::forward_training`]) when the layer has at least this many inputs
+/// per row of the batch.
+const HALVES_FROM_INPUTS_PER_ROW: usize = 4;
 
 /// A dense autoencoder.
 #[derive(Clone, Debug, PartialEq)]
@@ -166,6 +172,65 @@ impl Autoencoder {
         rows: usize,
         acts: &mut Activations,
     ) {
+        self.forward_layers(range, input, rows, acts, |prev, weight, out, epilogue| {
+            threads.product_then(prev, weight, out, rows, epilogue)
+        });
+    }
+
+    /// The forward pass of a training batch: up to [`TRAINING_SPLIT_ROWS`] rows, the
+    /// products of layers with many inputs as two halves over them
+    /// ([`Threads::product_by_input_halves`], `partial` holding the second), so that
+    /// each thread reads only the weights it updates; larger batches as
+    /// [`Autoencoder::forward_with`]. The split depends on the shapes only, never on the
+    /// thread count.
+    ///
+    /// # Panics
+    /// If `partial` is shorter than `rows` times the widest layer.
+    pub(crate) fn forward_training(
+        &self,
+        threads: &Threads,
+        input: &[f32],
+        rows: usize,
+        acts: &mut Activations,
+        partial: &mut [f32],
+    ) {
+        if rows > TRAINING_SPLIT_ROWS {
+            return self.forward_with(threads, input, rows, acts);
+        }
+        self.forward_layers(
+            0..self.layers.len(),
+            input,
+            rows,
+            acts,
+            |prev, weight, out, epilogue| {
+                // Halves trade the weights each thread would read from the other's cache
+                // (a quarter to a half of them) for the partial sums (`rows x units`): a
+                // gain where a layer has many more inputs than the batch has rows.
+                if weight.rows() >= HALVES_FROM_INPUTS_PER_ROW * rows {
+                    threads.product_by_input_halves(prev, weight, out, partial, rows, epilogue)
+                } else {
+                    threads.product_then(prev, weight, out, rows, epilogue)
+                }
+            },
+        );
+    }
+
+    /// Runs layers `range`, each through `product(input, weights, output, epilogue)`,
+    /// which must compute `output = input weights` and apply `epilogue` (bias and
+    /// activation) to its rows.
+    fn forward_layers(
+        &self,
+        range: Range<usize>,
+        input: &[f32],
+        rows: usize,
+        acts: &mut Activations,
+        mut product: impl FnMut(
+            &[f32],
+            MatRef<'_>,
+            &mut [f32],
+            &(dyn Fn(&mut [f32], usize, usize) + Sync),
+        ) -> Result<(), GemmError>,
+    ) {
         assert!(
             rows <= acts.capacity,
             "batch of {rows} exceeds buffers of {}",
@@ -186,9 +251,7 @@ impl Autoencoder {
                 let layout = Layout::contiguous(part_rows, spec.units);
                 bias_activation_forward(activation, layout, part, bias);
             };
-            threads
-                .product_then(prev, self.layers[l].weight_view(), out, rows, &epilogue)
-                .expect("shapes chain");
+            product(prev, self.layers[l].weight_view(), out, &epilogue).expect("shapes chain");
         }
     }
 

@@ -128,6 +128,72 @@ impl Threads {
         })
     }
 
+    /// `out = input W` for a training batch (`rows x inputs` times `inputs x units`),
+    /// as the sum of two products over the halves of W's rows, the layer's input units
+    /// cut where [`Threads::input_units`] cuts them for two threads: the first half into
+    /// `out`, the second into `partial`; then the halves are added and `epilogue` applied,
+    /// split by rows. With two threads each multiplies by the rows of weights it updated
+    /// in the backward pass, so no weights move between the cores' caches, only the
+    /// batch-sized partial sums; and the halves are summed the same way whatever the
+    /// thread count (one thread computes both), so results stay equal across counts.
+    ///
+    /// # Panics
+    /// If `partial` holds fewer than `rows x units` values.
+    pub fn product_by_input_halves(
+        &self,
+        input: &[f32],
+        weight: MatRef<'_>,
+        out: &mut [f32],
+        partial: &mut [f32],
+        rows: usize,
+        epilogue: &(dyn Fn(&mut [f32], usize, usize) + Sync),
+    ) -> Result<(), GemmError> {
+        let (inputs, units) = (weight.rows(), weight.cols());
+        let half = if inputs < 2 * ROW_ALIGN {
+            inputs
+        } else {
+            cut(inputs, 1, 2)
+        };
+        let a = MatRef::row_major(&input[..rows * inputs], rows, inputs)?;
+        let out = &mut out[..rows * units];
+        let partial = &mut partial[..rows * units];
+        let (a_first, w_first) = (a.cols_range(0..half), weight.rows_range(0..half));
+        let (a_second, w_second) = (a.cols_range(half..inputs), weight.rows_range(half..inputs));
+        self.install(|| {
+            let first = MatMut::row_major(&mut *out, rows, units)?;
+            let second = MatMut::row_major(&mut *partial, rows, units)?;
+            if half == inputs {
+                gemm(1.0, a_first, w_first, 0.0, first)?;
+                split_rows_apply(self.count, out, units, 0..rows, epilogue);
+                return Ok(());
+            }
+            let left = (self.count / 2).max(1);
+            let right = (self.count - left).max(1);
+            let (first_done, second_done) = if self.count > 1 {
+                rayon::join(
+                    || split_columns(left, a_first, w_first, first),
+                    || split_columns(right, a_second, w_second, second),
+                )
+            } else {
+                (
+                    gemm(1.0, a_first, w_first, 0.0, first),
+                    gemm(1.0, a_second, w_second, 0.0, second),
+                )
+            };
+            first_done.and(second_done)?;
+            let partial = &*partial;
+            let add_then = |part: &mut [f32], first: usize, count: usize| {
+                let other = &partial[first * units..(first + count) * units];
+                for (sum, &value) in part.iter_mut().zip(other) {
+                    *sum += value;
+                }
+                epilogue(part, first, count);
+            };
+            split_rows_apply(self.count, out, units, 0..rows, &add_then);
+            Ok(())
+        })
+    }
+
     /// A layer's backward work split by its input units: each thread takes a run of
     /// them, aligned, with those columns of `input_grad` (`rows x inputs`) and those
     /// rows of `weight` (`inputs x units`, row-major), and `work` gets the run and both.

@@ -23,11 +23,13 @@ use kernels::{gemm, Activation, Layout, MatMut, MatRef};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
-/// Batches up to this many rows run each layer's input gradient and weight update
-/// together, split by input units (see [`Threads::input_units`]). These are the batches
-/// whose products all take the register-tiled GEMM, which gives each element the same
-/// bits whatever part of a split it falls in; larger batches keep the row splits.
-const FUSED_BACKWARD_ROWS: usize = 64;
+/// Batches up to this many rows are split by each layer's input units: the forward
+/// products as two halves over them ([`Autoencoder::forward_training`]), the input
+/// gradient and weight update together per unit ([`Threads::input_units`]), so each
+/// thread keeps to its own rows of weights. These are the batches whose products all
+/// take the register-tiled GEMM, which gives each element the same bits whatever part
+/// of a split it falls in; larger batches keep the row splits.
+pub(crate) const TRAINING_SPLIT_ROWS: usize = 64;
 
 /// How to train.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -188,6 +190,8 @@ struct Workspace {
     acts: Activations,
     grads: Vec<Vec<f32>>,
     x: Vec<f32>,
+    /// The second half of a forward product (see [`Autoencoder::forward_training`]).
+    partial: Vec<f32>,
     scratch: Vec<f32>,
     param_grads: Gradients,
     order: Vec<usize>,
@@ -196,6 +200,7 @@ struct Workspace {
 impl Workspace {
     fn new(model: &Autoencoder, batch: usize, collect: bool) -> Self {
         let config = model.config();
+        let widest = config.layers.iter().map(|l| l.units).max().unwrap_or(0);
         Self {
             acts: Activations::new(config, batch),
             grads: config
@@ -204,6 +209,7 @@ impl Workspace {
                 .map(|l| vec![0.0; batch * l.units])
                 .collect(),
             x: vec![0.0; batch * model.input_width()],
+            partial: vec![0.0; batch.min(TRAINING_SPLIT_ROWS) * widest],
             scratch: vec![0.0; model.coding_width()],
             param_grads: if collect {
                 zero_gradients(model)
@@ -285,7 +291,7 @@ fn backward(
         // activations first), the input gradient dA turns into dZ where it is computed.
         let below_is_plain = l > 0 && l - 1 != coding_layer;
         match &mut update {
-            Update::FusedSgd(lr) if l > 0 && rows <= FUSED_BACKWARD_ROWS => {
+            Update::FusedSgd(lr) if l > 0 && rows <= TRAINING_SPLIT_ROWS => {
                 // dA and the update of each input unit's row of weights in one pass over
                 // the units, dA first, from the weights before their update.
                 let lr = *lr;
@@ -601,8 +607,13 @@ impl Trainer {
             // their way from memory while this step computes.
             let next = (start + rows).min(train.len())..(start + rows + batch).min(train.len());
             train.prefetch(&work.order[next]);
-            self.model
-                .forward_with(&self.threads, &work.x, rows, &mut work.acts);
+            self.model.forward_training(
+                &self.threads,
+                &work.x,
+                rows,
+                &mut work.acts,
+                &mut work.partial,
+            );
             let plain_sgd = self.config.optimizer.is_plain_sgd();
             let update = if plain_sgd {
                 Update::FusedSgd(self.config.optimizer.learning_rate())

@@ -554,7 +554,9 @@ fn two_and_three_threads_train_to_the_weights_of_one_thread() {
             nesterov: false,
         },
     ];
-    for optimizer in optimizers {
+    // At batch 8 the 40- and 36-input layers' forward products run as two halves over
+    // their inputs; at 32, as one product split by rows or columns.
+    for (optimizer, batch_size) in optimizers.into_iter().flat_map(|o| [(o, 32), (o, 8)]) {
         let run = |threads: usize| {
             let config = ModelConfig::autoencoder(
                 40,
@@ -568,7 +570,7 @@ fn two_and_three_threads_train_to_the_weights_of_one_thread() {
             );
             let settings = TrainConfig {
                 epochs: 2,
-                batch_size: 32,
+                batch_size,
                 shuffle: true,
                 seed: 5,
                 optimizer,
@@ -593,8 +595,57 @@ fn two_and_three_threads_train_to_the_weights_of_one_thread() {
         for threads in [2, 3] {
             assert!(
                 run(threads) == one,
-                "{optimizer:?}: {threads} threads ended with other weights than one"
+                "{optimizer:?}, batch {batch_size}: {threads} threads ended with other weights than one"
             );
+        }
+    }
+}
+
+#[test]
+fn products_by_input_halves_match_the_plain_product_and_agree_across_thread_counts() {
+    use kernels::{gemm, MatMut, MatRef};
+    use std::sync::Mutex;
+    let (rows, inputs, units) = (12, 300, 40);
+    let input = samples(rows * inputs);
+    let weight: Vec<f32> = samples(inputs * units).iter().map(|v| v - 0.5).collect();
+    let w = MatRef::row_major(&weight, inputs, units).unwrap();
+    let mut plain = vec![0.0f32; rows * units];
+    gemm(
+        1.0,
+        MatRef::row_major(&input, rows, inputs).unwrap(),
+        w,
+        0.0,
+        MatMut::row_major(&mut plain, rows, units).unwrap(),
+    )
+    .unwrap();
+    let mut first_result: Option<Vec<u32>> = None;
+    for count in 1..=3 {
+        let threads = nn::parallel::Threads::new(count).unwrap();
+        let mut out = vec![f32::NAN; rows * units];
+        let mut partial = vec![f32::NAN; rows * units];
+        let visited = Mutex::new(vec![0u32; rows]);
+        // The epilogue sees the summed rows: it adds 1 and records which rows it got.
+        let epilogue = |part: &mut [f32], first: usize, count: usize| {
+            assert_eq!(part.len(), count * units);
+            part.iter_mut().for_each(|v| *v += 1.0);
+            let mut visited = visited.lock().unwrap();
+            (first..first + count).for_each(|r| visited[r] += 1);
+        };
+        threads
+            .product_by_input_halves(&input, w, &mut out, &mut partial, rows, &epilogue)
+            .unwrap();
+        assert_eq!(*visited.lock().unwrap(), vec![1; rows], "{count} threads");
+        for (at, (&got, &want)) in out.iter().zip(&plain).enumerate() {
+            assert!(
+                (got - (want + 1.0)).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{count} threads, element {at}: {got} against {}",
+                want + 1.0
+            );
+        }
+        let bits: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+        match &first_result {
+            None => first_result = Some(bits),
+            Some(one) => assert!(*one == bits, "{count} threads differ from one"),
         }
     }
 }
