@@ -2,10 +2,15 @@
 //! thread count, never on timing, so a run is bit-for-bit reproducible for a given
 //! seed and thread count.
 //!
-//! Products are split by rows of the output: at batch 32 the forward and input-gradient
-//! products give each thread half the batch, and the weight-gradient products (one row
-//! per input unit) half the units. The output step splits by rows too. Inference
-//! splits coarser: each thread takes a contiguous run of whole batches.
+//! A training batch of up to 64 rows is split by each layer's input units wherever that
+//! pays, so that a thread keeps to its own rows of weights from step to step: the
+//! backward pass gives each thread a run of input units (their columns of the input
+//! gradient and their rows of the weight update, [`Threads::input_units`]); the forward
+//! product of a layer with many inputs runs as two halves over them
+//! ([`Threads::product_by_input_halves`]), of a narrower one by output columns or
+//! batch rows ([`Threads::product_then`]). Larger batches split by rows. The output
+//! step splits by rows. Inference splits coarser: each thread takes a contiguous run of
+//! whole batches.
 
 use crate::error::TrainError;
 use kernels::output::{output_backward, OutputLoss, OutputStats};
