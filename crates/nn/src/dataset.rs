@@ -7,6 +7,7 @@
 
 use crate::error::DataError;
 use crate::idx::{ElementType, IdxFile};
+use kernels::MatMut;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -191,6 +192,47 @@ impl Dataset {
                 for (dst, &r) in out.chunks_exact_mut(self.features).zip(rows) {
                     dst.copy_from_slice(&values[r * self.features..(r + 1) * self.features]);
                 }
+            }
+        }
+    }
+
+    /// Copies columns `columns` of the samples `rows` (absolute indices) into the rows of
+    /// `out` (`rows.len() x columns.len()`, any row stride): one thread's share of a
+    /// batch split by input columns.
+    ///
+    /// # Panics
+    /// If `out` has the wrong shape or is not stored by rows, `columns` reaches past the
+    /// features, or an index lies outside this view.
+    pub fn gather_columns(&self, rows: &[usize], columns: Range<usize>, mut out: MatMut<'_>) {
+        assert!(
+            out.rows() == rows.len()
+                && out.cols() == columns.len()
+                && columns.start <= columns.end
+                && columns.end <= self.features,
+            "gather_columns: shapes do not match"
+        );
+        assert!(
+            rows.iter().all(|r| self.rows.contains(r)),
+            "gather_columns: sample index outside the view {:?}",
+            self.rows
+        );
+        let width = columns.len();
+        for (i, &r) in rows.iter().enumerate() {
+            let Some(out_row) = out.row_mut(i) else {
+                panic!("gather_columns: the rows of `out` must be contiguous")
+            };
+            let start = r * self.features + columns.start;
+            match &self.source.storage {
+                Storage::MappedU8(file) => {
+                    let bytes = file.as_u8().expect("mapped storage is u8");
+                    let source = &bytes[start..start + width];
+                    kernels::gather::gather_u8_rows(source, width, &[0], U8_SCALE, out_row);
+                }
+                Storage::OwnedU8(bytes) => {
+                    let source = &bytes[start..start + width];
+                    kernels::gather::gather_u8_rows(source, width, &[0], U8_SCALE, out_row);
+                }
+                Storage::F32(values) => out_row.copy_from_slice(&values[start..start + width]),
             }
         }
     }

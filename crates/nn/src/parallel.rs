@@ -228,6 +228,14 @@ impl Threads {
         self.install(|| split_units(self.count, 0..inputs, input_grad, weight, units, work))
     }
 
+    /// Runs `work` on one run of `out`'s columns per thread, cut where
+    /// [`Threads::input_units`] cuts a layer's inputs: for the batch's input columns, so
+    /// that each thread writes the ones its share of the first layer reads.
+    pub fn column_runs(&self, out: MatMut<'_>, work: &(dyn Fn(Range<usize>, MatMut<'_>) + Sync)) {
+        let columns = out.cols();
+        self.install(|| split_column_runs(self.count, 0..columns, out, work));
+    }
+
     /// Splits `0..items` into one contiguous range per thread, cut at multiples of
     /// `align`, runs `work` on each range, and folds the results in range order with
     /// `combine`. For work made of many independent batches (inference), where each
@@ -424,6 +432,27 @@ fn split_units(
         },
     );
     first.and(second)
+}
+
+fn split_column_runs(
+    parts: usize,
+    columns: Range<usize>,
+    out: MatMut<'_>,
+    work: &(dyn Fn(Range<usize>, MatMut<'_>) + Sync),
+) {
+    let count = columns.len();
+    if parts <= 1 || count < 2 * ROW_ALIGN {
+        work(columns, out);
+        return;
+    }
+    let left = parts / 2;
+    let at = cut(count, left, parts);
+    let (first, second) = out.split_cols(at);
+    let middle = columns.start + at;
+    rayon::join(
+        || split_column_runs(left, columns.start..middle, first, work),
+        || split_column_runs(parts - left, middle..columns.end, second, work),
+    );
 }
 
 fn split_range<R: Send>(

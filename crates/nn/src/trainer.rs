@@ -599,10 +599,12 @@ impl Trainer {
             let start = step * batch;
             let rows = batch.min(train.len() - start);
             let work = &mut self.work;
-            train.gather(
-                &work.order[start..start + rows],
-                &mut work.x[..rows * width],
-            );
+            // Each thread converts the input columns its half of the first layer reads.
+            let order = &work.order[start..start + rows];
+            let x = MatMut::row_major(&mut work.x[..rows * width], rows, width).expect("sized");
+            self.threads.column_runs(x, &|columns, part| {
+                train.gather_columns(order, columns, part)
+            });
             // The next batch's samples are scattered over the data set: have them on
             // their way from memory while this step computes.
             let next = (start + rows).min(train.len())..(start + rows + batch).min(train.len());

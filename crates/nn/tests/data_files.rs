@@ -322,3 +322,51 @@ fn prefetch_accepts_any_index_and_changes_nothing() {
         assert_eq!(out, want);
     }
 }
+
+/// Gathering a batch by column runs, one per thread, gives the batch `gather` gives,
+/// from a mapped file, bytes in memory or floats, at 1 to 3 threads; a view's bounds
+/// still hold.
+#[test]
+fn gathering_by_column_runs_matches_whole_rows() {
+    use kernels::MatMut;
+    let dir = tempfile::tempdir().unwrap();
+    let (samples, features) = (40, 70);
+    let bytes: Vec<u8> = (0..samples * features)
+        .map(|i| (i * 13 % 256) as u8)
+        .collect();
+    let path = write(
+        dir.path(),
+        "x.idx",
+        &encode(ElementType::U8, &[samples, features], &bytes),
+    );
+    let floats: Vec<f32> = bytes
+        .iter()
+        .map(|&b| b as f32 * nn::dataset::U8_SCALE)
+        .collect();
+    let datasets = [
+        Dataset::open(&path, None).unwrap(),
+        Dataset::from_u8(bytes.clone(), features),
+        Dataset::from_f32(floats, features),
+    ];
+    let rows = [27, 0, 7, 7, 29, 12];
+    for data in datasets {
+        let (train, _) = data.split_tail(10).unwrap();
+        let mut whole = vec![0.0; rows.len() * features];
+        train.gather(&rows, &mut whole);
+        for count in 1..=3 {
+            let threads = nn::parallel::Threads::new(count).unwrap();
+            let mut runs = vec![f32::NAN; rows.len() * features];
+            let x = MatMut::row_major(&mut runs, rows.len(), features).unwrap();
+            threads.column_runs(x, &|columns, part| {
+                train.gather_columns(&rows, columns, part)
+            });
+            assert_eq!(runs, whole, "{count} threads");
+        }
+        let outside = std::panic::catch_unwind(|| {
+            let mut out = vec![0.0; features];
+            let x = MatMut::row_major(&mut out, 1, features).unwrap();
+            train.gather_columns(&[35], 0..features, x);
+        });
+        assert!(outside.is_err(), "a sample outside the view was gathered");
+    }
+}
