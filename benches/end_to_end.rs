@@ -4,9 +4,10 @@
 //!
 //! Each case trains on a fixed slice of synthetic 28x28 u8 images (speed does not depend
 //! on their content), after one warm-up run, with the repetitions at 1 and 2 threads
-//! taken by turns, and reports the minimum and median over the repetitions: seconds, samples/s, GFLOP/s, the share of the machine's FMA peak for the
-//! threads used, and the projected time of one reference epoch (55000 training samples
-//! plus 5000 validation samples).
+//! taken by turns, and reports the minimum and median over the repetitions: seconds,
+//! samples/s, GFLOP/s, the share of the machine's FMA peak for the threads used, and
+//! the projected time of one reference epoch (55000 training samples plus 5000
+//! validation samples).
 
 use benches::{inference_flops_per_sample, training_flops_per_sample, PEAK_GFLOPS_PER_CORE};
 use nn::parallel::Threads;

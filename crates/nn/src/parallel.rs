@@ -233,7 +233,13 @@ impl Threads {
     /// that each thread writes the ones its share of the first layer reads.
     pub fn column_runs(&self, out: MatMut<'_>, work: &(dyn Fn(Range<usize>, MatMut<'_>) + Sync)) {
         let columns = out.cols();
-        self.install(|| split_column_runs(self.count, 0..columns, out, work));
+        // `split_units` with no weights to hand out: the same cuts, by construction.
+        let run: &UnitWork<'_> = &|range, part, _| {
+            work(range, part);
+            Ok(())
+        };
+        let split = self.install(|| split_units(self.count, 0..columns, out, &mut [], 0, run));
+        split.expect("column runs cannot fail");
     }
 
     /// Splits `0..items` into one contiguous range per thread, cut at multiples of
@@ -432,27 +438,6 @@ fn split_units(
         },
     );
     first.and(second)
-}
-
-fn split_column_runs(
-    parts: usize,
-    columns: Range<usize>,
-    out: MatMut<'_>,
-    work: &(dyn Fn(Range<usize>, MatMut<'_>) + Sync),
-) {
-    let count = columns.len();
-    if parts <= 1 || count < 2 * ROW_ALIGN {
-        work(columns, out);
-        return;
-    }
-    let left = parts / 2;
-    let at = cut(count, left, parts);
-    let (first, second) = out.split_cols(at);
-    let middle = columns.start + at;
-    rayon::join(
-        || split_column_runs(left, columns.start..middle, first, work),
-        || split_column_runs(parts - left, middle..columns.end, second, work),
-    );
 }
 
 fn split_range<R: Send>(
