@@ -111,7 +111,7 @@ pub struct TrainArgs {
     /// reproducible, bit for bit, for a given seed and thread count.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
-    /// Output directory (default: runs/<date-time>).
+    /// Output directory (default: a new one under runs/, named by the date and time).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Continue the run saved in DIR (after Ctrl-C, or to finish it): its model, optimizer

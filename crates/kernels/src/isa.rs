@@ -1,7 +1,7 @@
 //! Run-time choice of instruction set.
 //!
 //! Every kernel is written once, generic over [`pulp::Simd`], and run through
-//! [`dispatch`], which picks the widest instruction set the CPU offers. Tests and
+//! `dispatch`, which picks the widest instruction set the CPU offers. Tests and
 //! benchmarks can pin a thread to a narrower one with [`with_arch`] to compare
 //! every code path against the scalar reference.
 

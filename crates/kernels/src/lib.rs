@@ -12,7 +12,7 @@
 //! - [`gather`]: u8 rows of a memory-mapped dataset to a scaled f32 batch.
 //! - [`reduce`]: column sums (bias gradients), sums, `y += alpha x`.
 //! - [`optim`]: SGD with momentum and Adam updates.
-//! - [`gemm`]: validated strided `C <- alpha A B + beta C`, register-tiled for the
+//! - [`mod@gemm`]: validated strided `C <- alpha A B + beta C`, register-tiled for the
 //!   batch-sized products of training, through `matrixmultiply` for larger ones.
 //!
 //! No kernel allocates, except the GEMM's per-thread buffer on a thread's first product
