@@ -24,6 +24,7 @@ pub mod layer;
 pub mod model;
 pub mod optimizer;
 pub mod parallel;
+mod team;
 pub mod trainer;
 
 pub use config::{Activation, LayerSpec, Loss, ModelConfig, Penalty};

@@ -84,6 +84,15 @@ impl Threads {
         }
     }
 
+    /// Runs `work(t)` on each thread `t` of the pool at the same time (on the caller's
+    /// thread alone for one thread), and returns the results in thread order.
+    pub(crate) fn broadcast<R: Send>(&self, work: &(dyn Fn(usize) -> R + Sync)) -> Vec<R> {
+        match &self.pool {
+            Some(pool) => pool.broadcast(|context| work(context.index())),
+            None => vec![work(0)],
+        }
+    }
+
     /// `C <- alpha A B + beta C`, with the rows of `C` (and `A`) split across the threads.
     pub fn gemm(
         &self,

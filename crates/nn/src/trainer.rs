@@ -15,6 +15,7 @@ use crate::error::TrainError;
 use crate::model::{Activations, Autoencoder};
 use crate::optimizer::{Optimizer, OptimizerState};
 use crate::parallel::Threads;
+use crate::team::{self, Team};
 use kernels::activation::activation_backward;
 use kernels::output::OutputStats;
 use kernels::reduce::column_sums;
@@ -415,6 +416,7 @@ pub struct Trainer {
     threads: Threads,
     state: OptimizerState,
     work: Workspace,
+    team: Option<Team>,
     history: Vec<EpochMetrics>,
     position: Option<EpochPosition>,
 }
@@ -426,12 +428,19 @@ impl Trainer {
         let state = OptimizerState::new(&config.optimizer, model.layers());
         let work = Workspace::new(&model, config.batch_size, !config.optimizer.is_plain_sgd());
         let threads = Threads::new(config.threads)?;
+        // Plain SGD on batches small enough for the register-tiled products runs as a
+        // team of threads that own their parts of the weights for the whole epoch.
+        let team = (config.optimizer.is_plain_sgd()
+            && config.batch_size <= TRAINING_SPLIT_ROWS
+            && team::suits(&model))
+        .then(|| Team::new(&model, threads.count(), config.batch_size));
         Ok(Self {
             model,
             config,
             threads,
             state,
             work,
+            team,
             history: Vec::new(),
             position: None,
         })
@@ -595,7 +604,61 @@ impl Trainer {
         let (mut loss_sum, mut seen, mut equal) = resumed.map_or((0.0f64, 0usize, 0u64), |p| {
             (p.loss_sum, p.seen, p.rounded_equal)
         });
-        for step in first_step..steps {
+        if let Some(team) = self.team.as_mut() {
+            let lr = self.config.optimizer.learning_rate();
+            let epochs = self.config.epochs;
+            let position = &mut self.position;
+            let mut step_end = |step: usize, rows: usize, stats: OutputStats, penalty: f64| {
+                let batch_loss = stats.loss_sum / (rows * width) as f64 + penalty;
+                if !batch_loss.is_finite() {
+                    return Err(TrainError::Diverged {
+                        epoch,
+                        step: step + 1,
+                        loss: batch_loss,
+                        lr,
+                    });
+                }
+                loss_sum += batch_loss * rows as f64;
+                seen += rows;
+                equal += stats.rounded_equal;
+                let progress = StepProgress {
+                    epoch,
+                    epochs,
+                    step: step + 1,
+                    steps,
+                    loss: loss_sum / seen as f64,
+                    rounded_accuracy: equal as f64 / (seen * width) as f64,
+                };
+                if observer.step_end(&progress) == Control::Stop {
+                    *position = Some(EpochPosition {
+                        epoch,
+                        steps_done: step + 1,
+                        loss_sum,
+                        seen,
+                        rounded_equal: equal,
+                        seconds: earlier_seconds + started.elapsed().as_secs_f64(),
+                    });
+                    return Err(TrainError::Interrupted);
+                }
+                Ok(())
+            };
+            team.train(
+                &self.threads,
+                &mut self.model,
+                train,
+                &self.work.order,
+                first_step..steps,
+                batch,
+                lr,
+                &mut step_end,
+            )?;
+        }
+        let old_steps = if self.team.is_some() {
+            steps..steps
+        } else {
+            first_step..steps
+        };
+        for step in old_steps {
             let start = step * batch;
             let rows = batch.min(train.len() - start);
             let work = &mut self.work;
