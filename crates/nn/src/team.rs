@@ -72,10 +72,12 @@ pub(crate) fn suits(model: &Autoencoder) -> bool {
 }
 
 /// The cut points of `n` items into `parts` aligned runs: `parts + 1` increasing values
-/// from 0 to `n` (runs may be empty when `n` is small).
+/// from 0 to `n` (runs may be empty when `n` is small). Each cut is the multiple of
+/// [`ALIGN`] nearest to an even share: 300 units cut at 152 leave both parts 10
+/// register tiles wide, where 144 would leave one 9 and the other 10.
 fn cuts(n: usize, parts: usize) -> Vec<usize> {
     let mut at: Vec<usize> = (0..=parts)
-        .map(|t| (n * t / parts / ALIGN * ALIGN).min(n))
+        .map(|t| ((n * t / parts + ALIGN / 2) / ALIGN * ALIGN).min(n))
         .collect();
     at[parts] = n;
     at
