@@ -2,15 +2,14 @@
 //! thread count, never on timing, so a run is bit-for-bit reproducible for a given
 //! seed and thread count.
 //!
-//! A training batch of up to 64 rows is split by each layer's input units wherever that
-//! pays, so that a thread keeps to its own rows of weights from step to step: the
-//! backward pass gives each thread a run of input units (their columns of the input
-//! gradient and their rows of the weight update, [`Threads::input_units`]); the forward
-//! product of a layer with many inputs runs as two halves over them
-//! ([`Threads::product_by_input_halves`]), of a narrower one by output columns or
-//! batch rows ([`Threads::product_then`]). Larger batches split by rows. The output
-//! step splits by rows. Inference splits coarser: each thread takes a contiguous run of
-//! whole batches.
+//! Plain SGD on batches of up to 64 rows trains as a team whose threads own parts of
+//! the weights for a whole epoch (`team.rs`, through `Threads::broadcast`). The
+//! other training steps fork and join per product: the forward product of a layer with
+//! many inputs as two halves over them ([`Threads::product_by_input_halves`]), of a
+//! narrower one by output columns or batch rows ([`Threads::product_then`]), the
+//! weight gradients by rows ([`Threads::gemm`]); larger batches split by rows. The
+//! output step splits by rows. Inference splits coarser: each thread takes a
+//! contiguous run of whole batches.
 
 use crate::error::TrainError;
 use kernels::output::{output_backward, OutputLoss, OutputStats};
@@ -27,10 +26,6 @@ const COLUMN_ALIGN: usize = 16;
 
 /// From this many rows on, [`Threads::product_then`] always splits rows.
 const ROW_SPLIT_FROM: usize = 64;
-
-/// What [`Threads::input_units`] runs on each thread's run of input units.
-pub type UnitWork<'w> =
-    dyn Fn(Range<usize>, MatMut<'_>, &mut [f32]) -> Result<(), GemmError> + Sync + 'w;
 
 /// A thread count and, above one, the pool that runs the parts.
 #[derive(Clone, Debug)]
@@ -143,13 +138,11 @@ impl Threads {
     }
 
     /// `out = input W` for a training batch (`rows x inputs` times `inputs x units`),
-    /// as the sum of two products over the halves of W's rows, the layer's input units
-    /// cut where [`Threads::input_units`] cuts them for two threads: the first half into
+    /// as the sum of two products over the halves of W's rows (the layer's input units,
+    /// cut at an aligned half): the first half into
     /// `out`, the second into `partial`; then the halves are added and `epilogue` applied,
-    /// split by rows. With two threads each multiplies by the rows of weights it updated
-    /// in the backward pass, so no weights move between the cores' caches, only the
-    /// batch-sized partial sums; and the halves are summed the same way whatever the
-    /// thread count (one thread computes both), so results stay equal across counts.
+    /// split by rows. The halves are summed the same way whatever the thread count (one
+    /// thread computes both), so results stay equal across counts.
     ///
     /// # Panics
     /// If `partial` holds fewer than `rows x units` values.
@@ -208,47 +201,12 @@ impl Threads {
         })
     }
 
-    /// A layer's backward work split by its input units: each thread takes a run of
-    /// them, aligned, with those columns of `input_grad` (`rows x inputs`) and those
-    /// rows of `weight` (`inputs x units`, row-major), and `work` gets the run and both.
-    /// The input gradient and the weights' update of one unit need only that unit's row
-    /// of weights, so a thread can do both in one go: one fork where a product split by
-    /// batch rows and another by weight rows would need two, and each thread's rows of
-    /// the weights stay in its own cache from one step to the next.
-    pub fn input_units(
-        &self,
-        input_grad: MatMut<'_>,
-        weight: &mut [f32],
-        units: usize,
-        work: &UnitWork<'_>,
-    ) -> Result<(), GemmError> {
-        let inputs = input_grad.cols();
-        if weight.len() != inputs * units {
-            // As the input gradient's product `dZ W^T` would fail.
-            return Err(GemmError::ShapeMismatch {
-                a_rows: input_grad.rows(),
-                a_cols: units,
-                b_rows: units,
-                b_cols: weight.len() / units.max(1),
-                c_rows: input_grad.rows(),
-                c_cols: inputs,
-            });
-        }
-        self.install(|| split_units(self.count, 0..inputs, input_grad, weight, units, work))
-    }
-
     /// Runs `work` on one run of `out`'s columns per thread, cut where
-    /// [`Threads::input_units`] cuts a layer's inputs: for the batch's input columns, so
-    /// that each thread writes the ones its share of the first layer reads.
+    /// [`Threads::product_by_input_halves`] cuts a layer's inputs: for the batch's input
+    /// columns, so that each thread writes the ones its half of the first layer reads.
     pub fn column_runs(&self, out: MatMut<'_>, work: &(dyn Fn(Range<usize>, MatMut<'_>) + Sync)) {
         let columns = out.cols();
-        // `split_units` with no weights to hand out: the same cuts, by construction.
-        let run: &UnitWork<'_> = &|range, part, _| {
-            work(range, part);
-            Ok(())
-        };
-        let split = self.install(|| split_units(self.count, 0..columns, out, &mut [], 0, run));
-        split.expect("column runs cannot fail");
+        self.install(|| split_column_runs(self.count, 0..columns, out, work));
     }
 
     /// Splits `0..items` into one contiguous range per thread, cut at multiples of
@@ -407,46 +365,24 @@ fn split_product(
     top.and(bottom)
 }
 
-fn split_units(
+fn split_column_runs(
     parts: usize,
     range: Range<usize>,
-    input_grad: MatMut<'_>,
-    weight: &mut [f32],
-    units: usize,
-    work: &UnitWork<'_>,
-) -> Result<(), GemmError> {
+    out: MatMut<'_>,
+    work: &(dyn Fn(Range<usize>, MatMut<'_>) + Sync),
+) {
     let count = range.len();
     if parts <= 1 || count < 2 * ROW_ALIGN {
-        return work(range, input_grad, weight);
+        return work(range, out);
     }
     let left = parts / 2;
     let at = cut(count, left, parts);
-    let (grad_left, grad_right) = input_grad.split_cols(at);
-    let (weight_top, weight_bottom) = weight.split_at_mut(at * units);
+    let (out_left, out_right) = out.split_cols(at);
     let middle = range.start + at;
-    let (first, second) = rayon::join(
-        || {
-            split_units(
-                left,
-                range.start..middle,
-                grad_left,
-                weight_top,
-                units,
-                work,
-            )
-        },
-        || {
-            split_units(
-                parts - left,
-                middle..range.end,
-                grad_right,
-                weight_bottom,
-                units,
-                work,
-            )
-        },
+    rayon::join(
+        || split_column_runs(left, range.start..middle, out_left, work),
+        || split_column_runs(parts - left, middle..range.end, out_right, work),
     );
-    first.and(second)
 }
 
 fn split_range<R: Send>(

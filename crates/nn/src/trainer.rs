@@ -20,16 +20,14 @@ use kernels::activation::activation_backward;
 use kernels::output::OutputStats;
 use kernels::reduce::column_sums;
 use kernels::sparsity::{kl_sparsity_backward, l1_sparsity_backward};
-use kernels::{gemm, Activation, Layout, MatMut, MatRef};
+use kernels::{Activation, Layout, MatMut, MatRef};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
-/// Batches up to this many rows are split by each layer's input units: the forward
-/// products as two halves over them ([`Autoencoder::forward_training`]), the input
-/// gradient and weight update together per unit ([`Threads::input_units`]), so each
-/// thread keeps to its own rows of weights. These are the batches whose products all
-/// take the register-tiled GEMM, which gives each element the same bits whatever part
-/// of a split it falls in; larger batches keep the row splits.
+/// Batches up to this many rows are the ones whose products all take the register-tiled
+/// GEMM: plain SGD on them trains as a [`Team`], and other optimizers run the forward
+/// products of wide-input layers as two halves over the inputs
+/// ([`Autoencoder::forward_training`]); larger batches split products by rows.
 pub(crate) const TRAINING_SPLIT_ROWS: usize = 64;
 
 /// How to train.
@@ -291,79 +289,45 @@ fn backward(
         // Below any layer but the coding one (whose penalty needs every row's
         // activations first), the input gradient dA turns into dZ where it is computed.
         let below_is_plain = l > 0 && l - 1 != coding_layer;
+        if l > 0 {
+            // dA of the layer below, with this layer's weights before their update,
+            // split by batch rows (or columns); each thread turns its part into dZ.
+            let act = model.layers()[l - 1].spec.activation;
+            let a = &acts.outputs[l - 1][..rows * spec.inputs];
+            let inputs = spec.inputs;
+            let to_dz = |da: &mut [f32], first: usize, count: usize| {
+                if below_is_plain {
+                    let a = &a[first * inputs..(first + count) * inputs];
+                    activation_backward(act, Layout::contiguous(count, inputs), a, da);
+                }
+            };
+            threads
+                .product_then(
+                    dz,
+                    model.layers()[l].weight_view().t(),
+                    &mut lower[l - 1][..rows * inputs],
+                    rows,
+                    &to_dz,
+                )
+                .expect("shapes chain");
+        }
+        let layer = &mut model.layers_mut()[l];
         match &mut update {
-            Update::FusedSgd(lr) if l > 0 && rows <= TRAINING_SPLIT_ROWS => {
-                // dA and the update of each input unit's row of weights in one pass over
-                // the units, dA first, from the weights before their update.
-                let lr = *lr;
-                let inputs = spec.inputs;
-                let units = spec.units;
-                let act = model.layers()[l - 1].spec.activation;
-                let a = &acts.outputs[l - 1][..rows * inputs];
-                let da = MatMut::row_major(&mut lower[l - 1][..rows * inputs], rows, inputs)
-                    .expect("sized");
-                let layer = &mut model.layers_mut()[l];
+            Update::FusedSgd(lr) => {
+                let w =
+                    MatMut::row_major(&mut layer.weight, spec.inputs, spec.units).expect("sized");
                 threads
-                    .input_units(da, &mut layer.weight, units, &|range, mut da, weight| {
-                        let own = range.len();
-                        let w = MatRef::row_major(weight, own, units)?;
-                        gemm(1.0, dz_view, w.t(), 0.0, da.reborrow())?;
-                        if below_is_plain {
-                            for i in 0..rows {
-                                let a = &a[i * inputs + range.start..][..own];
-                                if let Some(da) = da.row_mut(i) {
-                                    activation_backward(act, Layout::contiguous(1, own), a, da);
-                                }
-                            }
-                        }
-                        let w = MatMut::row_major(weight, own, units)?;
-                        gemm(-lr, input_t.rows_range(range), dz_view, 1.0, w)
-                    })
+                    .gemm(-*lr, input_t, dz_view, 1.0, w)
                     .expect("shapes chain");
-                column_sums(dz_layout, dz, -lr, 1.0, &mut layer.bias);
+                column_sums(dz_layout, dz, -*lr, 1.0, &mut layer.bias);
             }
-            _ => {
-                if l > 0 {
-                    // dA of the layer below, with this layer's weights before their update,
-                    // split by batch rows (or columns); each thread turns its part into dZ.
-                    let act = model.layers()[l - 1].spec.activation;
-                    let a = &acts.outputs[l - 1][..rows * spec.inputs];
-                    let inputs = spec.inputs;
-                    let to_dz = |da: &mut [f32], first: usize, count: usize| {
-                        if below_is_plain {
-                            let a = &a[first * inputs..(first + count) * inputs];
-                            activation_backward(act, Layout::contiguous(count, inputs), a, da);
-                        }
-                    };
-                    threads
-                        .product_then(
-                            dz,
-                            model.layers()[l].weight_view().t(),
-                            &mut lower[l - 1][..rows * inputs],
-                            rows,
-                            &to_dz,
-                        )
-                        .expect("shapes chain");
-                }
-                let layer = &mut model.layers_mut()[l];
-                match &mut update {
-                    Update::FusedSgd(lr) => {
-                        let w = MatMut::row_major(&mut layer.weight, spec.inputs, spec.units)
-                            .expect("sized");
-                        threads
-                            .gemm(-*lr, input_t, dz_view, 1.0, w)
-                            .expect("shapes chain");
-                        column_sums(dz_layout, dz, -*lr, 1.0, &mut layer.bias);
-                    }
-                    Update::Collect(g) => {
-                        let (dw, db) = &mut g[l];
-                        let w = MatMut::row_major(dw, spec.inputs, spec.units).expect("sized");
-                        threads
-                            .gemm(1.0, input_t, dz_view, 0.0, w)
-                            .expect("shapes chain");
-                        column_sums(dz_layout, dz, 1.0, 0.0, db);
-                    }
-                }
+            Update::Collect(g) => {
+                let (dw, db) = &mut g[l];
+                let w = MatMut::row_major(dw, spec.inputs, spec.units).expect("sized");
+                threads
+                    .gemm(1.0, input_t, dz_view, 0.0, w)
+                    .expect("shapes chain");
+                column_sums(dz_layout, dz, 1.0, 0.0, db);
             }
         }
 
