@@ -241,14 +241,25 @@ impl Dataset {
     /// so that [`Dataset::gather`] finds them there instead of waiting on memory.
     /// Indices outside this view are ignored; nothing is read.
     pub fn prefetch(&self, rows: &[usize]) {
-        let (base, row_bytes) = match &self.source.storage {
-            Storage::MappedU8(file) => (file.as_u8().expect("mapped storage is u8"), self.features),
-            Storage::OwnedU8(bytes) => (&bytes[..], self.features),
-            Storage::F32(values) => (bytemuck::cast_slice(&values[..]), self.features * 4),
+        self.prefetch_columns(rows, 0..self.features);
+    }
+
+    /// [`Dataset::prefetch`] of columns `columns` only: the part of the next batch that
+    /// one thread will gather with [`Dataset::gather_columns`]. Columns past the
+    /// features, like indices outside the view, are ignored.
+    pub fn prefetch_columns(&self, rows: &[usize], columns: Range<usize>) {
+        let (base, element) = match &self.source.storage {
+            Storage::MappedU8(file) => (file.as_u8().expect("mapped storage is u8"), 1),
+            Storage::OwnedU8(bytes) => (&bytes[..], 1),
+            Storage::F32(values) => (bytemuck::cast_slice(&values[..]), 4),
         };
+        let end = columns.end.min(self.features);
+        let columns = columns.start.min(end)..end;
+        let row_bytes = self.features * element;
         for &r in rows.iter().filter(|r| self.rows.contains(r)) {
-            let row = &base[r * row_bytes..(r + 1) * row_bytes];
-            for line in row.chunks(64) {
+            let start = r * row_bytes;
+            let part = &base[start + columns.start * element..start + columns.end * element];
+            for line in part.chunks(64) {
                 prefetch_line(line);
             }
         }

@@ -372,12 +372,11 @@ impl Team {
             let x = MatMut::row_major(&mut shard.x[..rows * columns.len()], rows, columns.len())
                 .expect("sized");
             train.gather_columns(batch_order, columns.clone(), x);
-            if t == 0 {
-                // The next batch's samples are scattered over the data set: have them on
-                // their way from memory while this step computes.
-                let next = (start + rows).min(order.len())..(start + rows + batch).min(order.len());
-                train.prefetch(&order[next]);
-            }
+            // The next batch's samples are scattered over the data set: have this part's
+            // columns of them on their way from memory while this step computes (each
+            // part its own, which also spreads the page walks).
+            let next = (start + rows).min(order.len())..(start + rows + batch).min(order.len());
+            train.prefetch_columns(&order[next], columns.clone());
             // `Err`: part 0 stopped the epoch, or a part panicked.
             let Ok(result) = self.step(t, shard, rows, lr) else {
                 break;

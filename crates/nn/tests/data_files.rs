@@ -312,6 +312,11 @@ fn prefetch_accepts_any_index_and_changes_nothing() {
         // Indices past the view (80..) and past the data (100..) are skipped.
         train.prefetch(&[0, 79, 80, 99, 100, usize::MAX]);
         train.prefetch(&[]);
+        // Column ranges reaching past the features, or empty, prefetch what exists.
+        let backwards = std::ops::Range { start: 50, end: 20 };
+        for columns in [10..40, 60..200, 70..90, backwards] {
+            train.prefetch_columns(&[0, 79, 80, usize::MAX], columns);
+        }
         let mut out = vec![0.0; 2 * 70];
         train.gather(&[79, 3], &mut out);
         let want: Vec<f32> = bytes[79 * 70..80 * 70]
