@@ -25,6 +25,24 @@ enum Storage {
     F32(Vec<f32>),
 }
 
+/// The stored values, whichever storage holds them.
+#[derive(Clone, Copy)]
+enum Values<'a> {
+    /// Pixels, scaled by [`U8_SCALE`] when read.
+    Bytes(&'a [u8]),
+    Floats(&'a [f32]),
+}
+
+impl Storage {
+    fn values(&self) -> Values<'_> {
+        match self {
+            Storage::MappedU8(file) => Values::Bytes(file.as_u8().expect("mapped storage is u8")),
+            Storage::OwnedU8(bytes) => Values::Bytes(bytes),
+            Storage::F32(values) => Values::Floats(values),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Source {
     storage: Storage,
@@ -180,15 +198,11 @@ impl Dataset {
             "gather: sample index outside the view {:?}",
             self.rows
         );
-        match &self.source.storage {
-            Storage::MappedU8(file) => {
-                let bytes = file.as_u8().expect("mapped storage is u8");
+        match self.source.storage.values() {
+            Values::Bytes(bytes) => {
                 kernels::gather::gather_u8_rows(bytes, self.features, rows, U8_SCALE, out);
             }
-            Storage::OwnedU8(bytes) => {
-                kernels::gather::gather_u8_rows(bytes, self.features, rows, U8_SCALE, out);
-            }
-            Storage::F32(values) => {
+            Values::Floats(values) => {
                 for (dst, &r) in out.chunks_exact_mut(self.features).zip(rows) {
                     dst.copy_from_slice(&values[r * self.features..(r + 1) * self.features]);
                 }
@@ -217,22 +231,17 @@ impl Dataset {
             self.rows
         );
         let width = columns.len();
+        let values = self.source.storage.values();
         for (i, &r) in rows.iter().enumerate() {
             let Some(out_row) = out.row_mut(i) else {
                 panic!("gather_columns: the rows of `out` must be contiguous")
             };
-            let start = r * self.features + columns.start;
-            match &self.source.storage {
-                Storage::MappedU8(file) => {
-                    let bytes = file.as_u8().expect("mapped storage is u8");
-                    let source = &bytes[start..start + width];
-                    kernels::gather::gather_u8_rows(source, width, &[0], U8_SCALE, out_row);
+            let part = r * self.features + columns.start..r * self.features + columns.end;
+            match values {
+                Values::Bytes(bytes) => {
+                    kernels::gather::gather_u8_rows(&bytes[part], width, &[0], U8_SCALE, out_row)
                 }
-                Storage::OwnedU8(bytes) => {
-                    let source = &bytes[start..start + width];
-                    kernels::gather::gather_u8_rows(source, width, &[0], U8_SCALE, out_row);
-                }
-                Storage::F32(values) => out_row.copy_from_slice(&values[start..start + width]),
+                Values::Floats(values) => out_row.copy_from_slice(&values[part]),
             }
         }
     }
@@ -248,10 +257,9 @@ impl Dataset {
     /// one thread will gather with [`Dataset::gather_columns`]. Columns past the
     /// features, like indices outside the view, are ignored.
     pub fn prefetch_columns(&self, rows: &[usize], columns: Range<usize>) {
-        let (base, element) = match &self.source.storage {
-            Storage::MappedU8(file) => (file.as_u8().expect("mapped storage is u8"), 1),
-            Storage::OwnedU8(bytes) => (&bytes[..], 1),
-            Storage::F32(values) => (bytemuck::cast_slice(&values[..]), 4),
+        let (base, element) = match self.source.storage.values() {
+            Values::Bytes(bytes) => (bytes, 1),
+            Values::Floats(values) => (bytemuck::cast_slice(values), 4),
         };
         let end = columns.end.min(self.features);
         let columns = columns.start.min(end)..end;
@@ -278,16 +286,12 @@ impl Dataset {
         // with no index list to build.
         let f = self.features;
         let block = (self.rows.start + range.start) * f..(self.rows.start + range.end) * f;
-        match &self.source.storage {
-            Storage::MappedU8(file) => {
-                let bytes = &file.as_u8().expect("mapped storage is u8")[block];
-                kernels::gather::gather_u8_rows(bytes, bytes.len(), &[0], U8_SCALE, out);
-            }
-            Storage::OwnedU8(bytes) => {
+        match self.source.storage.values() {
+            Values::Bytes(bytes) => {
                 let bytes = &bytes[block];
                 kernels::gather::gather_u8_rows(bytes, bytes.len(), &[0], U8_SCALE, out);
             }
-            Storage::F32(values) => out.copy_from_slice(&values[block]),
+            Values::Floats(values) => out.copy_from_slice(&values[block]),
         }
     }
 }
