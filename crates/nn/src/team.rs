@@ -15,16 +15,17 @@
 //! - **by outputs** (odd layers: 100 -> 300, and the output layer): part `t` owns
 //!   columns `C_t` of `W` and of the layer's output. Forward, it multiplies the whole
 //!   input (replicated by the layer before) by its columns of `W`. Backward, from its
-//!   columns of `dZ`, it updates its columns of `W` and the bias and computes a partial
-//!   `dA`, which after a barrier every part adds up.
+//!   columns of `dZ`, it updates its columns of `W` and its entries of the bias, and
+//!   computes a partial `dA`, which after a barrier every part adds up.
 //!
-//! Between an odd layer and the even layer above it the parts match (`C_t` of the one
-//! is `R_t` of the other), so no data crosses threads there. The output layer is split
-//! by outputs with the same cut as the first layer's inputs, so a part reads the
-//! targets it gathered itself. Each part keeps its weights in its own contiguous copy
-//! for the epoch (copied back at its end), so they stay in its core's cache from step
-//! to step. Per step the parts meet at one barrier per layer but the first and the
-//! output layer's, and once at its end.
+//! Between an odd layer and the next one the parts match (`C_t` of the one is `R_t` of
+//! the other), so no data crosses threads there. The output layer is split by outputs
+//! with the same cut as the first layer's inputs, so a part reads the targets it
+//! gathered itself. Each part keeps its weights in its own contiguous copy for the
+//! epoch (copied back at its end), so they stay in its core's cache from step to step.
+//! Per step the parts meet at one barrier per layer (after the forward product of a
+//! layer split by inputs, after the backward product of one split by outputs) and once
+//! at the end of the step.
 //!
 //! The parts and the order of every sum depend only on the thread count, so results are
 //! bit-for-bit reproducible for a given count; different counts add partial sums in a
@@ -159,6 +160,16 @@ pub(crate) struct Team {
     barrier: SpinBarrier,
     /// Set by part 0 once a step's outcome says to stop; read after the next barrier.
     stop: AtomicBool,
+}
+
+/// The steps of an epoch to train: batches of `batch` rows of `train`, in `order`.
+pub(crate) struct Epoch<'a> {
+    pub train: &'a Dataset,
+    pub order: &'a [usize],
+    pub steps: Range<usize>,
+    pub batch: usize,
+    /// Plain SGD's learning rate.
+    pub lr: f32,
 }
 
 /// What part 0 does with each finished step: `(step, rows, stats, penalty)`; an error
@@ -304,23 +315,17 @@ impl Team {
         }
     }
 
-    /// Trains `steps` of an epoch of `train` in `order`, batches of `batch` rows, by plain
-    /// SGD at `lr`, calling `step_end` on part 0 after each step. The model's weights
-    /// are updated in place when this returns, whatever it returns.
-    #[allow(clippy::too_many_arguments)]
+    /// Trains the steps of `epoch`, calling `step_end` on part 0 after each step. The
+    /// model's weights are updated in place when this returns, whatever it returns.
     pub(crate) fn train(
         &mut self,
         threads: &Threads,
         model: &mut Autoencoder,
-        train: &Dataset,
-        order: &[usize],
-        steps: Range<usize>,
-        batch: usize,
-        lr: f32,
+        epoch: &Epoch<'_>,
         step_end: &mut StepEnd<'_>,
     ) -> Result<(), TrainError> {
         assert!(
-            batch <= self.capacity && threads.count() == self.parts,
+            epoch.batch <= self.capacity && threads.count() == self.parts,
             "team built for another batch size or thread count"
         );
         self.load(model);
@@ -335,34 +340,27 @@ impl Team {
             let _poison = PoisonOnPanic(&team.barrier);
             let mut step_end =
                 (t == 0).then(|| step_end.lock().unwrap_or_else(PoisonError::into_inner));
-            team.member(
-                t,
-                &mut shard,
-                train,
-                order,
-                steps.clone(),
-                batch,
-                lr,
-                step_end.as_deref_mut(),
-            )
+            team.member(t, &mut shard, epoch, step_end.as_deref_mut())
         });
         self.store(model);
         outcomes.into_iter().collect()
     }
 
     /// Part `t`'s share of the epoch.
-    #[allow(clippy::too_many_arguments)]
     fn member(
         &self,
         t: usize,
         shard: &mut Shard,
-        train: &Dataset,
-        order: &[usize],
-        steps: Range<usize>,
-        batch: usize,
-        lr: f32,
+        epoch: &Epoch<'_>,
         mut step_end: Option<&mut &mut StepEnd<'_>>,
     ) -> Result<(), TrainError> {
+        let Epoch {
+            train,
+            order,
+            ref steps,
+            batch,
+            lr,
+        } = *epoch;
         let columns = self.layers[0].part(t);
         let mut outcome = Ok(());
         for step in steps.clone() {

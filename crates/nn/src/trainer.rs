@@ -15,7 +15,7 @@ use crate::error::TrainError;
 use crate::model::{Activations, Autoencoder};
 use crate::optimizer::{Optimizer, OptimizerState};
 use crate::parallel::Threads;
-use crate::team::{self, Team};
+use crate::team::{self, Epoch, Team};
 use kernels::activation::activation_backward;
 use kernels::output::OutputStats;
 use kernels::reduce::column_sums;
@@ -606,16 +606,14 @@ impl Trainer {
                 }
                 Ok(())
             };
-            team.train(
-                &self.threads,
-                &mut self.model,
+            let epoch_steps = Epoch {
                 train,
-                &self.work.order,
-                first_step..steps,
+                order: &self.work.order,
+                steps: first_step..steps,
                 batch,
                 lr,
-                &mut step_end,
-            )?;
+            };
+            team.train(&self.threads, &mut self.model, &epoch_steps, &mut step_end)?;
         }
         let old_steps = if self.team.is_some() {
             steps..steps
