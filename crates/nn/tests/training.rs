@@ -385,6 +385,111 @@ impl nn::Observer for StopAt {
     }
 }
 
+/// A team of threads stopped at the first or the last step of an epoch (where a part
+/// could be left waiting at a barrier the others never reach) returns, and resumes to
+/// the weights of a run never stopped.
+#[test]
+fn team_runs_stop_at_any_step_and_resume_bit_for_bit() {
+    let config = ModelConfig::autoencoder(
+        40,
+        &[(24, Activation::Selu), (36, Activation::Sigmoid)],
+        None,
+        Penalty::Kl {
+            target: 0.1,
+            weight: 0.05,
+        },
+        Loss::Bce,
+    );
+    let data = Dataset::from_f32(samples(60 * 40 / 12), 40);
+    let bits = |m: &Autoencoder| -> Vec<u32> {
+        m.layers()
+            .iter()
+            .flat_map(|l| l.weight.iter().chain(&l.bias).map(|v| v.to_bits()))
+            .collect()
+    };
+    for threads in [2, 3] {
+        let fresh = || {
+            let settings = TrainConfig {
+                epochs: 2,
+                batch_size: 8,
+                shuffle: true,
+                seed: 3,
+                optimizer: Optimizer::sgd(0.3),
+                threads,
+            };
+            Trainer::new(Autoencoder::new(config.clone(), 2).unwrap(), settings).unwrap()
+        };
+        let mut straight = fresh();
+        straight.fit(&data, None, &mut ()).unwrap();
+        // 60 samples in batches of 8: 8 steps per epoch, the last of 4 samples.
+        for step in [1, 7, 8] {
+            let mut stopped = fresh();
+            let outcome = stopped.fit(&data, None, &mut StopAt { epoch: 2, step });
+            assert!(
+                matches!(outcome, Err(TrainError::Interrupted)),
+                "{threads} threads, step {step}: {outcome:?}"
+            );
+            let state = stopped.state();
+            assert_eq!(
+                state.position.map(|p| p.steps_done),
+                Some(step),
+                "{threads} threads"
+            );
+            let slots = stopped.optimizer_state().clone();
+            let mut resumed = Trainer::restore(stopped.into_model(), state, slots).unwrap();
+            resumed.fit(&data, None, &mut ()).unwrap();
+            assert_eq!(
+                bits(resumed.model()),
+                bits(straight.model()),
+                "{threads} threads, stopped at step {step}"
+            );
+        }
+    }
+}
+
+struct PanicAt(usize);
+
+impl nn::Observer for PanicAt {
+    fn step_end(&mut self, p: &nn::StepProgress) -> nn::Control {
+        assert!(p.step != self.0, "observer gives up at step {}", p.step);
+        nn::Control::Continue
+    }
+}
+
+/// A panic on one thread of a team (here in the observer, on part 0) reaches the
+/// caller instead of leaving the other parts waiting at a barrier forever.
+#[test]
+fn a_panic_inside_a_team_reaches_the_caller() {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let config = ModelConfig::autoencoder(
+            40,
+            &[(24, Activation::Selu), (36, Activation::Sigmoid)],
+            None,
+            Penalty::None,
+            Loss::Bce,
+        );
+        let settings = TrainConfig {
+            epochs: 1,
+            batch_size: 8,
+            shuffle: false,
+            seed: 1,
+            optimizer: Optimizer::sgd(0.1),
+            threads: 2,
+        };
+        let data = Dataset::from_f32(samples(60 * 40 / 12), 40);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut trainer = Trainer::new(Autoencoder::new(config, 1).unwrap(), settings).unwrap();
+            trainer.fit(&data, None, &mut PanicAt(3)).is_ok()
+        }));
+        let _ = sender.send(outcome.is_err());
+    });
+    let panicked = receiver
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the run hung after a panic on one of its threads");
+    assert!(panicked, "the observer's panic was lost");
+}
+
 #[test]
 fn an_interrupted_run_resumes_to_the_same_weights_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
