@@ -9,6 +9,8 @@
 //! - [`optimizer`]: SGD (with momentum, Nesterov) and Adam.
 //! - [`trainer`]: the training loop, its metrics, and progress observers.
 //! - [`parallel`]: the step's products split across threads, deterministically.
+//! - `team` (internal): plain SGD epochs run by threads that each own a part of every
+//!   layer, meeting at barriers.
 //! - [`checkpoint`]: safetensors save and load.
 //! - [`error`]: what can go wrong, with the file and the reason.
 

@@ -7,7 +7,9 @@
 //! last layer down: input gradient `dA = dZ W^T` (with the old `W`), the parameter update
 //! (plain SGD is fused into the weight-gradient GEMM as `W <- W - lr X^T dZ`), and the
 //! previous layer's activation backward, fused with the sparsity penalty at the coding
-//! layer.
+//! layer. Plain SGD on batches of up to 64 rows runs the same step in a team of
+//! threads that each own a part of every layer for the whole epoch (`team.rs`); other
+//! optimizers and larger batches split each product across the threads.
 
 use crate::config::{Loss, Penalty};
 use crate::dataset::Dataset;
