@@ -24,6 +24,7 @@ use kernels::reduce::column_sums;
 use kernels::sparsity::{kl_sparsity_backward, l1_sparsity_backward};
 use kernels::{Activation, Layout, MatMut, MatRef};
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::time::Instant;
 
 /// Batches up to this many rows are the ones whose products all take the register-tiled
@@ -566,63 +567,62 @@ impl Trainer {
         // An epoch interrupted before continues from its next step, with its sums.
         let resumed = self.position.take().filter(|p| p.epoch == epoch);
         let first_step = resumed.map_or(0, |p| p.steps_done);
-        let earlier_seconds = resumed.map_or(0.0, |p| p.seconds);
-        let (mut loss_sum, mut seen, mut equal) = resumed.map_or((0.0f64, 0usize, 0u64), |p| {
-            (p.loss_sum, p.seen, p.rounded_equal)
-        });
-        if let Some(team) = self.team.as_mut() {
-            let lr = self.config.optimizer.learning_rate();
-            let epochs = self.config.epochs;
-            let position = &mut self.position;
-            let mut step_end = |step: usize, rows: usize, stats: OutputStats, penalty: f64| {
-                let batch_loss = stats.loss_sum / (rows * width) as f64 + penalty;
-                if !batch_loss.is_finite() {
-                    return Err(TrainError::Diverged {
-                        epoch,
-                        step: step + 1,
-                        loss: batch_loss,
-                        lr,
-                    });
-                }
-                loss_sum += batch_loss * rows as f64;
-                seen += rows;
-                equal += stats.rounded_equal;
-                let progress = StepProgress {
-                    epoch,
-                    epochs,
-                    step: step + 1,
-                    steps,
-                    loss: loss_sum / seen as f64,
-                    rounded_accuracy: equal as f64 / (seen * width) as f64,
-                };
-                if observer.step_end(&progress) == Control::Stop {
-                    *position = Some(EpochPosition {
-                        epoch,
-                        steps_done: step + 1,
-                        loss_sum,
-                        seen,
-                        rounded_equal: equal,
-                        seconds: earlier_seconds + started.elapsed().as_secs_f64(),
-                    });
-                    return Err(TrainError::Interrupted);
-                }
-                Ok(())
-            };
-            let epoch_steps = Epoch {
-                train,
-                order: &self.work.order,
-                steps: first_step..steps,
-                batch,
-                lr,
-            };
-            team.train(&self.threads, &mut self.model, &epoch_steps, &mut step_end)?;
-        }
-        let old_steps = if self.team.is_some() {
-            steps..steps
-        } else {
-            first_step..steps
+        let mut tally = EpochTally {
+            epoch,
+            epochs: self.config.epochs,
+            steps,
+            width,
+            lr: self.config.optimizer.learning_rate(),
+            loss_sum: resumed.map_or(0.0, |p| p.loss_sum),
+            seen: resumed.map_or(0, |p| p.seen),
+            equal: resumed.map_or(0, |p| p.rounded_equal),
+            started,
+            earlier_seconds: resumed.map_or(0.0, |p| p.seconds),
+            observer,
+            stopped_at: None,
         };
-        for step in old_steps {
+        let outcome = match self.team.as_mut() {
+            Some(team) => {
+                let epoch_steps = Epoch {
+                    train,
+                    order: &self.work.order,
+                    steps: first_step..steps,
+                    batch,
+                    lr: tally.lr,
+                };
+                let mut step_end = |step: usize, rows: usize, stats: OutputStats, penalty: f64| {
+                    tally.step_end(step, rows, stats, penalty)
+                };
+                team.train(&self.threads, &mut self.model, &epoch_steps, &mut step_end)
+            }
+            None => self.train_steps(train, first_step..steps, &mut tally),
+        };
+        self.position = tally.stopped_at.take();
+        outcome?;
+
+        let evaluation = valid.map(|v| self.model.evaluate_with(&self.threads, v, batch));
+        Ok(EpochMetrics {
+            epoch,
+            loss: tally.loss_sum / tally.seen as f64,
+            rounded_accuracy: tally.equal as f64 / (tally.seen * width) as f64,
+            val_loss: evaluation.map(|e| e.loss),
+            val_rounded_accuracy: evaluation.map(|e| e.rounded_accuracy),
+            mean_coding_activation: evaluation.map(|e| e.mean_coding_activation),
+            seconds: tally.seconds(),
+        })
+    }
+
+    /// Steps `steps` of the epoch in `self.work.order`, each product split across the
+    /// threads (the step of other optimizers than plain SGD, and of larger batches).
+    fn train_steps(
+        &mut self,
+        train: &Dataset,
+        steps: Range<usize>,
+        tally: &mut EpochTally<'_>,
+    ) -> Result<(), TrainError> {
+        let batch = self.config.batch_size;
+        let width = self.model.input_width();
+        for step in steps {
             let start = step * batch;
             let rows = batch.min(train.len() - start);
             let work = &mut self.work;
@@ -668,48 +668,74 @@ impl Trainer {
                         .apply(&self.config.optimizer, 2 * l + 1, db, &mut layer.bias);
                 }
             }
-            let batch_loss = stats.loss_sum / (rows * width) as f64 + penalty;
-            if !batch_loss.is_finite() {
-                return Err(TrainError::Diverged {
-                    epoch,
-                    step: step + 1,
-                    loss: batch_loss,
-                    lr: self.config.optimizer.learning_rate(),
-                });
-            }
-            loss_sum += batch_loss * rows as f64;
-            seen += rows;
-            equal += stats.rounded_equal;
-            let progress = StepProgress {
-                epoch,
-                epochs: self.config.epochs,
-                step: step + 1,
-                steps,
-                loss: loss_sum / seen as f64,
-                rounded_accuracy: equal as f64 / (seen * width) as f64,
-            };
-            if observer.step_end(&progress) == Control::Stop {
-                self.position = Some(EpochPosition {
-                    epoch,
-                    steps_done: step + 1,
-                    loss_sum,
-                    seen,
-                    rounded_equal: equal,
-                    seconds: earlier_seconds + started.elapsed().as_secs_f64(),
-                });
-                return Err(TrainError::Interrupted);
-            }
+            tally.step_end(step, rows, stats, penalty)?;
         }
+        Ok(())
+    }
+}
 
-        let evaluation = valid.map(|v| self.model.evaluate_with(&self.threads, v, batch));
-        Ok(EpochMetrics {
-            epoch,
-            loss: loss_sum / seen as f64,
-            rounded_accuracy: equal as f64 / (seen * width) as f64,
-            val_loss: evaluation.map(|e| e.loss),
-            val_rounded_accuracy: evaluation.map(|e| e.rounded_accuracy),
-            mean_coding_activation: evaluation.map(|e| e.mean_coding_activation),
-            seconds: earlier_seconds + started.elapsed().as_secs_f64(),
-        })
+/// An epoch's running sums, and what follows each step: the divergence check and the
+/// observer.
+struct EpochTally<'a> {
+    epoch: usize,
+    epochs: usize,
+    steps: usize,
+    width: usize,
+    lr: f32,
+    loss_sum: f64,
+    seen: usize,
+    equal: u64,
+    started: Instant,
+    earlier_seconds: f64,
+    observer: &'a mut dyn Observer,
+    /// Where the epoch stopped, if the observer stopped it.
+    stopped_at: Option<EpochPosition>,
+}
+
+impl EpochTally<'_> {
+    fn seconds(&self) -> f64 {
+        self.earlier_seconds + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Adds step `step` (from 0) of `rows` samples; an error ends the epoch after it.
+    fn step_end(
+        &mut self,
+        step: usize,
+        rows: usize,
+        stats: OutputStats,
+        penalty: f64,
+    ) -> Result<(), TrainError> {
+        let batch_loss = stats.loss_sum / (rows * self.width) as f64 + penalty;
+        if !batch_loss.is_finite() {
+            return Err(TrainError::Diverged {
+                epoch: self.epoch,
+                step: step + 1,
+                loss: batch_loss,
+                lr: self.lr,
+            });
+        }
+        self.loss_sum += batch_loss * rows as f64;
+        self.seen += rows;
+        self.equal += stats.rounded_equal;
+        let progress = StepProgress {
+            epoch: self.epoch,
+            epochs: self.epochs,
+            step: step + 1,
+            steps: self.steps,
+            loss: self.loss_sum / self.seen as f64,
+            rounded_accuracy: self.equal as f64 / (self.seen * self.width) as f64,
+        };
+        if self.observer.step_end(&progress) == Control::Stop {
+            self.stopped_at = Some(EpochPosition {
+                epoch: self.epoch,
+                steps_done: step + 1,
+                loss_sum: self.loss_sum,
+                seen: self.seen,
+                rounded_equal: self.equal,
+                seconds: self.seconds(),
+            });
+            return Err(TrainError::Interrupted);
+        }
+        Ok(())
     }
 }
