@@ -15,6 +15,17 @@ fn small_config(penalty: Penalty) -> ModelConfig {
     )
 }
 
+/// A model wide enough that two or three threads each get a part of every layer.
+fn wide_config(penalty: Penalty) -> ModelConfig {
+    ModelConfig::autoencoder(
+        40,
+        &[(24, Activation::Selu), (36, Activation::Sigmoid)],
+        None,
+        penalty,
+        Loss::Bce,
+    )
+}
+
 fn samples(n: usize) -> Vec<f32> {
     (0..n * 12)
         .map(|i| ((i * 37 % 101) as f32 / 100.0).min(1.0))
@@ -59,19 +70,13 @@ fn fused_sgd_step_equals_the_gradient_step() {
         },
         Penalty::L1 { weight: 0.01 },
     ];
-    let wide = |penalty| {
-        ModelConfig::autoencoder(
-            40,
-            &[(24, Activation::Selu), (36, Activation::Sigmoid)],
-            None,
-            penalty,
-            Loss::Bce,
-        )
-    };
-    for (config, rows) in penalties
-        .into_iter()
-        .flat_map(|p| [(small_config(p), 6), (wide(p), 5), (wide(p), 32)])
-    {
+    for (config, rows) in penalties.into_iter().flat_map(|p| {
+        [
+            (small_config(p), 6),
+            (wide_config(p), 5),
+            (wide_config(p), 32),
+        ]
+    }) {
         let model = Autoencoder::new(config.clone(), 3).unwrap();
         let x = samples(rows * model.input_width())[..rows * model.input_width()].to_vec();
         let (_, grads) = loss_and_gradients(&model, &x, rows);
@@ -390,16 +395,10 @@ impl nn::Observer for StopAt {
 /// the weights of a run never stopped.
 #[test]
 fn team_runs_stop_at_any_step_and_resume_bit_for_bit() {
-    let config = ModelConfig::autoencoder(
-        40,
-        &[(24, Activation::Selu), (36, Activation::Sigmoid)],
-        None,
-        Penalty::Kl {
-            target: 0.1,
-            weight: 0.05,
-        },
-        Loss::Bce,
-    );
+    let config = wide_config(Penalty::Kl {
+        target: 0.1,
+        weight: 0.05,
+    });
     let data = Dataset::from_f32(samples(60 * 40 / 12), 40);
     let bits = |m: &Autoencoder| -> Vec<u32> {
         m.layers()
@@ -462,13 +461,7 @@ impl nn::Observer for PanicAt {
 fn a_panic_inside_a_team_reaches_the_caller() {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let config = ModelConfig::autoencoder(
-            40,
-            &[(24, Activation::Selu), (36, Activation::Sigmoid)],
-            None,
-            Penalty::None,
-            Loss::Bce,
-        );
+        let config = wide_config(Penalty::None);
         let settings = TrainConfig {
             epochs: 1,
             batch_size: 8,
@@ -680,16 +673,10 @@ fn runs_repeat_for_a_thread_count_and_agree_across_counts() {
     ];
     for (optimizer, batch_size) in optimizers.into_iter().flat_map(|o| [(o, 32), (o, 8)]) {
         let run = |threads: usize| {
-            let config = ModelConfig::autoencoder(
-                40,
-                &[(24, Activation::Selu), (36, Activation::Sigmoid)],
-                None,
-                Penalty::Kl {
-                    target: 0.1,
-                    weight: 0.05,
-                },
-                nn::config::Loss::Bce,
-            );
+            let config = wide_config(Penalty::Kl {
+                target: 0.1,
+                weight: 0.05,
+            });
             let settings = TrainConfig {
                 epochs: 2,
                 batch_size,
