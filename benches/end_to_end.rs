@@ -5,11 +5,11 @@
 //! Each case trains on a fixed slice of synthetic 28x28 u8 images (speed does not depend
 //! on their content), after one warm-up run, with the repetitions at 1 and 2 threads
 //! taken by turns, and reports the minimum and median over the repetitions: seconds,
-//! samples/s, GFLOP/s, the share of the machine's FMA peak for the threads used, and
-//! the projected time of one reference epoch (55000 training samples plus 5000
-//! validation samples).
+//! samples/s, GFLOP/s, the share of the machine's FMA peak for the threads used
+//! (measured at the start of the run), and the projected time of one reference epoch
+//! (55000 training samples plus 5000 validation samples).
 
-use benches::{inference_flops_per_sample, training_flops_per_sample, PEAK_GFLOPS_PER_CORE};
+use benches::{inference_flops_per_sample, measured_fma_peak, training_flops_per_sample};
 use nn::parallel::Threads;
 use nn::{
     Activation, Autoencoder, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig, Trainer,
@@ -76,6 +76,7 @@ fn measure(reps: usize, mut run: impl FnMut(usize) -> f64) -> [Stats; 2] {
 const THREADS: [usize; 2] = [1, 2];
 
 fn report(
+    peaks: &[f64; 2],
     what: &str,
     samples: usize,
     flops_per_sample: f64,
@@ -84,7 +85,10 @@ fn report(
     epoch_scale: Option<f64>,
 ) {
     let gflops = flops_per_sample * samples as f64 / stats.min / 1e9;
-    let peak = PEAK_GFLOPS_PER_CORE * threads as f64;
+    let peak = peaks[THREADS
+        .iter()
+        .position(|&t| t == threads)
+        .expect("a measured count")];
     let epoch = epoch_scale.map_or(String::new(), |s| {
         format!("  epoch ~{:.2} s", stats.min * s)
     });
@@ -101,6 +105,11 @@ fn report(
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let reps = if quick { 1 } else { 5 };
+    let peaks = THREADS.map(|threads| measured_fma_peak(threads, if quick { 2 } else { 6 }));
+    println!(
+        "FMA peak measured now (independent FMA chains, best of several runs): {:.1} GFLOP/s on {} thread, {:.1} on {}",
+        peaks[0], THREADS[0], peaks[1], THREADS[1]
+    );
     let reference = kl_model(&[(100, Activation::Selu), (300, Activation::Sigmoid)]);
     let wide = kl_model(&[(400, Activation::Selu), (1200, Activation::Sigmoid)]);
     let cases: [(&str, &ModelConfig, usize, usize); 3] = [
@@ -141,6 +150,7 @@ fn main() {
             // third of a training sample's cost each).
             let epoch_samples = 55_000.0 + 5_000.0 / 3.0;
             report(
+                &peaks,
                 name,
                 samples,
                 training_flops_per_sample(config),
@@ -162,6 +172,7 @@ fn main() {
     });
     for (threads, stats) in THREADS.into_iter().zip(&stats) {
         report(
+            &peaks,
             "inference (evaluate) reference, batch 256",
             10_000,
             inference_flops_per_sample(&reference),

@@ -1,11 +1,72 @@
 //! Shared pieces of the end-to-end benchmarks: the FLOP count of a model's training step
-//! and inference pass, and the machine's FMA peak they are compared with.
+//! and inference pass, and the machine's FMA peak they are compared with, measured when
+//! the benchmark runs.
 
 use nn::ModelConfig;
+use pulp::{Simd, WithSimd};
+use std::time::Instant;
 
-/// Peak f32 FMA throughput of one core of the reference machine (AMD EPYC Zen 4), from a
-/// micro-benchmark of independent FMA chains (see the design notes), in GFLOP/s.
-pub const PEAK_GFLOPS_PER_CORE: f64 = 116.0;
+/// Independent accumulators of [`FmaChains`]: more than FMA latency times FMA pipes on
+/// current x86 cores (4 x 2), so the chains never wait on each other.
+const CHAINS: usize = 12;
+
+/// `iterations` rounds of one FMA on each of [`CHAINS`] registers, in the widest
+/// instruction set the CPU offers.
+struct FmaChains {
+    iterations: u64,
+}
+
+impl WithSimd for FmaChains {
+    /// The chains' sum (so the work cannot be dropped) and the f32 lanes per register.
+    type Output = (f32, usize);
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> Self::Output {
+        let mut acc = [simd.splat_f32s(0.0); CHAINS];
+        let scale = simd.splat_f32s(0.999_999_9);
+        let step = simd.splat_f32s(1e-7);
+        for _ in 0..self.iterations {
+            for acc in &mut acc {
+                *acc = simd.mul_add_f32s(*acc, scale, step);
+            }
+        }
+        let total = acc
+            .iter()
+            .fold(simd.splat_f32s(0.0), |s, &a| simd.add_f32s(s, a));
+        (simd.reduce_sum_f32s(total), S::F32_LANES)
+    }
+}
+
+/// GFLOP/s of one thread running FMA chains for `iterations` rounds.
+fn fma_chains_gflops(iterations: u64) -> f64 {
+    let started = Instant::now();
+    let (sum, lanes) = pulp::Arch::new().dispatch(FmaChains {
+        iterations: std::hint::black_box(iterations),
+    });
+    std::hint::black_box(sum);
+    let flops = 2.0 * (iterations * (CHAINS * lanes) as u64) as f64;
+    flops / started.elapsed().as_secs_f64() / 1e9
+}
+
+/// The f32 FMA peak of `threads` cores of this machine right now, in GFLOP/s: the best of
+/// `rounds` runs of independent FMA chains (about 0.05 s each) on `threads` threads at
+/// once, summed over the threads. Only registers are touched, so this is the ceiling of
+/// the arithmetic, whatever the memory and the caches do.
+pub fn measured_fma_peak(threads: usize, rounds: usize) -> f64 {
+    const ITERATIONS: u64 = 10_000_000;
+    (0..rounds.max(1))
+        .map(|_| {
+            std::thread::scope(|scope| {
+                let runs: Vec<_> = (0..threads.max(1))
+                    .map(|_| scope.spawn(|| fma_chains_gflops(ITERATIONS)))
+                    .collect();
+                runs.into_iter()
+                    .map(|run| run.join().expect("FMA chains do not panic"))
+                    .sum::<f64>()
+            })
+        })
+        .fold(0.0, f64::max)
+}
 
 /// Multiply-adds of one sample through every layer: `sum_l inputs_l * units_l`.
 pub fn macs_per_sample(config: &ModelConfig) -> f64 {
@@ -31,6 +92,21 @@ pub fn inference_flops_per_sample(config: &ModelConfig) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fma_chains_count_what_they_compute() {
+        // 12 chains of one FMA per round: the sum after n rounds of `a <- a s + t` from 0
+        // is t (1 - s^n) / (1 - s) per lane; the chains must really have run.
+        let (sum, lanes) = pulp::Arch::new().dispatch(super::FmaChains { iterations: 1000 });
+        let (s, t) = (0.999_999_9f32 as f64, 1e-7f32 as f64);
+        let expected = (super::CHAINS * lanes) as f64 * t * (1.0 - s.powi(1000)) / (1.0 - s);
+        assert!(
+            ((sum as f64) - expected).abs() < 1e-3 * expected,
+            "{sum} vs {expected}"
+        );
+        let peak = super::measured_fma_peak(1, 1);
+        assert!(peak.is_finite() && peak > 0.0, "{peak}");
+    }
+
     #[test]
     fn reference_step_costs_what_the_design_notes_say() {
         // 36.6 MFLOP per step of 32 samples.
