@@ -187,7 +187,8 @@ enum Update<'a> {
     Collect(&'a mut Gradients),
 }
 
-/// Buffers of one training step, sized for the largest batch.
+/// Buffers of one training step, sized for the largest batch (none when a team trains:
+/// then only `order` is used).
 struct Workspace {
     acts: Activations,
     grads: Vec<Vec<f32>>,
@@ -393,7 +394,6 @@ impl Trainer {
     pub fn new(model: Autoencoder, config: TrainConfig) -> Result<Self, TrainError> {
         config.validate()?;
         let state = OptimizerState::new(&config.optimizer, model.layers());
-        let work = Workspace::new(&model, config.batch_size, !config.optimizer.is_plain_sgd());
         let threads = Threads::new(config.threads)?;
         // Plain SGD on batches small enough for the register-tiled products runs as a
         // team of threads that own their parts of the weights for the whole epoch.
@@ -401,6 +401,9 @@ impl Trainer {
             && config.batch_size <= TRAINING_SPLIT_ROWS
             && team::suits(&model))
         .then(|| Team::new(&model, threads.count(), config.batch_size));
+        // A team keeps its step buffers in its parts; the forked step's would go unused.
+        let step_rows = if team.is_some() { 0 } else { config.batch_size };
+        let work = Workspace::new(&model, step_rows, !config.optimizer.is_plain_sgd());
         Ok(Self {
             model,
             config,
