@@ -468,3 +468,65 @@ fn rows_of_split_column_views_are_disjoint_slices_and_reborrows_write_through() 
     let mut column_major = MatMut::new(&mut data, 2, 3, 1, 2).unwrap();
     assert!(column_major.row_mut(0).is_none());
 }
+
+/// The register-tiled products give the same bits whichever instruction set runs them
+/// and whichever way round they run (a ragged-width product may run transposed on some
+/// instruction sets and not on others): every element is the same chain of FMAs over
+/// the same blocks of `k`. Thread splits rely on it.
+#[test]
+fn every_instruction_set_computes_the_same_bits() {
+    let fill = |len: usize, salt: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5) * 2.0)
+            .collect()
+    };
+    let arches = kernels::isa::available();
+    let mut compared = 0;
+    for (m, k, n) in [
+        (32, 392, 100),
+        (32, 784, 100),
+        (32, 152, 100),
+        (16, 300, 100),
+        (64, 129, 17),
+        (32, 100, 152),
+    ] {
+        for pattern in [Pattern::Plain, Pattern::TransposeB] {
+            for (alpha, beta) in [(1.0, 0.0), (-0.01, 1.0), (0.5, -1.5)] {
+                let (a_shape, b_shape) = match pattern {
+                    Pattern::Plain | Pattern::TransposeA => ((m, k), (k, n)),
+                    Pattern::TransposeB => ((m, k), (n, k)),
+                };
+                let a_data = fill(a_shape.0 * a_shape.1, 1);
+                let b_data = fill(b_shape.0 * b_shape.1, 2);
+                let a = MatRef::row_major(&a_data, m, k).unwrap();
+                let mut b = MatRef::row_major(&b_data, b_shape.0, b_shape.1).unwrap();
+                if let Pattern::TransposeB = pattern {
+                    b = b.t();
+                }
+                let run = |arch| {
+                    let mut c = fill(m * n, 3);
+                    kernels::isa::with_arch(arch, || {
+                        gemm(alpha, a, b, beta, MatMut::row_major(&mut c, m, n).unwrap())
+                    })
+                    .unwrap();
+                    c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                let first = run(arches[0]);
+                for &arch in &arches[1..] {
+                    assert!(
+                        run(arch) == first,
+                        "{} and {} differ: {pattern:?} {m}x{k}x{n}, alpha {alpha}, beta {beta}",
+                        kernels::isa::name(arches[0]),
+                        kernels::isa::name(arch)
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    if arches.len() > 1 {
+        assert!(compared >= 36, "only {compared} comparisons");
+    } else {
+        eprintln!("only the scalar instruction set runs here: nothing to compare");
+    }
+}

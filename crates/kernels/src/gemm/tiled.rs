@@ -12,9 +12,11 @@
 //! and copies only the batch-sized operand; that copy, and the store of the transposed
 //! result, go through 8 x 8 transposes in registers where the instruction set has them
 //! (AVX2): element by element, they took a quarter to a third of the time of these
-//! products at the reference model's shapes. A ragged right edge is computed as the
-//! last whole panel, storing only its new columns (or, narrower than a panel, copied
-//! into a zero-padded one). The copies go to a buffer each thread keeps, so nothing is
+//! products at the reference model's shapes. With those transposes, a product of the
+//! batch by weights of ragged width (32 x 784 by 784 x 100) runs transposed too, where
+//! the batch fills whole panels rather than the width leaving one part padding. A
+//! ragged right edge is otherwise computed as the last whole panel, storing only its
+//! new columns (or, narrower than a panel, copied into a zero-padded one). The copies go to a buffer each thread keeps, so nothing is
 //! allocated after a thread's first product.
 //!
 //! Every element of `C` is computed by the same sequence of operations whichever tile,
@@ -29,9 +31,10 @@ use pulp::{Simd, WithSimd};
 /// while every row tile uses it.
 const KC: usize = 128;
 
-/// Steps of `k` per block of a transposed product (see [`Product::run`]), whose `C`
-/// is written element by element: one block for the depths of these models, so each
-/// element is written once rather than once per block.
+/// Steps of `k` per block of a product whose `B` is stored by columns, run transposed
+/// (see [`Product::oriented`]): one block for the depths of these models, so each
+/// element of `C`, written through a transpose, is written once rather than once per
+/// block.
 const KC_TRANSPOSED: usize = 1024;
 
 /// Rows of `C` per micro-tile: 12 accumulators, enough independent FMA chains to
@@ -66,6 +69,7 @@ pub(super) fn reserve_buffer() {
 }
 
 /// A product whose operands were validated by [`super::gemm`].
+#[derive(Clone, Copy)]
 pub(super) struct Product {
     pub m: usize,
     pub k: usize,
@@ -90,35 +94,50 @@ impl Product {
     /// `j < n` is in bounds, `C`'s elements are distinct locations, and `C` overlaps
     /// neither `A` nor `B`. `m`, `k` and `n` are positive.
     pub(super) unsafe fn run(self) {
-        // A column-major `B` (the input gradient's `W^T`) would have to be transposed
-        // into panels for every row block; `C^T = B^T A^T` instead reads `W`'s rows in
-        // place as broadcasts and copies only the batch-sized `A`.
-        let product = if self.b_col_stride != 1 && self.b_row_stride == 1 {
-            self.transposed()
-        } else {
-            self
-        };
-        let block = if product.c_col_stride == 1 {
-            KC
-        } else {
-            KC_TRANSPOSED
-        };
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => {
                 allocate(&mut scratch);
                 crate::isa::dispatch(Job {
-                    product: &product,
-                    block,
+                    product: self,
                     scratch: &mut scratch,
                 })
             }
             // Only reachable if a product started another on the same thread.
             Err(_) => crate::isa::dispatch(Job {
-                product: &product,
-                block,
+                product: self,
                 scratch: &mut vec![0.0; PANEL],
             }),
         })
+    }
+
+    /// This product, or the same one as `C^T = B^T A^T` where that is cheaper with `S`'s
+    /// registers, and its steps of `k` per block. Where both orders could run, they take
+    /// the same blocks, and `a b` is `b a`: every element is computed by the same
+    /// operations, so the choice never changes a bit.
+    #[inline(always)]
+    fn oriented<S: Simd>(self) -> (Self, usize) {
+        // A column-major `B` (the input gradient's `W^T`) would have to be transposed
+        // into panels for every row block; `C^T = B^T A^T` instead reads `W`'s rows in
+        // place as broadcasts and copies only the batch-sized `A`.
+        if self.b_col_stride != 1 && self.b_row_stride == 1 {
+            return (self.transposed(), KC_TRANSPOSED);
+        }
+        // A batch-sized `A` by a `B` whose width is ragged (32 x 784 by 784 x 100): the
+        // last panel computes padding (112 columns for 100), where transposed the batch
+        // is the width and fills its panels (32 for 32). Worth the copy of `A^T` and the
+        // transposed store only where registers transpose them.
+        let pair = 2 * S::F32_LANES;
+        let padded = |width: usize| width.div_ceil(pair) * pair;
+        let fewer = (self.n * padded(self.m)) * 16 < (self.m * padded(self.n)) * 15;
+        if fewer
+            && self.c_col_stride == 1
+            && self.a_col_stride == 1
+            && self.n >= pair
+            && transpose8::fits::<S>()
+        {
+            return (self.transposed(), KC);
+        }
+        (self, KC)
     }
 
     /// The same product as `C^T <- alpha B^T A^T + beta C^T`.
@@ -143,9 +162,7 @@ impl Product {
 const PANEL: usize = KC_TRANSPOSED * 2 * MAX_LANES;
 
 struct Job<'a> {
-    product: &'a Product,
-    /// Steps of `k` per block, at most [`KC_TRANSPOSED`].
-    block: usize,
+    product: Product,
     scratch: &'a mut [f32],
 }
 
@@ -154,9 +171,11 @@ impl WithSimd for Job<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        // SAFETY: `Product::run`'s contract; the scratch holds `PANEL` floats, a panel
-        // of `B` for a block of up to `KC_TRANSPOSED` steps.
-        unsafe { self.product.blocks(simd, self.block, self.scratch) }
+        let (product, block) = self.product.oriented::<S>();
+        // SAFETY: `Product::run`'s contract, which holds for the transposed product too;
+        // the scratch holds `PANEL` floats, a panel of `B` for a block of up to
+        // `KC_TRANSPOSED` steps.
+        unsafe { product.blocks(simd, block, self.scratch) }
     }
 }
 
@@ -430,7 +449,7 @@ impl Tile {
             b = b.add(self.b_step);
         }
         if self.c_row_stride == 1 && self.c_col_stride != 1 && transpose8::fits::<S>() {
-            return self.store_transposed::<S, R, V>(simd, &acc);
+            return self.store_transposed::<S, R, V>(simd, acc);
         }
         // Row by row with constant indices: a loop over `acc` here made the compiler keep
         // it in memory and store every accumulator on every step above.
@@ -456,7 +475,9 @@ impl Tile {
     unsafe fn store_transposed<S: Simd, const R: usize, const V: usize>(
         &self,
         simd: S,
-        acc: &[[S::f32s; V]; R],
+        // By value: behind a reference the compiler kept `acc` in memory, storing every
+        // accumulator on every step of the product.
+        acc: [[S::f32s; V]; R],
     ) {
         let zero = simd.splat_f32s(0.0);
         // `v` picks a register in every row of `acc`, across its first dimension.
