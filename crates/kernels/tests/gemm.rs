@@ -91,6 +91,13 @@ proptest! {
     }
 }
 
+/// `len` values in [-1, 1) in a fixed pattern that `salt` shifts.
+fn patterned(len: usize, salt: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| (((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5) * 2.0)
+        .collect()
+}
+
 /// Every element of `got` within f32 rounding of `want`, relative to the magnitude of
 /// the terms that were summed.
 #[allow(clippy::too_many_arguments)]
@@ -141,14 +148,9 @@ fn the_products_of_a_training_step_match_the_naive_loop() {
             Pattern::TransposeA => ((k, m), (k, n)),
             Pattern::TransposeB => ((m, k), (n, k)),
         };
-        let fill = |len: usize, salt: usize| -> Vec<f32> {
-            (0..len)
-                .map(|i| (((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5) * 2.0)
-                .collect()
-        };
-        let a_data = fill(a_shape.0 * a_shape.1, 1);
-        let b_data = fill(b_shape.0 * b_shape.1, 2);
-        let c_init = fill(m * n, 3);
+        let a_data = patterned(a_shape.0 * a_shape.1, 1);
+        let b_data = patterned(b_shape.0 * b_shape.1, 2);
+        let c_init = patterned(m * n, 3);
         let mut a = MatRef::row_major(&a_data, a_shape.0, a_shape.1).unwrap();
         let mut b = MatRef::row_major(&b_data, b_shape.0, b_shape.1).unwrap();
         match pattern {
@@ -185,11 +187,6 @@ fn the_products_of_a_training_step_match_the_naive_loop() {
 /// of a dense layer's products, and `C` stored by rows or by columns.
 #[test]
 fn every_instruction_set_matches_the_naive_loop_at_tile_and_block_edges() {
-    let fill = |len: usize, salt: usize| -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5) * 2.0)
-            .collect()
-    };
     let mut checked = 0;
     for arch in kernels::isa::available() {
         for m in [1, 5, 7, 13, 32, 64] {
@@ -203,9 +200,9 @@ fn every_instruction_set_matches_the_naive_loop_at_tile_and_block_edges() {
                                 Pattern::TransposeA => ((k, m), (k, n)),
                                 Pattern::TransposeB => ((m, k), (n, k)),
                             };
-                            let a_data = fill(a_shape.0 * a_shape.1, 1);
-                            let b_data = fill(b_shape.0 * b_shape.1, 2);
-                            let c_init = fill(m * n, 3);
+                            let a_data = patterned(a_shape.0 * a_shape.1, 1);
+                            let b_data = patterned(b_shape.0 * b_shape.1, 2);
+                            let c_init = patterned(m * n, 3);
                             let mut a = MatRef::row_major(&a_data, a_shape.0, a_shape.1).unwrap();
                             let mut b = MatRef::row_major(&b_data, b_shape.0, b_shape.1).unwrap();
                             match pattern {
@@ -475,11 +472,6 @@ fn rows_of_split_column_views_are_disjoint_slices_and_reborrows_write_through() 
 /// the same blocks of `k`. Thread splits rely on it.
 #[test]
 fn every_instruction_set_computes_the_same_bits() {
-    let fill = |len: usize, salt: usize| -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5) * 2.0)
-            .collect()
-    };
     let arches = kernels::isa::available();
     let mut compared = 0;
     for (m, k, n) in [
@@ -496,15 +488,15 @@ fn every_instruction_set_computes_the_same_bits() {
                     Pattern::Plain | Pattern::TransposeA => ((m, k), (k, n)),
                     Pattern::TransposeB => ((m, k), (n, k)),
                 };
-                let a_data = fill(a_shape.0 * a_shape.1, 1);
-                let b_data = fill(b_shape.0 * b_shape.1, 2);
+                let a_data = patterned(a_shape.0 * a_shape.1, 1);
+                let b_data = patterned(b_shape.0 * b_shape.1, 2);
                 let a = MatRef::row_major(&a_data, m, k).unwrap();
                 let mut b = MatRef::row_major(&b_data, b_shape.0, b_shape.1).unwrap();
                 if let Pattern::TransposeB = pattern {
                     b = b.t();
                 }
                 let run = |arch| {
-                    let mut c = fill(m * n, 3);
+                    let mut c = patterned(m * n, 3);
                     kernels::isa::with_arch(arch, || {
                         gemm(alpha, a, b, beta, MatMut::row_major(&mut c, m, n).unwrap())
                     })

@@ -16,8 +16,9 @@
 //! batch by weights of ragged width (32 x 784 by 784 x 100) runs transposed too, where
 //! the batch fills whole panels rather than the width leaving one part padding. A
 //! ragged right edge is otherwise computed as the last whole panel, storing only its
-//! new columns (or, narrower than a panel, copied into a zero-padded one). The copies go to a buffer each thread keeps, so nothing is
-//! allocated after a thread's first product.
+//! new columns (or, narrower than a panel, copied into a zero-padded one). The copies
+//! go to a buffer each thread keeps, so nothing is allocated after a thread's first
+//! product.
 //!
 //! Every element of `C` is computed by the same sequence of operations whichever tile,
 //! panel or thread it falls in, so splitting a product between threads never changes
