@@ -9,7 +9,9 @@
 //! (measured at the start of the run), and the projected time of one reference epoch
 //! (55000 training samples plus 5000 validation samples).
 
-use benches::{inference_flops_per_sample, measured_fma_peak, training_flops_per_sample};
+use benches::{
+    cached_product_gflops, inference_flops_per_sample, measured_fma_peak, training_flops_per_sample,
+};
 use nn::parallel::Threads;
 use nn::{
     Activation, Autoencoder, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig, Trainer,
@@ -110,6 +112,7 @@ fn main() {
         "FMA peak measured now (independent FMA chains, best of several runs): {:.1} GFLOP/s on {} thread, {:.1} on {}",
         peaks[0], THREADS[0], peaks[1], THREADS[1]
     );
+    let cached_before = cached_product_gflops(5);
     let reference = kl_model(&[(100, Activation::Selu), (300, Activation::Sigmoid)]);
     let wide = kl_model(&[(400, Activation::Selu), (1200, Activation::Sigmoid)]);
     let cases: [(&str, &ModelConfig, usize, usize); 3] = [
@@ -181,4 +184,8 @@ fn main() {
             None,
         );
     }
+    println!(
+        "A cached 32x64x64 product on one thread: {cached_before:.1} GFLOP/s before the cases, {:.1} after (it drops in the machine's slow spells, when the FMA peak does not)",
+        cached_product_gflops(5)
+    );
 }

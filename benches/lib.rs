@@ -90,6 +90,35 @@ pub fn inference_flops_per_sample(config: &ModelConfig) -> f64 {
     2.0 * macs_per_sample(config)
 }
 
+/// GFLOP/s of one thread running our GEMM on a 32 x 64 by 64 x 64 product whose operands
+/// stay in L1: the best of `rounds` runs of about 0.02 s. Unlike [`measured_fma_peak`] it
+/// loads from cache, so it falls when the machine is in one of its slow spells (on this
+/// shared virtual machine by a quarter or more) while the FMA peak stays: printed beside
+/// the results, it tells a slow spell from a slow build.
+pub fn cached_product_gflops(rounds: usize) -> f64 {
+    use kernels::gemm::{gemm, MatMut, MatRef};
+    const M: usize = 32;
+    const K: usize = 64;
+    const N: usize = 64;
+    const REPS: usize = 2000;
+    let a: Vec<f32> = (0..M * K).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..K * N).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0.0f32; M * N];
+    let a = MatRef::row_major(&a, M, K).expect("sized");
+    let b = MatRef::row_major(&b, K, N).expect("sized");
+    (0..rounds.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..REPS {
+                let c = MatMut::row_major(&mut c, M, N).expect("sized");
+                gemm(1.0, a, b, 0.0, c).expect("shapes chain");
+            }
+            std::hint::black_box(&c);
+            2.0 * (M * K * N * REPS) as f64 / started.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -105,6 +134,8 @@ mod tests {
         );
         let peak = super::measured_fma_peak(1, 1);
         assert!(peak.is_finite() && peak > 0.0, "{peak}");
+        let cached = super::cached_product_gflops(1);
+        assert!(cached.is_finite() && cached > 0.0, "{cached}");
     }
 
     #[test]
