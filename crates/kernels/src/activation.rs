@@ -8,7 +8,7 @@
 
 use crate::isa::dispatch;
 use crate::layout::Layout;
-use crate::math::{selu_simd, sigmoid_simd, SELU_LAMBDA, SELU_LAMBDA_ALPHA};
+use crate::math::{selu_each, sigmoid_each, SELU_LAMBDA, SELU_LAMBDA_ALPHA};
 use pulp::{Simd, WithSimd};
 
 /// The element-wise nonlinearity of a dense layer.
@@ -28,11 +28,28 @@ impl Activation {
     /// `act(z)` on one register.
     #[inline(always)]
     pub(crate) fn forward_simd<S: Simd>(self, simd: S, z: S::f32s) -> S::f32s {
+        self.forward_each(simd, [z])[0]
+    }
+
+    /// `act(z)` on `N` registers side by side, so that their exponentials' dependency
+    /// chains overlap (see `math::each`); the same bits as [`Self::forward_simd`].
+    #[inline(always)]
+    pub(crate) fn forward_each<S: Simd, const N: usize>(
+        self,
+        simd: S,
+        z: [S::f32s; N],
+    ) -> [S::f32s; N] {
         match self {
             Activation::Linear => z,
-            Activation::Relu => simd.max_f32s(z, simd.splat_f32s(0.0)),
-            Activation::Selu => selu_simd(simd, z),
-            Activation::Sigmoid => sigmoid_simd(simd, z),
+            Activation::Relu => {
+                let mut a = z;
+                for a in &mut a {
+                    *a = simd.max_f32s(*a, simd.splat_f32s(0.0));
+                }
+                a
+            }
+            Activation::Selu => selu_each(simd, z),
+            Activation::Sigmoid => sigmoid_each(simd, z),
         }
     }
 
@@ -82,6 +99,9 @@ macro_rules! monomorphise {
 }
 pub(crate) use monomorphise;
 
+/// Registers whose activations are computed side by side.
+const SIDE_BY_SIDE: usize = 2;
+
 struct BiasActivation<'a> {
     act: Activation,
     layout: Layout,
@@ -104,7 +124,20 @@ impl WithSimd for BiasActivation<'_> {
             for i in 0..layout.rows {
                 let row = &mut data[layout.row(i)];
                 let (head, tail) = S::as_mut_simd_f32s(row);
-                for (v, &b) in head.iter_mut().zip(bias_head) {
+                let mut groups = head.chunks_exact_mut(SIDE_BY_SIDE);
+                let mut bias_groups = bias_head.chunks_exact(SIDE_BY_SIDE);
+                for (group, b) in (&mut groups).zip(&mut bias_groups) {
+                    let mut z = [simd.splat_f32s(0.0); SIDE_BY_SIDE];
+                    for ((z, &v), &b) in z.iter_mut().zip(&*group).zip(b) {
+                        *z = simd.add_f32s(v, b);
+                    }
+                    group.copy_from_slice(&act.forward_each(simd, z));
+                }
+                for (v, &b) in groups
+                    .into_remainder()
+                    .iter_mut()
+                    .zip(bias_groups.remainder())
+                {
                     *v = act.forward_simd(simd, simd.add_f32s(*v, b));
                 }
                 if !tail.is_empty() {
@@ -152,7 +185,13 @@ impl WithSimd for Activate<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         monomorphise!(self.act, |act| {
             let (head, tail) = S::as_mut_simd_f32s(self.data);
-            for v in head {
+            let mut groups = head.chunks_exact_mut(SIDE_BY_SIDE);
+            for group in &mut groups {
+                let mut z = [simd.splat_f32s(0.0); SIDE_BY_SIDE];
+                z.copy_from_slice(group);
+                group.copy_from_slice(&act.forward_each(simd, z));
+            }
+            for v in groups.into_remainder() {
                 *v = act.forward_simd(simd, *v);
             }
             if !tail.is_empty() {

@@ -73,3 +73,41 @@ fn data_too_short_for_the_layout_panics_with_a_message() {
     let layout = kernels::Layout::contiguous(2, 3);
     activation::activation_backward(kernels::Activation::Selu, layout, &[0.0; 5], &mut [0.0; 6]);
 }
+
+/// Registers go through the activation in groups, the rest of a row one by one, and the
+/// row's tail through partial loads: a value gives the same bits wherever in a row it
+/// falls, and with every instruction set.
+#[test]
+fn every_position_of_a_row_computes_the_same_bits() {
+    let values = [-100.0f32, -3.7, -0.3, -1e-6, 0.0, 2e-7, 0.45, 5.2, 90.0];
+    let bias = [0.0f32; 61];
+    for act in [
+        activation::Activation::Selu,
+        activation::Activation::Sigmoid,
+        activation::Activation::Relu,
+    ] {
+        let mut first: Option<Vec<u32>> = None;
+        for arch in arches() {
+            let mut bits = Vec::new();
+            for &value in &values {
+                for cols in [1, 7, 8, 9, 16, 17, 24, 33, 61] {
+                    let mut row = vec![value; cols];
+                    let layout = kernels::Layout::contiguous(1, cols);
+                    isa::with_arch(arch, || {
+                        activation::bias_activation_forward(act, layout, &mut row, &bias[..cols])
+                    });
+                    assert!(
+                        row.iter().all(|v| v.to_bits() == row[0].to_bits()),
+                        "{} {act:?}: {value} gives {row:?} across a row of {cols}",
+                        isa::name(arch)
+                    );
+                    bits.push(row[0].to_bits());
+                }
+            }
+            match &first {
+                None => first = Some(bits),
+                Some(first) => assert_eq!(first, &bits, "{} {act:?}", isa::name(arch)),
+            }
+        }
+    }
+}
