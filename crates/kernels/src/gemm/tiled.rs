@@ -15,9 +15,9 @@
 //! products at the reference model's shapes. With those transposes, a product of the
 //! batch by weights of ragged width (32 x 784 by 784 x 100) runs transposed too, where
 //! the batch fills whole panels rather than the width leaving one part padding. A
-//! ragged right edge is otherwise computed as the last whole panel, whose columns the
-//! panel before wrote are written back as they are (or, narrower than a panel, copied
-//! into a zero-padded one). The copies
+//! ragged right edge is otherwise computed as the last whole vector or pair of vectors,
+//! whose columns the panel before wrote are written back as they are (or, where `B` is
+//! narrower than a panel and not whole vectors, copied into a zero-padded one). The copies
 //! go to a buffer each thread keeps, so nothing is allocated after a thread's first
 //! product.
 //!
@@ -221,7 +221,7 @@ impl Product {
                     let rows = tile_rows(self.m - i);
                     let mut j = 0;
                     while j < self.n {
-                        let panel = Panel::at(self, j, pair);
+                        let panel = Panel::at(self, j, lanes);
                         let b = self.b.add(k0 * self.b_row_stride + panel.column);
                         self.tile(simd, &block, i, rows, &panel, b, self.b_row_stride);
                         j += pair;
@@ -231,8 +231,10 @@ impl Product {
             } else {
                 let mut j = 0;
                 while j < self.n {
-                    let panel = Panel::at(self, j, pair);
-                    let (b, b_step) = if self.b_col_stride == 1 && panel.width == pair {
+                    let panel = Panel::at(self, j, lanes);
+                    // Whole vectors of an in-place `B` are read where they are; a part
+                    // of a vector, only where `B` is narrower than one, is copied.
+                    let (b, b_step) = if self.b_col_stride == 1 && panel.width % lanes == 0 {
                         (
                             self.b.add(k0 * self.b_row_stride + panel.column),
                             self.b_row_stride,
@@ -359,17 +361,21 @@ struct Panel {
 }
 
 impl Panel {
-    /// The panel for columns `j..`. A ragged right edge of an in-place `B` is computed as
-    /// the last whole panel, `n - pair..n`, whose leading columns keep the values the
-    /// panel before stored: a full tile, and no copy.
+    /// The panel for columns `j..`, of up to two vectors of `lanes`. A ragged right edge
+    /// of an in-place `B` is computed as the last whole vector or pair of vectors, `n -
+    /// lanes..n` or `n - 2 lanes..n`, whose leading columns keep the values the panel
+    /// before stored: full registers, and no copy. One vector where it covers the edge:
+    /// its tile has half the accumulators, but finishes sooner than two vectors' would.
     #[inline(always)]
-    fn at(product: &Product, j: usize, pair: usize) -> Self {
+    fn at(product: &Product, j: usize, lanes: usize) -> Self {
+        let pair = 2 * lanes;
         let width = pair.min(product.n - j);
         if product.b_col_stride == 1 && width < pair && product.n >= pair {
+            let vectors = if width <= lanes { lanes } else { pair };
             Self {
-                column: product.n - pair,
-                width: pair,
-                skip: j + pair - product.n,
+                column: product.n - vectors,
+                width: vectors,
+                skip: j + vectors - product.n,
             }
         } else {
             Self {
