@@ -232,8 +232,8 @@ impl Product {
                 let mut j = 0;
                 while j < self.n {
                     let panel = Panel::at(self, j, lanes);
-                    // Whole vectors of an in-place `B` are read where they are; a part
-                    // of a vector, only where `B` is narrower than one, is copied.
+                    // Panels of whole vectors of an in-place `B` are read where they are;
+                    // only a `B` narrower than a panel, and not whole vectors, is copied.
                     let (b, b_step) = if self.b_col_stride == 1 && panel.width % lanes == 0 {
                         (
                             self.b.add(k0 * self.b_row_stride + panel.column),
@@ -529,7 +529,7 @@ impl Tile {
                     // The skipped lanes hold the earlier panel's results already: they are
                     // written back unchanged. Through a stack tile instead, whose element
                     // copies stall the vector loads behind them, a weight update of ragged
-                    // width took 15-40% longer than one a panel wider.
+                    // width took about 15% longer than one a panel wider.
                     let fresh = simd.mask_between_m32s((self.skip - first) as u32, lanes as u32);
                     value = simd.select_f32s(fresh.mask(), value, load::<S>(out));
                 }
