@@ -3,9 +3,11 @@
 //! The cached copy's name carries a hash of the source's path, length and modification
 //! time, so a changed source gets a fresh copy. A copy is written under a temporary name
 //! in the cache directory, flushed, and renamed into place: a crash leaves either no copy
-//! or a complete one, never a half-written file under the final name. Decompression stops
-//! as soon as the output outgrows what the IDX header inside declares, so a gzip bomb or
-//! a lying header costs no more disk than the real file.
+//! or a complete one, never a half-written file under the final name. Writers racing for
+//! the same copy (threads or processes) each write their own temporary file, and every
+//! rename puts the same bytes in place. Decompression stops as soon as the output
+//! outgrows what the IDX header inside declares, so a gzip bomb or a lying header costs
+//! no more disk than the real file.
 
 use crate::error::{IdxError, IdxErrorKind};
 use crate::idx::IdxHeader;
@@ -14,6 +16,7 @@ use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Whether the file starts with the gzip magic bytes `1f 8b`.
 pub fn is_gzip(path: &Path) -> std::io::Result<bool> {
@@ -81,17 +84,28 @@ pub fn decompressed(source: &Path, cache_dir: Option<&Path>) -> Result<PathBuf, 
         source.display(),
         target.display()
     );
+    // A name of its own for each decompression, threads of one process included: with
+    // the process id alone, two threads opening the same file at once wrote one
+    // temporary file, and the second to finish found it already renamed away.
+    static DECOMPRESSIONS: AtomicU64 = AtomicU64::new(0);
     let temp = dir.join(format!(
-        ".{}.partial-{}",
+        ".{}.partial-{}-{}",
         target.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        DECOMPRESSIONS.fetch_add(1, Ordering::Relaxed)
     ));
     let result = write_decompressed(source, &temp);
     match result {
-        Ok(()) => std::fs::rename(&temp, &target).map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            cache_error(e)
-        })?,
+        Ok(()) => {
+            if let Err(e) = std::fs::rename(&temp, &target) {
+                let _ = std::fs::remove_file(&temp);
+                // Where a finished copy may not be replaced (a mapped file on some
+                // systems), another writer's copy in place is as good as this one.
+                if !target.is_file() {
+                    return Err(cache_error(e));
+                }
+            }
+        }
         Err(kind) => {
             let _ = std::fs::remove_file(&temp);
             return Err(fail(kind));

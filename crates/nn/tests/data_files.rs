@@ -185,6 +185,39 @@ fn gzipped_files_are_decompressed_once_into_the_cache() {
 }
 
 #[test]
+fn threads_decompressing_the_same_file_at_once_all_get_the_whole_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    // Large enough that the decompressions overlap.
+    let pixels: Vec<u8> = (0..4_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let raw = encode(ElementType::U8, &[1000, 4000], &pixels);
+    let source = write(dir.path(), "images.gz", &gzip(&raw));
+    let threads = 6;
+    let start = std::sync::Barrier::new(threads);
+    let opened: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    start.wait();
+                    IdxFile::open_with_cache(&source, Some(&cache))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for file in opened {
+        let file = file.expect("every thread opens the cached copy");
+        assert!(file.as_u8().unwrap() == &pixels[..]);
+    }
+    // One finished copy, and no partial file left behind.
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+}
+
+#[test]
 fn corrupt_or_lying_gzip_is_an_error_and_leaves_no_cache_file() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
