@@ -8,6 +8,7 @@
 //! the next, a comparison of two long runs made one after the other measures the drift.
 
 use kernels::gemm::{gemm, MatMut, MatRef};
+use kernels::isa;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -54,10 +55,13 @@ fn fill(len: usize) -> Vec<f32> {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 3 } else { 15 };
-    println!(
-        "{:<24} {:>16} {:>12} {:>16} {:>8}",
-        "product", "m x k x n", "gemm GFLOP/s", "matrixmultiply", "ratio"
-    );
+    // `gemm` on every SIMD instruction set this CPU has, widest last.
+    let arches: Vec<isa::Arch> = isa::available().into_iter().skip(1).collect();
+    print!("{:<24} {:>16}", "product", "m x k x n");
+    for &arch in &arches {
+        print!(" {:>22}", format!("gemm {}", isa::name(arch)));
+    }
+    println!(" {:>16} {:>8}", "matrixmultiply", "ratio");
     for p in step_products() {
         let (m, k, n) = (p.m, p.k, p.n);
         let a = fill(m * k);
@@ -77,14 +81,17 @@ fn main() {
         // overwrite their output.
         let beta = if p.transposed_a { 1.0 } else { 0.0 };
         let per_round = 200;
-        let mut best = [f64::MAX; 2];
+        // One slot per instruction set, then `matrixmultiply`.
+        let mut best = vec![f64::MAX; arches.len() + 1];
         for _ in 0..rounds {
             for (which, slot) in best.iter_mut().enumerate() {
                 let started = Instant::now();
                 for _ in 0..per_round {
-                    if which == 0 {
-                        let out = MatMut::row_major(&mut c, m, n).unwrap();
-                        gemm(-1e-6, a_view, b_view, beta, out).unwrap();
+                    if let Some(&arch) = arches.get(which) {
+                        isa::with_arch(arch, || {
+                            let out = MatMut::row_major(&mut c, m, n).unwrap();
+                            gemm(-1e-6, a_view, b_view, beta, out).unwrap();
+                        });
                     } else {
                         // SAFETY: the strides describe the buffers above (or their
                         // transposes) exactly, and `c` is a distinct m x n buffer.
@@ -113,13 +120,13 @@ fn main() {
             }
         }
         let gflops = |seconds: f64| 2.0 * (m * k * n * per_round) as f64 / seconds / 1e9;
-        println!(
-            "{:<24} {:>16} {:>12.1} {:>16.1} {:>7.2}x",
-            p.name,
-            format!("{m} x {k} x {n}"),
-            gflops(best[0]),
-            gflops(best[1]),
-            best[1] / best[0]
-        );
+        print!("{:<24} {:>16}", p.name, format!("{m} x {k} x {n}"));
+        for &seconds in &best {
+            print!(" {:>22.1}", gflops(seconds));
+        }
+        // The widest instruction set's `gemm`, as the library dispatches it, against
+        // `matrixmultiply`.
+        let ours = best[best.len() - 2];
+        println!(" {:>7.2}x", best[best.len() - 1] / ours);
     }
 }
