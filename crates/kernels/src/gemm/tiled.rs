@@ -11,8 +11,9 @@
 //! gradient's `W^T`) is handled as `C^T = B^T A^T`, which reads `W`'s rows in place
 //! and copies only the batch-sized operand; that copy, and the store of the transposed
 //! result, go through 8 x 8 transposes in registers where the instruction set has them
-//! (AVX2): element by element, they took a quarter to a third of the time of these
-//! products at the reference model's shapes. With those transposes, a product of the
+//! (AVX2, whose registers these products keep on a CPU with AVX-512): element by
+//! element, they took a quarter to a third of the time of these products at the
+//! reference model's shapes. With those transposes, a product of the
 //! batch by weights of ragged width (32 x 784 by 784 x 100) runs transposed too, where
 //! the batch fills whole panels rather than the width leaving one part padding. A
 //! ragged right edge is otherwise computed as the last whole vector or pair of vectors,
@@ -96,20 +97,38 @@ impl Product {
     /// `j < n` is in bounds, `C`'s elements are distinct locations, and `C` overlaps
     /// neither `A` nor `B`. `m`, `k` and `n` are positive.
     pub(super) unsafe fn run(self) {
+        let arch = self.arch();
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => {
                 allocate(&mut scratch);
-                crate::isa::dispatch(Job {
+                arch.dispatch(Job {
                     product: self,
                     scratch: &mut scratch,
                 })
             }
             // Only reachable if a product started another on the same thread.
-            Err(_) => crate::isa::dispatch(Job {
+            Err(_) => arch.dispatch(Job {
                 product: self,
                 scratch: &mut vec![0.0; PANEL],
             }),
         })
+    }
+
+    /// The instruction set this product runs on: the thread's, except that a `B` stored
+    /// by columns (the input gradient's `W^T`) takes AVX2's 8-lane registers on a CPU
+    /// with AVX-512. Run transposed, its copy of `A^T` and its store go through 8 x 8
+    /// transposes, which 16-lane registers do not have here: element by element, these
+    /// products ran at three quarters of AVX2's speed. Every element takes the same
+    /// operations at either width, so the choice never changes a bit.
+    fn arch(&self) -> crate::isa::Arch {
+        let arch = crate::isa::current();
+        #[cfg(target_arch = "x86_64")]
+        if let crate::isa::Arch::V4(simd) = arch {
+            if self.b_col_stride != 1 && self.b_row_stride == 1 {
+                return crate::isa::Arch::V3(*simd);
+            }
+        }
+        arch
     }
 
     /// This product, or the same one as `C^T = B^T A^T` where that is cheaper with `S`'s
