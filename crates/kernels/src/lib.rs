@@ -13,7 +13,7 @@
 //! - [`reduce`]: column sums (bias gradients), sums, `y += alpha x`.
 //! - [`optim`]: SGD with momentum and Adam updates.
 //! - [`mod@gemm`]: validated strided `C <- alpha A B + beta C`, register-tiled for the
-//!   batch-sized products of training, through `matrixmultiply` for larger ones.
+//!   products of training and inference, through `matrixmultiply` for larger ones.
 //!
 //! No kernel allocates, except the GEMM's per-thread buffer on a thread's first product
 //! and `matrixmultiply`'s packing buffers. Shape preconditions are checked up front and violations panic
