@@ -2,7 +2,7 @@
 //! thread count, never on timing, so a run is bit-for-bit reproducible for a given
 //! seed and thread count.
 //!
-//! Plain SGD on batches of up to 64 rows trains as a team whose threads own parts of
+//! Plain SGD on batches of up to 1024 rows trains as a team whose threads own parts of
 //! the weights for a whole epoch (`team.rs`, through `Threads::broadcast`). The
 //! other training steps fork and join per product: the forward product of a layer with
 //! many inputs as two halves over them ([`Threads::product_by_input_halves`]), of a

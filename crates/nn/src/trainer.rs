@@ -7,9 +7,9 @@
 //! last layer down: input gradient `dA = dZ W^T` (with the old `W`), the parameter update
 //! (plain SGD is fused into the weight-gradient GEMM as `W <- W - lr X^T dZ`), and the
 //! previous layer's activation backward, fused with the sparsity penalty at the coding
-//! layer. Plain SGD on batches of up to 64 rows runs the same step in a team of
+//! layer. Plain SGD on batches of up to 1024 rows runs the same step in a team of
 //! threads that each own a part of every layer for the whole epoch (`team.rs`); other
-//! optimizers and larger batches split each product across the threads.
+//! optimizers split each product across the threads.
 
 use crate::config::{Loss, Penalty};
 use crate::dataset::Dataset;
@@ -27,11 +27,16 @@ use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::time::Instant;
 
-/// Batches up to this many rows are the ones whose products all take the register-tiled
-/// GEMM: plain SGD on them trains as a [`Team`], and other optimizers run the forward
-/// products of wide-input layers as two halves over the inputs
+/// Optimizers other than plain SGD run the forward products of wide-input layers of
+/// batches up to this many rows as two halves over the inputs
 /// ([`Autoencoder::forward_training`]); larger batches split products by rows.
 pub(crate) const TRAINING_SPLIT_ROWS: usize = 64;
+
+/// Plain SGD on batches of up to this many rows trains as a [`Team`]: the register-tiled
+/// GEMM runs products of up to 1024 rows against layers of up to 800 units, so a team
+/// step at these sizes allocates nothing, and the team's partial sums grow with the
+/// batch as its products do.
+const TEAM_MAX_ROWS: usize = 1024;
 
 /// How to train.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -398,7 +403,7 @@ impl Trainer {
         // Plain SGD on batches small enough for the register-tiled products runs as a
         // team of threads that own their parts of the weights for the whole epoch.
         let team = (config.optimizer.is_plain_sgd()
-            && config.batch_size <= TRAINING_SPLIT_ROWS
+            && config.batch_size <= TEAM_MAX_ROWS
             && team::suits(&model))
         .then(|| Team::new(&model, threads.count(), config.batch_size));
         // A team keeps its step buffers in its parts; the forked step's would go unused.

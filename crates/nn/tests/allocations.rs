@@ -102,10 +102,11 @@ impl Observer for PerStep {
 
 #[test]
 fn a_training_step_allocates_nothing_after_the_first() {
-    // The reference architecture at a tenth of the width, with the KL penalty.
+    // The reference architecture, smaller but with every dimension over 64 (so that
+    // batches of 128 rows meet no product of the small kind), with the KL penalty.
     let config = ModelConfig::autoencoder(
-        64,
-        &[(30, nn::Activation::Selu), (40, nn::Activation::Sigmoid)],
+        96,
+        &[(72, nn::Activation::Selu), (80, nn::Activation::Sigmoid)],
         None,
         Penalty::Kl {
             target: 0.1,
@@ -113,12 +114,12 @@ fn a_training_step_allocates_nothing_after_the_first() {
         },
         nn::config::Loss::Bce,
     );
-    let pixels: Vec<u8> = (0..200 * 64).map(|i| (i * 37 % 256) as u8).collect();
-    let data = Dataset::from_u8(pixels, 64);
-    for (optimizer, threads) in [
-        (Optimizer::sgd(1.0), 1),
-        (Optimizer::adam(1e-3), 1),
-        (Optimizer::sgd(1.0), 2),
+    let pixels: Vec<u8> = (0..1400 * 96).map(|i| (i * 37 % 256) as u8).collect();
+    let data = Dataset::from_u8(pixels, 96);
+    for (optimizer, threads, batch_size) in [
+        (Optimizer::sgd(1.0), 1, 16),
+        (Optimizer::adam(1e-3), 1, 16),
+        (Optimizer::sgd(1.0), 2, 16),
         (
             Optimizer::Sgd {
                 lr: 0.1,
@@ -126,12 +127,16 @@ fn a_training_step_allocates_nothing_after_the_first() {
                 nesterov: true,
             },
             2,
+            16,
         ),
+        // Larger batches train as a team too, their products in the tiled GEMM.
+        (Optimizer::sgd(1.0), 1, 128),
+        (Optimizer::sgd(1.0), 2, 128),
     ] {
         let threads_before = thread_count();
         let settings = TrainConfig {
             epochs: 1,
-            batch_size: 16,
+            batch_size,
             shuffle: true,
             seed: 3,
             optimizer,
@@ -140,7 +145,7 @@ fn a_training_step_allocates_nothing_after_the_first() {
         let mut trainer =
             Trainer::new(Autoencoder::new(config.clone(), 1).unwrap(), settings).unwrap();
         let mut per_step = PerStep {
-            counts: Vec::with_capacity(64),
+            counts: Vec::with_capacity(128),
             ..PerStep::default()
         };
         // On a thread of its own: the harness's thread, were the test run on it, would
@@ -157,7 +162,7 @@ fn a_training_step_allocates_nothing_after_the_first() {
         assert!(per_step.counts.len() >= 10, "{:?}", per_step.counts);
         assert!(
             per_step.counts.iter().all(|&count| count == 0),
-            "{optimizer:?}, {threads} threads: allocations per step after the first: {:?}",
+            "{optimizer:?}, {threads} threads, batch {batch_size}: allocations per step after the first: {:?}",
             per_step.counts
         );
         drop(trainer);
