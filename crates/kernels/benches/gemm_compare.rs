@@ -1,5 +1,6 @@
-//! `gemm` against `matrixmultiply` at every product of one training step of the
-//! reference model (784-100-300-100-784, batch 32), one thread.
+//! `gemm`, pinned to each SIMD instruction set the CPU has, against `matrixmultiply` at
+//! every product of one training step of the reference model (784-100-300-100-784,
+//! batch 32), one thread, and the time of all eleven.
 //!
 //! `cargo bench -p kernels --bench gemm_compare` (add `-- --quick` for fewer rounds).
 //!
@@ -62,6 +63,8 @@ fn main() {
         print!(" {:>22}", format!("gemm {}", isa::name(arch)));
     }
     println!(" {:>16} {:>8}", "matrixmultiply", "ratio");
+    // Seconds of one run of every product, per column.
+    let mut totals = vec![0.0; arches.len() + 1];
     for p in step_products() {
         let (m, k, n) = (p.m, p.k, p.n);
         let a = fill(m * k);
@@ -121,12 +124,23 @@ fn main() {
         }
         let gflops = |seconds: f64| 2.0 * (m * k * n * per_round) as f64 / seconds / 1e9;
         print!("{:<24} {:>16}", p.name, format!("{m} x {k} x {n}"));
-        for &seconds in &best {
-            print!(" {:>22.1}", gflops(seconds));
+        for (which, &seconds) in best.iter().enumerate() {
+            let width = if which < arches.len() { 22 } else { 16 };
+            print!(" {:>width$.1}", gflops(seconds));
+            totals[which] += seconds / per_round as f64;
         }
         // The widest instruction set's `gemm`, as the library dispatches it, against
         // `matrixmultiply`.
         let ours = best[best.len() - 2];
         println!(" {:>7.2}x", best[best.len() - 1] / ours);
     }
+    print!("{:<24} {:>16}", "all, microseconds", "");
+    for (which, &seconds) in totals.iter().enumerate() {
+        let width = if which < arches.len() { 22 } else { 16 };
+        print!(" {:>width$.1}", seconds * 1e6);
+    }
+    println!(
+        " {:>7.2}x",
+        totals[totals.len() - 1] / totals[totals.len() - 2]
+    );
 }
