@@ -20,14 +20,23 @@ pub fn reserve_thread_buffer() {
     tiled::reserve_buffer();
 }
 
+/// Rows of `A` (a batch) up to which the register-tiled kernel runs a product whose `B`
+/// is at most [`TILED_MAX_COLUMNS`] wide, without allocating.
+pub const TILED_MAX_ROWS: usize = 1024;
+
+/// Columns of `B` (a layer's units) up to which the register-tiled kernel runs a product
+/// whose `A` has at most [`TILED_MAX_ROWS`] rows.
+pub const TILED_MAX_COLUMNS: usize = 800;
+
 /// Whether the register-tiled kernel runs a product rather than `matrixmultiply`: the
 /// products of a training step at batch sizes up to 64, and those of a batch of up to
-/// 1024 rows by a layer up to 800 units wide (larger batches, inference), which it runs
-/// without allocating. It reads each block of `A` (up to 1024 rows by 128 steps, 512
-/// KB) once per 32 columns of `B`, from L2; a taller `A` or a wider `B` gains from
-/// `matrixmultiply`'s cache blocking (at 2048 x 784 x 1000, 72 GFLOP/s against 95).
+/// [`TILED_MAX_ROWS`] rows by a layer up to [`TILED_MAX_COLUMNS`] units wide (larger
+/// batches, inference), which it runs without allocating. It reads each block of `A` (up
+/// to 1024 rows by 128 steps, 512 KB) once per 32 columns of `B`, from L2; a taller `A`
+/// or a wider `B` gains from `matrixmultiply`'s cache blocking (at 2048 x 784 x 1000, 72
+/// GFLOP/s against 95).
 fn tiled_suits(m: usize, k: usize, n: usize) -> bool {
-    m <= 64 || k <= 64 || (m <= 1024 && n <= 800)
+    m <= 64 || k <= 64 || (m <= TILED_MAX_ROWS && n <= TILED_MAX_COLUMNS)
 }
 
 /// Why a matrix view or a product was refused.

@@ -33,10 +33,10 @@ use std::time::Instant;
 pub(crate) const TRAINING_SPLIT_ROWS: usize = 64;
 
 /// Plain SGD on batches of up to this many rows trains as a [`Team`]: the register-tiled
-/// GEMM runs products of up to 1024 rows against layers of up to 800 units, so a team
-/// step at these sizes allocates nothing, and the team's partial sums grow with the
-/// batch as its products do.
-const TEAM_MAX_ROWS: usize = 1024;
+/// GEMM runs their products (against layers up to [`kernels::gemm::TILED_MAX_COLUMNS`]
+/// units wide), so a team step allocates nothing, and the team's partial sums grow with
+/// the batch as its products do.
+const TEAM_MAX_ROWS: usize = kernels::gemm::TILED_MAX_ROWS;
 
 /// How to train.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
