@@ -1,8 +1,9 @@
 //! `gemm`, pinned to each SIMD instruction set the CPU has, against `matrixmultiply` at
 //! every product of one training step of the reference model (784-100-300-100-784,
-//! batch 32), one thread, and the time of all eleven.
+//! batch 32, or another with `--batch N`), one thread, and the time of all eleven.
 //!
-//! `cargo bench -p kernels --bench gemm_compare` (add `-- --quick` for fewer rounds).
+//! `cargo bench -p kernels --bench gemm_compare` (add `-- --quick` for fewer rounds,
+//! `-- --batch 256` for that batch size).
 //!
 //! The two are run in alternation, a few hundred products at a time, for several rounds,
 //! and each keeps its fastest round: on a machine whose speed drifts from one second to
@@ -12,8 +13,6 @@ use kernels::gemm::{gemm, MatMut, MatRef};
 use kernels::isa;
 use std::hint::black_box;
 use std::time::Instant;
-
-const BATCH: usize = 32;
 
 /// A product of the step: what it is, `m x k x n`, and which operand is stored
 /// transposed (`A` as `k x m`, or `B` as `n x k`).
@@ -26,7 +25,7 @@ struct Product {
     transposed_b: bool,
 }
 
-fn step_products() -> Vec<Product> {
+fn step_products(batch: usize) -> Vec<Product> {
     let layers = [(784, 100), (100, 300), (300, 100), (100, 784)];
     let mut products = Vec::new();
     for (l, &(fan_in, fan_out)) in layers.iter().enumerate() {
@@ -38,10 +37,10 @@ fn step_products() -> Vec<Product> {
             transposed_a,
             transposed_b,
         };
-        products.push(product("forward", BATCH, fan_in, fan_out, false, false));
-        products.push(product("weight grad", fan_in, BATCH, fan_out, true, false));
+        products.push(product("forward", batch, fan_in, fan_out, false, false));
+        products.push(product("weight grad", fan_in, batch, fan_out, true, false));
         if l > 0 {
-            products.push(product("input grad", BATCH, fan_out, fan_in, false, true));
+            products.push(product("input grad", batch, fan_out, fan_in, false, true));
         }
     }
     products
@@ -53,9 +52,31 @@ fn fill(len: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Prints one row: its label, then a value per column, `matrixmultiply`'s (the last) in
+/// a narrower column, then `ratio`.
+fn print_row(label: &str, shape: &str, values: &[f64], ratio: f64) {
+    print!("{label:<24} {shape:>16}");
+    for (which, value) in values.iter().enumerate() {
+        let width = if which + 1 < values.len() { 22 } else { 16 };
+        print!(" {value:>width$.1}");
+    }
+    println!(" {ratio:>7.2}x");
+}
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
     let rounds = if quick { 3 } else { 15 };
+    let batch = match args.iter().position(|a| a == "--batch") {
+        Some(at) => match args.get(at + 1).and_then(|v| v.parse::<usize>().ok()) {
+            Some(batch) if batch > 0 => batch,
+            _ => {
+                eprintln!("--batch takes a positive number of rows");
+                std::process::exit(2);
+            }
+        },
+        None => 32,
+    };
     // `gemm` on every SIMD instruction set this CPU has, widest last.
     let arches: Vec<isa::Arch> = isa::available().into_iter().skip(1).collect();
     print!("{:<24} {:>16}", "product", "m x k x n");
@@ -65,7 +86,7 @@ fn main() {
     println!(" {:>16} {:>8}", "matrixmultiply", "ratio");
     // Seconds of one run of every product, per column.
     let mut totals = vec![0.0; arches.len() + 1];
-    for p in step_products() {
+    for p in step_products(batch) {
         let (m, k, n) = (p.m, p.k, p.n);
         let a = fill(m * k);
         let b = fill(k * n);
@@ -122,25 +143,19 @@ fn main() {
                 *slot = slot.min(started.elapsed().as_secs_f64());
             }
         }
-        let gflops = |seconds: f64| 2.0 * (m * k * n * per_round) as f64 / seconds / 1e9;
-        print!("{:<24} {:>16}", p.name, format!("{m} x {k} x {n}"));
-        for (which, &seconds) in best.iter().enumerate() {
-            let width = if which < arches.len() { 22 } else { 16 };
-            print!(" {:>width$.1}", gflops(seconds));
-            totals[which] += seconds / per_round as f64;
+        let gflops: Vec<f64> = best
+            .iter()
+            .map(|&seconds| 2.0 * (m * k * n * per_round) as f64 / seconds / 1e9)
+            .collect();
+        for (total, &seconds) in totals.iter_mut().zip(&best) {
+            *total += seconds / per_round as f64;
         }
         // The widest instruction set's `gemm`, as the library dispatches it, against
         // `matrixmultiply`.
-        let ours = best[best.len() - 2];
-        println!(" {:>7.2}x", best[best.len() - 1] / ours);
+        let ratio = best[best.len() - 1] / best[best.len() - 2];
+        print_row(&p.name, &format!("{m} x {k} x {n}"), &gflops, ratio);
     }
-    print!("{:<24} {:>16}", "all, microseconds", "");
-    for (which, &seconds) in totals.iter().enumerate() {
-        let width = if which < arches.len() { 22 } else { 16 };
-        print!(" {:>width$.1}", seconds * 1e6);
-    }
-    println!(
-        " {:>7.2}x",
-        totals[totals.len() - 1] / totals[totals.len() - 2]
-    );
+    let micros: Vec<f64> = totals.iter().map(|seconds| seconds * 1e6).collect();
+    let ratio = totals[totals.len() - 1] / totals[totals.len() - 2];
+    print_row("all, microseconds", "", &micros, ratio);
 }
