@@ -2,6 +2,8 @@
 //! `--layers` notation `100:selu,300:sigmoid`.
 
 use crate::error::ModelError;
+pub use crate::loss::Loss;
+pub use crate::penalty::Penalty;
 pub use kernels::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -60,36 +62,6 @@ pub struct LayerSpec {
     pub activation: Activation,
 }
 
-/// The sparsity penalty on the coding layer's activations.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Penalty {
-    /// KL divergence between a target activation and each unit's mean activation.
-    Kl {
-        /// Target mean activation, in (0, 1).
-        target: f32,
-        /// Weight of the penalty.
-        weight: f32,
-    },
-    /// L1 norm of the activations.
-    L1 {
-        /// Weight of the penalty.
-        weight: f32,
-    },
-    /// No penalty.
-    None,
-}
-
-/// The reconstruction loss.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Loss {
-    /// Binary cross-entropy on a sigmoid output, computed from the logits.
-    Bce,
-    /// Mean squared error.
-    Mse,
-}
-
 /// A whole autoencoder: dense layers from the input, which one is the coding layer, the
 /// penalty on it, and the reconstruction loss.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -140,10 +112,7 @@ impl ModelConfig {
                 &mirrored
             }
         };
-        let output_activation = match loss {
-            Loss::Bce => Activation::Sigmoid,
-            Loss::Mse => Activation::Linear,
-        };
+        let output_activation = loss.natural_output_activation();
         let mut layers = Vec::new();
         let mut width = inputs;
         for &(units, activation) in encoder
@@ -236,28 +205,7 @@ impl ModelConfig {
                 self.layers.len() - 2
             ));
         }
-        match self.penalty {
-            Penalty::Kl { target, weight } => {
-                if !(target > 0.0 && target < 1.0) {
-                    return invalid(format!(
-                        "KL sparsity target {target} must lie strictly between 0 and 1"
-                    ));
-                }
-                if !(weight >= 0.0 && weight.is_finite()) {
-                    return invalid(format!(
-                        "sparsity weight {weight} must be finite and non-negative"
-                    ));
-                }
-            }
-            Penalty::L1 { weight } => {
-                if !(weight >= 0.0 && weight.is_finite()) {
-                    return invalid(format!(
-                        "sparsity weight {weight} must be finite and non-negative"
-                    ));
-                }
-            }
-            Penalty::None => {}
-        }
+        self.penalty.validate().map_err(ModelError::Invalid)?;
         if self.loss == Loss::Bce && last.activation != Activation::Sigmoid {
             return invalid(format!(
                 "binary cross-entropy needs a sigmoid output layer, found {}",

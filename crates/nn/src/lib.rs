@@ -6,6 +6,8 @@
 //! - [`dataset`]: samples, train/validation split, shuffled batches.
 //! - [`config`]: the architecture (layers, coding layer, penalty, loss) and its JSON.
 //! - [`layer`], [`model`]: dense layers and the autoencoder's forward pass and inference.
+//! - `step` (internal): the arithmetic of a training step, written once for every
+//!   engine; [`loss`], [`penalty`] and `coding` (internal) are its three dispatches.
 //! - [`optimizer`]: SGD (with momentum, Nesterov) and Adam.
 //! - [`trainer`]: the training loop, its metrics, and progress observers.
 //! - [`parallel`]: the step's products split across threads, deterministically.
@@ -18,14 +20,18 @@
 
 pub mod cache;
 pub mod checkpoint;
+mod coding;
 pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod idx;
 pub mod layer;
+pub mod loss;
 pub mod model;
 pub mod optimizer;
 pub mod parallel;
+pub mod penalty;
+mod step;
 mod team;
 pub mod trainer;
 

@@ -1,15 +1,16 @@
 //! The autoencoder: its layers, the forward pass in reusable buffers, and inference over
 //! batches and whole datasets (encode, decode, reconstruct, evaluate).
 
-use crate::config::{Loss, ModelConfig, Penalty};
+use crate::config::ModelConfig;
 use crate::dataset::Dataset;
 use crate::error::ModelError;
 use crate::layer::Dense;
 use crate::parallel::Threads;
+use crate::step::StepPlan;
 use crate::trainer::TRAINING_SPLIT_ROWS;
-use kernels::activation::{activation_forward, bias_activation_forward};
-use kernels::output::{output_stats, OutputLoss, OutputStats};
-use kernels::{Activation, GemmError, Layout, MatRef};
+use kernels::activation::activation_forward;
+use kernels::output::{output_stats, OutputStats};
+use kernels::{GemmError, Layout, MatRef};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::ops::Range;
@@ -23,6 +24,8 @@ const HALVES_FROM_INPUTS_PER_ROW: usize = 4;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Autoencoder {
     config: ModelConfig,
+    /// The step's arithmetic for `config`, derived once.
+    plan: StepPlan,
     layers: Vec<Dense>,
 }
 
@@ -79,7 +82,12 @@ impl Autoencoder {
             .iter()
             .map(|&spec| Dense::glorot_uniform(spec, &mut rng))
             .collect();
-        Ok(Self { config, layers })
+        let plan = StepPlan::new(&config);
+        Ok(Self {
+            config,
+            plan,
+            layers,
+        })
     }
 
     /// A model from given layers, checked against `config`.
@@ -102,7 +110,12 @@ impl Autoencoder {
                 )));
             }
         }
-        Ok(Self { config, layers })
+        let plan = StepPlan::new(&config);
+        Ok(Self {
+            config,
+            plan,
+            layers,
+        })
     }
 
     /// The architecture.
@@ -113,6 +126,11 @@ impl Autoencoder {
     /// The layers, from the input.
     pub fn layers(&self) -> &[Dense] {
         &self.layers
+    }
+
+    /// The step's arithmetic beside the layers, mutable, for a step that updates them.
+    pub(crate) fn plan_and_layers_mut(&mut self) -> (&StepPlan, &mut [Dense]) {
+        (&self.plan, &mut self.layers)
     }
 
     /// The layers, mutable (for optimizers). Shapes must not change.
@@ -130,22 +148,9 @@ impl Autoencoder {
         self.config.coding_width()
     }
 
-    /// What the output step computes for this model's loss.
-    pub(crate) fn output_loss(&self) -> OutputLoss {
-        match self.config.loss {
-            Loss::Bce => OutputLoss::SigmoidBinaryCrossEntropy,
-            Loss::Mse => OutputLoss::LinearSquaredError,
-        }
-    }
-
-    /// The activation applied in the forward buffers: the output layer stops at its logits
-    /// under BCE.
-    pub(crate) fn stored_activation(&self, layer: usize) -> Activation {
-        if layer + 1 == self.layers.len() && self.config.loss == Loss::Bce {
-            Activation::Linear
-        } else {
-            self.layers[layer].spec.activation
-        }
+    /// The arithmetic of a training step of this architecture.
+    pub(crate) fn plan(&self) -> &StepPlan {
+        &self.plan
     }
 
     /// Runs layers `range` on `rows` samples of `input` (`rows x layers[range.start].inputs`),
@@ -245,11 +250,10 @@ impl Autoencoder {
                 &before[l - 1][..rows * spec.inputs]
             };
             let out = &mut rest[0][..rows * spec.units];
-            let activation = self.stored_activation(l);
             let bias = &self.layers[l].bias;
+            let plan = &self.plan;
             let epilogue = |part: &mut [f32], _first: usize, part_rows: usize| {
-                let layout = Layout::contiguous(part_rows, spec.units);
-                bias_activation_forward(activation, layout, part, bias);
+                plan.forward_epilogue(l, part, part_rows, bias);
             };
             product(prev, self.layers[l].weight_view(), out, &epilogue).expect("shapes chain");
         }
@@ -274,15 +278,7 @@ impl Autoencoder {
     /// Penalty of the coding activations of a batch (value only).
     pub(crate) fn penalty_value(&self, coding: &[f32], rows: usize, scratch: &mut [f32]) -> f64 {
         let layout = Layout::contiguous(rows, self.coding_width());
-        match self.config.penalty {
-            Penalty::Kl { target, weight } => {
-                kernels::sparsity::kl_sparsity_penalty(layout, coding, target, weight, scratch)
-            }
-            Penalty::L1 { weight } => {
-                kernels::sparsity::l1_sparsity_penalty(layout, coding, weight)
-            }
-            Penalty::None => 0.0,
-        }
+        self.config.penalty.value(layout, coding, scratch)
     }
 
     /// Loss statistics of one batch already run through [`Autoencoder::forward`]:
@@ -297,7 +293,7 @@ impl Autoencoder {
         let width = self.input_width();
         let out = &acts.outputs[self.layers.len() - 1][..rows * width];
         // Under MSE the stored output is already activated, whatever the activation.
-        let stats = output_stats(self.output_loss(), out, &targets[..rows * width]);
+        let stats = output_stats(self.config.loss.kernel(), out, &targets[..rows * width]);
         let coding = &acts.outputs[self.config.coding_layer][..rows * self.coding_width()];
         (stats, self.penalty_value(coding, rows, scratch))
     }
@@ -346,14 +342,14 @@ impl Autoencoder {
         let width = self.input_width();
         let mut acts = Activations::new(&self.config, batch_size);
         let mut x = vec![0.0; batch_size * width];
-        let mut scratch = vec![0.0; self.coding_width()];
+        let mut scratch = vec![0.0; self.plan.scratch_len()];
         let (mut loss_sum, mut equal, mut coding_sum) = (0.0f64, 0u64, 0.0f64);
         for start in range.clone().step_by(batch_size) {
             let rows = batch_size.min(range.end - start);
             data.gather_range(start..start + rows, &mut x[..rows * width]);
             self.forward(&x, rows, &mut acts);
             let (stats, penalty) = self.batch_loss(&x, rows, &acts, &mut scratch);
-            loss_sum += (stats.loss_sum / (rows * width) as f64 + penalty) * rows as f64;
+            loss_sum += self.plan.batch_loss(&stats, penalty, rows) * rows as f64;
             equal += stats.rounded_equal;
             coding_sum += kernels::reduce::sum(
                 &acts.outputs[self.config.coding_layer][..rows * self.coding_width()],
@@ -403,7 +399,7 @@ impl Autoencoder {
     fn finish_output(&self, out: &mut [f32]) {
         let last = self.layers.len() - 1;
         let activation = self.layers[last].spec.activation;
-        if self.stored_activation(last) != activation {
+        if self.plan.layer(last).stored != activation {
             activation_forward(activation, out);
         }
     }

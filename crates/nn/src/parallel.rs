@@ -12,7 +12,7 @@
 //! contiguous run of whole batches.
 
 use crate::error::TrainError;
-use kernels::output::{output_backward, OutputLoss, OutputStats};
+use kernels::output::OutputStats;
 use kernels::{gemm, GemmError, MatMut, MatRef};
 use std::ops::Range;
 use std::sync::Arc;
@@ -26,6 +26,9 @@ const COLUMN_ALIGN: usize = 16;
 
 /// From this many rows on, [`Threads::product_then`] always splits rows.
 const ROW_SPLIT_FROM: usize = 64;
+
+/// The output step on whole rows: `(z, targets, grad) -> stats`.
+pub type OutputStep<'a> = dyn Fn(&[f32], &[f32], &mut [f32]) -> OutputStats + Sync + 'a;
 
 /// A thread count and, above one, the pool that runs the parts.
 #[derive(Clone, Debug)]
@@ -223,18 +226,18 @@ impl Threads {
         self.install(|| split_range(self.count, 0..items, align.max(1), work, combine))
     }
 
-    /// The fused output step over `rows` rows of `width` values, split by rows; the
-    /// parts' statistics are added in row order.
-    pub fn output_backward(
+    /// `step(z, targets, grad)` (the output step) over the rows of `width` values of
+    /// `z`, split by rows, each part whole rows; the parts' statistics are added in row
+    /// order.
+    pub fn output_step(
         &self,
-        loss: OutputLoss,
         z: &[f32],
         targets: &[f32],
         grad: &mut [f32],
-        scale: f32,
         width: usize,
+        step: &OutputStep<'_>,
     ) -> OutputStats {
-        self.install(|| split_output(self.count, loss, z, targets, grad, scale, width))
+        self.install(|| split_output(self.count, z, targets, grad, width, step))
     }
 }
 
@@ -407,16 +410,15 @@ fn split_range<R: Send>(
 
 fn split_output(
     parts: usize,
-    loss: OutputLoss,
     z: &[f32],
     targets: &[f32],
     grad: &mut [f32],
-    scale: f32,
     width: usize,
+    step: &OutputStep<'_>,
 ) -> OutputStats {
     let rows = z.len() / width.max(1);
     if parts <= 1 || rows < 2 * ROW_ALIGN {
-        return output_backward(loss, z, targets, grad, scale);
+        return step(z, targets, grad);
     }
     let left = parts / 2;
     let at = cut(rows, left, parts) * width;
@@ -424,18 +426,8 @@ fn split_output(
     let (x_top, x_bottom) = targets.split_at(at);
     let (g_top, g_bottom) = grad.split_at_mut(at);
     let (mut top, bottom) = rayon::join(
-        || split_output(left, loss, z_top, x_top, g_top, scale, width),
-        || {
-            split_output(
-                parts - left,
-                loss,
-                z_bottom,
-                x_bottom,
-                g_bottom,
-                scale,
-                width,
-            )
-        },
+        || split_output(left, z_top, x_top, g_top, width, step),
+        || split_output(parts - left, z_bottom, x_bottom, g_bottom, width, step),
     );
     top += bottom;
     top

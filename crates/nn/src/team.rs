@@ -31,16 +31,14 @@
 //! bit-for-bit reproducible for a given count; different counts add partial sums in a
 //! different grouping, and differ in the last bits.
 
-use crate::config::{Loss, Penalty};
 use crate::dataset::Dataset;
 use crate::error::TrainError;
 use crate::model::Autoencoder;
 use crate::parallel::Threads;
-use kernels::activation::{activation_backward, bias_activation_forward};
-use kernels::output::{output_backward, OutputLoss, OutputStats};
+use crate::step::StepPlan;
+use kernels::output::OutputStats;
 use kernels::reduce::{column_sums, scaled_add};
-use kernels::sparsity::{kl_sparsity_backward, l1_sparsity_backward};
-use kernels::{gemm, Activation, Layout, MatMut, MatRef};
+use kernels::{gemm, Layout, MatMut, MatRef};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
@@ -92,10 +90,6 @@ struct LayerPlan {
     split: Split,
     /// Cut points of the split dimension (`inputs` or `units`).
     cuts: Vec<usize>,
-    /// The activation applied in the forward pass (logits are kept for BCE outputs).
-    stored: Activation,
-    /// The layer's activation, whose derivative the backward pass applies.
-    activation: Activation,
 }
 
 impl LayerPlan {
@@ -147,10 +141,8 @@ struct PartResult {
 pub(crate) struct Team {
     parts: usize,
     layers: Vec<LayerPlan>,
-    coding_layer: usize,
-    penalty: Penalty,
-    loss: Loss,
-    output_loss: OutputLoss,
+    /// The step's arithmetic, as every engine runs it.
+    plan: StepPlan,
     capacity: usize,
     shards: Vec<Mutex<Shard>>,
     /// Per layer and part: the partial sums the parts exchange (forward for a layer
@@ -181,7 +173,6 @@ impl Team {
     /// A team for `model` split over `parts` threads, for batches of up to `capacity`
     /// rows.
     pub(crate) fn new(model: &Autoencoder, parts: usize, capacity: usize) -> Self {
-        let config = model.config();
         let layers: Vec<LayerPlan> = model
             .layers()
             .iter()
@@ -198,8 +189,6 @@ impl Team {
                     units: spec.units,
                     split,
                     cuts: cuts(n, parts),
-                    stored: model.stored_activation(l),
-                    activation: spec.activation,
                 }
             })
             .collect();
@@ -228,7 +217,7 @@ impl Team {
                         .iter()
                         .map(|l| vec![0.0; capacity * l.output_width(t)])
                         .collect(),
-                    scratch: vec![0.0; widest],
+                    scratch: vec![0.0; widest.max(model.plan().scratch_len())],
                 })
             })
             .collect();
@@ -249,10 +238,7 @@ impl Team {
         Self {
             parts,
             layers,
-            coding_layer: config.coding_layer,
-            penalty: config.penalty,
-            loss: config.loss,
-            output_loss: model.output_loss(),
+            plan: model.plan().clone(),
             capacity,
             shards,
             partials,
@@ -446,20 +432,17 @@ impl Team {
                     gemm(1.0, input, weight, 0.0, c).expect("shapes chain");
                 }
             }
-            let layout = Layout::contiguous(rows, plan.output_width(t));
-            bias_activation_forward(plan.stored, layout, out, &shard.biases[l]);
+            self.plan.forward_epilogue(l, out, rows, &shard.biases[l]);
         }
 
         // The output step on this part's columns.
         let output = &self.layers[last];
         let own = output.part(t).len();
-        let scale = 1.0 / (rows * output.units) as f32;
         let z = &shard.acts[last][..rows * own];
         let dz = &mut shard.grads[last][..rows * own];
-        let stats = output_backward(self.output_loss, z, &shard.x[..rows * own], dz, scale);
-        if self.loss == Loss::Mse && output.activation != Activation::Linear {
-            activation_backward(output.activation, Layout::contiguous(rows, own), z, dz);
-        }
+        let stats = self
+            .plan
+            .output_step(z, &shard.x[..rows * own], dz, rows, own);
 
         // Backward, from the last layer down.
         let mut penalty = 0.0;
@@ -497,12 +480,12 @@ impl Team {
                         self.sum_partials(l, rows * below.units, da);
                         // Every part holds the same whole `dZ` below; part 0 counts its
                         // penalty.
-                        let value = self.to_dz(
+                        let value = self.plan.to_dz(
                             l - 1,
-                            rows,
-                            below.units,
                             &shard.acts[l - 1],
                             da,
+                            rows,
+                            below.units,
                             &mut shard.scratch,
                         );
                         if t == 0 {
@@ -518,12 +501,12 @@ impl Team {
                         let w = MatRef::row_major(weight, w_rows, w_cols).expect("sized");
                         let c = MatMut::row_major(da, rows, own).expect("sized");
                         gemm(1.0, dz_view, w.t(), 0.0, c).expect("shapes chain");
-                        penalty += self.to_dz(
+                        penalty += self.plan.to_dz(
                             l - 1,
-                            rows,
-                            own,
                             &shard.acts[l - 1],
                             da,
+                            rows,
+                            own,
                             &mut shard.scratch,
                         );
                     }
@@ -545,43 +528,6 @@ impl Team {
                 out.copy_from_slice(&partial[..len]);
             } else {
                 scaled_add(1.0, &partial[..len], out);
-            }
-        }
-    }
-
-    /// Turns `grad`, `dL/dA` of `width` columns of layer `l`'s output `act`, into `dZ`,
-    /// adding the sparsity penalty's gradient at the coding layer; returns the penalty
-    /// of those columns.
-    fn to_dz(
-        &self,
-        l: usize,
-        rows: usize,
-        width: usize,
-        act: &[f32],
-        grad: &mut [f32],
-        scratch: &mut [f32],
-    ) -> f64 {
-        let activation = self.layers[l].activation;
-        let layout = Layout::contiguous(rows, width);
-        let act = &act[..rows * width];
-        if l != self.coding_layer {
-            activation_backward(activation, layout, act, grad);
-            return 0.0;
-        }
-        match self.penalty {
-            Penalty::Kl { target, weight } => kl_sparsity_backward(
-                activation,
-                layout,
-                act,
-                grad,
-                target,
-                weight,
-                &mut scratch[..width],
-            ),
-            Penalty::L1 { weight } => l1_sparsity_backward(activation, layout, act, grad, weight),
-            Penalty::None => {
-                activation_backward(activation, layout, act, grad);
-                0.0
             }
         }
     }

@@ -11,18 +11,16 @@
 //! threads that each own a part of every layer for the whole epoch (`team.rs`); other
 //! optimizers split each product across the threads.
 
-use crate::config::{Loss, Penalty};
 use crate::dataset::Dataset;
 use crate::error::TrainError;
+use crate::loss::Loss;
 use crate::model::{Activations, Autoencoder};
 use crate::optimizer::{Optimizer, OptimizerState};
 use crate::parallel::Threads;
 use crate::team::{self, Epoch, Team};
-use kernels::activation::activation_backward;
 use kernels::output::OutputStats;
 use kernels::reduce::column_sums;
-use kernels::sparsity::{kl_sparsity_backward, l1_sparsity_backward};
-use kernels::{Activation, Layout, MatMut, MatRef};
+use kernels::{Layout, MatMut, MatRef};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::time::Instant;
@@ -218,7 +216,7 @@ impl Workspace {
                 .collect(),
             x: vec![0.0; batch * model.input_width()],
             partial: vec![0.0; batch.min(TRAINING_SPLIT_ROWS) * widest],
-            scratch: vec![0.0; model.coding_width()],
+            scratch: vec![0.0; model.plan().scratch_len()],
             param_grads: if collect {
                 zero_gradients(model)
             } else {
@@ -256,32 +254,20 @@ fn backward(
     mut update: Update<'_>,
 ) -> (OutputStats, f64) {
     let width = model.input_width();
-    let last = model.layers().len() - 1;
-    let coding_layer = model.config().coding_layer;
-    let penalty_kind = model.config().penalty;
-    let output_activation = model.layers()[last].spec.activation;
+    let (plan, layers) = model.plan_and_layers_mut();
+    let last = layers.len() - 1;
     let out = &acts.outputs[last][..rows * width];
-    let scale = 1.0 / (rows * width) as f32;
-    let stats = threads.output_backward(
-        model.output_loss(),
+    let stats = threads.output_step(
         out,
         &x[..rows * width],
         &mut grads[last][..rows * width],
-        scale,
         width,
+        &|z, targets, dz| plan.output_step(z, targets, dz, rows, width),
     );
-    if model.config().loss == Loss::Mse && output_activation != Activation::Linear {
-        activation_backward(
-            output_activation,
-            Layout::contiguous(rows, width),
-            out,
-            &mut grads[last][..rows * width],
-        );
-    }
 
     let mut penalty = 0.0;
     for l in (0..=last).rev() {
-        let spec = model.layers()[l].spec;
+        let spec = layers[l].spec;
         let (lower, upper) = grads.split_at_mut(l);
         let dz = &upper[0][..rows * spec.units];
         let dz_view = MatRef::row_major(dz, rows, spec.units).expect("sized");
@@ -295,32 +281,31 @@ fn backward(
             .t();
 
         let dz_layout = Layout::contiguous(rows, spec.units);
-        // Below any layer but the coding one (whose penalty needs every row's
-        // activations first), the input gradient dA turns into dZ where it is computed.
-        let below_is_plain = l > 0 && l - 1 != coding_layer;
+        // Where the layer below turns its input gradient into dZ row by row, each thread
+        // does so with the rows of dA it has just computed; otherwise after the product.
+        let below_by_rows = l > 0 && !plan.to_dz_needs_whole_batch(l - 1);
         if l > 0 {
             // dA of the layer below, with this layer's weights before their update,
-            // split by batch rows (or columns); each thread turns its part into dZ.
-            let act = model.layers()[l - 1].spec.activation;
+            // split by batch rows (or columns).
             let a = &acts.outputs[l - 1][..rows * spec.inputs];
             let inputs = spec.inputs;
             let to_dz = |da: &mut [f32], first: usize, count: usize| {
-                if below_is_plain {
+                if below_by_rows {
                     let a = &a[first * inputs..(first + count) * inputs];
-                    activation_backward(act, Layout::contiguous(count, inputs), a, da);
+                    plan.to_dz(l - 1, a, da, count, inputs, &mut []);
                 }
             };
             threads
                 .product_then(
                     dz,
-                    model.layers()[l].weight_view().t(),
+                    layers[l].weight_view().t(),
                     &mut lower[l - 1][..rows * inputs],
                     rows,
                     &to_dz,
                 )
                 .expect("shapes chain");
         }
-        let layer = &mut model.layers_mut()[l];
+        let layer = &mut layers[l];
         match &mut update {
             Update::FusedSgd(lr) => {
                 let w =
@@ -340,24 +325,10 @@ fn backward(
             }
         }
 
-        if l > 0 {
-            let below = l - 1;
-            let act = model.layers()[below].spec.activation;
-            let layout = Layout::contiguous(rows, spec.inputs);
-            let a = &acts.outputs[below][..rows * spec.inputs];
-            let da = &mut lower[below][..rows * spec.inputs];
-            if below == coding_layer {
-                penalty = match penalty_kind {
-                    Penalty::Kl { target, weight } => {
-                        kl_sparsity_backward(act, layout, a, da, target, weight, scratch)
-                    }
-                    Penalty::L1 { weight } => l1_sparsity_backward(act, layout, a, da, weight),
-                    Penalty::None => {
-                        activation_backward(act, layout, a, da);
-                        0.0
-                    }
-                };
-            }
+        if l > 0 && !below_by_rows {
+            let a = &acts.outputs[l - 1][..rows * spec.inputs];
+            let da = &mut lower[l - 1][..rows * spec.inputs];
+            penalty += plan.to_dz(l - 1, a, da, rows, spec.inputs, scratch);
         }
     }
     (stats, penalty)
@@ -378,7 +349,7 @@ pub fn loss_and_gradients(model: &Autoencoder, x: &[f32], rows: usize) -> (f64, 
         &mut work.scratch,
         Update::Collect(&mut work.param_grads),
     );
-    let loss = stats.loss_sum / (rows * model.input_width()) as f64 + penalty;
+    let loss = model.plan().batch_loss(&stats, penalty, rows);
     (loss, work.param_grads)
 }
 
@@ -713,7 +684,7 @@ impl EpochTally<'_> {
         stats: OutputStats,
         penalty: f64,
     ) -> Result<(), TrainError> {
-        let batch_loss = stats.loss_sum / (rows * self.width) as f64 + penalty;
+        let batch_loss = Loss::batch_mean(&stats, rows, self.width) + penalty;
         if !batch_loss.is_finite() {
             return Err(TrainError::Diverged {
                 epoch: self.epoch,
