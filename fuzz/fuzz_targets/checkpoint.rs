@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((model, _)) = nn::checkpoint::from_bytes(data, Path::new("fuzz-input")) {
         let config = model.config();
         assert!(config.validate().is_ok());
-        for (layer, spec) in model.layers().iter().zip(&config.layers) {
+        for (layer, spec) in model.layers().zip(&config.layers) {
             assert_eq!(layer.weight.len(), spec.inputs * spec.units);
             assert_eq!(layer.bias.len(), spec.units);
         }

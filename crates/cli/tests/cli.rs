@@ -372,8 +372,7 @@ fn weight_bits(path: &Path) -> Vec<u32> {
     let (model, _) = nn::checkpoint::load(path).unwrap();
     model
         .layers()
-        .iter()
-        .flat_map(|l| l.weight.iter().chain(&l.bias).map(|v| v.to_bits()))
+        .flat_map(|l| l.weight.iter().chain(l.bias).map(|v| v.to_bits()))
         .collect()
 }
 

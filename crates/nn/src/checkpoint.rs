@@ -1,12 +1,13 @@
-//! Models saved as safetensors: `layers.{i}.weight` (`[fan_in, fan_out]`, row-major f32,
-//! as a Keras kernel) and `layers.{i}.bias` (`[fan_out]`), with the architecture as JSON
-//! in the metadata under `config`. Files are written atomically.
+//! Models saved as safetensors: every parameter tensor under its name (for dense layers
+//! `layers.{i}.weight`, `[fan_in, fan_out]` row-major f32 as a Keras kernel, and
+//! `layers.{i}.bias`, `[fan_out]`), with the architecture as JSON in the metadata under
+//! `config`. Files are written atomically.
 
 use crate::config::ModelConfig;
 use crate::error::ModelError;
-use crate::layer::Dense;
 use crate::model::Autoencoder;
 use crate::optimizer::OptimizerState;
+use crate::params::{Parameters, Tensor};
 use crate::trainer::{Trainer, TrainerState};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -105,24 +106,16 @@ fn le_bytes(values: &[f32]) -> Vec<u8> {
 /// A tensor about to be written: name, shape, little-endian f32 bytes.
 type Named = (String, Vec<usize>, Vec<u8>);
 
-fn layer_tensors(model: &Autoencoder) -> Vec<Named> {
+fn parameter_tensors(model: &Autoencoder) -> Vec<Named> {
     model
-        .layers()
+        .parameters()
         .iter()
-        .enumerate()
-        .flat_map(|(i, l)| {
-            [
-                (
-                    format!("layers.{i}.weight"),
-                    vec![l.spec.inputs, l.spec.units],
-                    le_bytes(&l.weight),
-                ),
-                (
-                    format!("layers.{i}.bias"),
-                    vec![l.spec.units],
-                    le_bytes(&l.bias),
-                ),
-            ]
+        .map(|t| {
+            (
+                t.name().to_string(),
+                t.shape().to_vec(),
+                le_bytes(&t.values),
+            )
         })
         .collect()
 }
@@ -147,25 +140,29 @@ fn serialize(tensors: &[Named], model: &Autoencoder, extra: &[(&str, String)]) -
 
 /// The model as safetensors bytes, with `extra` metadata entries beside `config`.
 pub fn to_bytes(model: &Autoencoder, extra: &[(&str, String)]) -> Vec<u8> {
-    serialize(&layer_tensors(model), model, extra)
+    serialize(&parameter_tensors(model), model, extra)
 }
+
+/// The names of optimizer slots start with this.
+const OPTIMIZER_PREFIX: &str = "optimizer.";
 
 /// Metadata key of the trainer's state (history, position, settings) in a training checkpoint.
 pub const TRAINER_KEY: &str = "trainer";
 
 /// A training checkpoint: the model as [`to_bytes`] writes it, plus the optimizer's slots
-/// as `optimizer.first.{k}` and `optimizer.second.{k}` (flat, `k` counting weight and
-/// bias tensors from the input) and the trainer's state as JSON under [`TRAINER_KEY`].
-/// Loaders that only want the model ignore the extra tensors.
+/// as `optimizer.first.{name}` and `optimizer.second.{name}` (`name` the parameter's)
+/// and the trainer's state as JSON under [`TRAINER_KEY`]. Loaders that only want the
+/// model ignore the extra tensors. Checkpoints of earlier versions, whose slots are
+/// numbered `optimizer.first.{k}` in the parameters' order, load too.
 pub fn training_bytes(trainer: &Trainer, extra: &[(&str, String)]) -> Vec<u8> {
     let model = trainer.model();
-    let mut tensors = layer_tensors(model);
+    let mut tensors = parameter_tensors(model);
     let slots = trainer.optimizer_state();
     for (kind, slot) in [("first", &slots.first), ("second", &slots.second)] {
-        for (k, values) in slot.iter().enumerate() {
+        for (param, values) in model.parameters().iter().zip(slot) {
             tensors.push((
-                format!("optimizer.{kind}.{k}"),
-                vec![values.len()],
+                format!("{OPTIMIZER_PREFIX}{kind}.{}", param.name()),
+                param.shape().to_vec(),
                 le_bytes(values),
             ));
         }
@@ -201,11 +198,23 @@ pub fn load_training(path: &Path) -> Result<(Trainer, HashMap<String, String>), 
         serde_json::from_str(json).map_err(|e| fail(format!("trainer state: {e}")))?;
     let tensors = SafeTensors::deserialize(&bytes)
         .map_err(|e| fail(format!("not a safetensors file: {e}")))?;
-    let expected = OptimizerState::new(&state.config.optimizer, model.layers());
+    let params = model.parameters();
+    let expected = OptimizerState::new(&state.config.optimizer, params);
     let read_slots = |kind: &str, like: &[Vec<f32>]| -> Result<Vec<Vec<f32>>, ModelError> {
         like.iter()
+            .zip(params.iter())
             .enumerate()
-            .map(|(k, v)| read_f32(&tensors, &format!("optimizer.{kind}.{k}"), &[v.len()], path))
+            .map(|(k, (_, param))| {
+                let named = format!("{OPTIMIZER_PREFIX}{kind}.{}", param.name());
+                if tensors.tensor(&named).is_ok() {
+                    read_f32(&tensors, &named, param.shape(), path)
+                } else {
+                    // Earlier versions numbered the slots and stored them flat.
+                    let numbered = format!("{OPTIMIZER_PREFIX}{kind}.{k}");
+                    read_f32(&tensors, &numbered, &[param.values.len()], path)
+                        .map_err(|_| fail(format!("tensor {named} is missing")))
+                }
+            })
             .collect()
     };
     let slots = OptimizerState {
@@ -240,26 +249,26 @@ pub fn from_bytes(
         ))
     })?;
     let config = ModelConfig::from_json(json).map_err(|e| fail(e.to_string()))?;
-    let read = |name: &str, shape: &[usize]| read_f32(&tensors, name, shape, path);
-    let mut layers = Vec::with_capacity(config.layers.len());
-    for (i, &spec) in config.layers.iter().enumerate() {
-        let weight = read(&format!("layers.{i}.weight"), &[spec.inputs, spec.units])?;
-        let bias = read(&format!("layers.{i}.bias"), &[spec.units])?;
-        layers.push(Dense { spec, weight, bias });
-    }
-    let expected = 2 * config.layers.len();
+    let specs = config.parameter_specs();
+    let params = specs
+        .iter()
+        .map(|(name, shape)| {
+            read_f32(&tensors, name, shape, path).map(|v| Tensor::new(name, shape.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let model_tensors = tensors
         .names()
         .iter()
-        .filter(|n| n.starts_with("layers."))
+        .filter(|n| !n.starts_with(OPTIMIZER_PREFIX))
         .count();
-    if model_tensors != expected {
+    if model_tensors != specs.len() {
         return Err(fail(format!(
-            "{model_tensors} layer tensors but the config's {} layers need {expected}",
-            config.layers.len()
+            "{model_tensors} model tensors but the config's parameters are {}",
+            specs.len()
         )));
     }
-    let model = Autoencoder::from_layers(config, layers).map_err(|e| fail(e.to_string()))?;
+    let params = Parameters::new(params).map_err(fail)?;
+    let model = Autoencoder::from_parameters(config, params).map_err(|e| fail(e.to_string()))?;
     Ok((model, metadata))
 }
 

@@ -145,6 +145,21 @@ impl ModelConfig {
         self.layers.get(self.coding_layer).map_or(0, |l| l.units)
     }
 
+    /// The model's parameters in order, as `(name, shape)`: each layer's weight
+    /// `[inputs, units]` and bias `[units]`.
+    pub fn parameter_specs(&self) -> Vec<(String, Vec<usize>)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(l, spec)| {
+                [
+                    (crate::params::weight_name(l), vec![spec.inputs, spec.units]),
+                    (crate::params::bias_name(l), vec![spec.units]),
+                ]
+            })
+            .collect()
+    }
+
     /// Total number of weights and biases.
     pub fn parameter_count(&self) -> usize {
         self.layers

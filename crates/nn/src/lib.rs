@@ -8,6 +8,7 @@
 //! - [`layer`], [`model`]: dense layers and the autoencoder's forward pass and inference.
 //! - `step` (internal): the arithmetic of a training step, written once for every
 //!   engine; [`loss`], [`penalty`] and `coding` (internal) are its three dispatches.
+//! - [`params`]: a model's parameters as named tensors.
 //! - [`optimizer`]: SGD (with momentum, Nesterov) and Adam.
 //! - [`trainer`]: the training loop, its metrics, and progress observers.
 //! - [`parallel`]: the step's products split across threads, deterministically.
@@ -30,6 +31,7 @@ pub mod loss;
 pub mod model;
 pub mod optimizer;
 pub mod parallel;
+pub mod params;
 pub mod penalty;
 mod step;
 mod team;

@@ -4,8 +4,9 @@
 use crate::config::ModelConfig;
 use crate::dataset::Dataset;
 use crate::error::ModelError;
-use crate::layer::Dense;
+use crate::layer::{glorot_uniform, Dense, DenseMut};
 use crate::parallel::Threads;
+use crate::params::{bias_name, weight_name, Parameters, Tensor};
 use crate::step::StepPlan;
 use crate::trainer::TRAINING_SPLIT_ROWS;
 use kernels::activation::activation_forward;
@@ -26,7 +27,9 @@ pub struct Autoencoder {
     config: ModelConfig,
     /// The step's arithmetic for `config`, derived once.
     plan: StepPlan,
-    layers: Vec<Dense>,
+    params: Parameters,
+    /// Positions in `params` of each dense layer's weight and bias, found by name once.
+    layer_tensors: Vec<(usize, usize)>,
 }
 
 /// One buffer per layer for a batch of up to `capacity` samples, allocated once.
@@ -77,44 +80,57 @@ impl Autoencoder {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // Stream 0 initialises; streams from 1 shuffle epochs (see `dataset::shuffle_rng`).
         rng.set_stream(0);
-        let layers = config
-            .layers
+        let mut tensors = Vec::new();
+        for (l, &spec) in config.layers.iter().enumerate() {
+            let (weight, bias) = glorot_uniform(spec, &mut rng);
+            tensors.push(Tensor::new(
+                weight_name(l),
+                vec![spec.inputs, spec.units],
+                weight,
+            ));
+            tensors.push(Tensor::new(bias_name(l), vec![spec.units], bias));
+        }
+        let params = Parameters::new(tensors).map_err(ModelError::Invalid)?;
+        Self::from_parameters(config, params)
+    }
+
+    /// A model of `config` holding `params`: exactly the tensors
+    /// [`ModelConfig::parameter_specs`] names, with those shapes, in any order.
+    pub fn from_parameters(config: ModelConfig, params: Parameters) -> Result<Self, ModelError> {
+        config.validate()?;
+        let specs = config.parameter_specs();
+        for (name, shape) in &specs {
+            let tensor = params
+                .get(name)
+                .ok_or_else(|| ModelError::Invalid(format!("the model has no tensor {name}")))?;
+            if tensor.shape() != shape.as_slice() {
+                return Err(ModelError::Invalid(format!(
+                    "tensor {name} has shape {:?} but the config says {shape:?}",
+                    tensor.shape()
+                )));
+            }
+        }
+        if let Some(extra) = params
             .iter()
-            .map(|&spec| Dense::glorot_uniform(spec, &mut rng))
+            .find(|t| !specs.iter().any(|(name, _)| name == t.name()))
+        {
+            return Err(ModelError::Invalid(format!(
+                "tensor {} is not a parameter of this architecture",
+                extra.name()
+            )));
+        }
+        let layer_tensors = (0..config.layers.len())
+            .map(|l| {
+                let at = |name: String| params.position(&name).expect("checked above");
+                (at(weight_name(l)), at(bias_name(l)))
+            })
             .collect();
         let plan = StepPlan::new(&config);
         Ok(Self {
             config,
             plan,
-            layers,
-        })
-    }
-
-    /// A model from given layers, checked against `config`.
-    pub fn from_layers(config: ModelConfig, layers: Vec<Dense>) -> Result<Self, ModelError> {
-        config.validate()?;
-        if layers.len() != config.layers.len() {
-            return Err(ModelError::Invalid(format!(
-                "config has {} layers, {} given",
-                config.layers.len(),
-                layers.len()
-            )));
-        }
-        for (i, (layer, spec)) in layers.iter().zip(&config.layers).enumerate() {
-            if layer.spec != *spec
-                || layer.weight.len() != spec.inputs * spec.units
-                || layer.bias.len() != spec.units
-            {
-                return Err(ModelError::Invalid(format!(
-                    "layer {i} does not match its spec {spec:?}"
-                )));
-            }
-        }
-        let plan = StepPlan::new(&config);
-        Ok(Self {
-            config,
-            plan,
-            layers,
+            params,
+            layer_tensors,
         })
     }
 
@@ -123,19 +139,56 @@ impl Autoencoder {
         &self.config
     }
 
-    /// The layers, from the input.
-    pub fn layers(&self) -> &[Dense] {
-        &self.layers
+    /// Every parameter, named, in order.
+    pub fn parameters(&self) -> &Parameters {
+        &self.params
     }
 
-    /// The step's arithmetic beside the layers, mutable, for a step that updates them.
-    pub(crate) fn plan_and_layers_mut(&mut self) -> (&StepPlan, &mut [Dense]) {
-        (&self.plan, &mut self.layers)
+    /// Every parameter, values mutable (for optimizers). Shapes must not change.
+    pub fn parameters_mut(&mut self) -> &mut Parameters {
+        &mut self.params
     }
 
-    /// The layers, mutable (for optimizers). Shapes must not change.
-    pub fn layers_mut(&mut self) -> &mut [Dense] {
-        &mut self.layers
+    /// The number of dense layers.
+    pub fn layer_count(&self) -> usize {
+        self.layer_tensors.len()
+    }
+
+    /// Dense layer `l`, from the input.
+    ///
+    /// # Panics
+    /// If there is no layer `l`.
+    pub fn layer(&self, l: usize) -> Dense<'_> {
+        let (weight, bias) = self.layer_tensors[l];
+        Dense {
+            spec: self.config.layers[l],
+            weight: &self.params.at(weight).values,
+            bias: &self.params.at(bias).values,
+        }
+    }
+
+    /// The dense layers, from the input.
+    pub fn layers(&self) -> impl ExactSizeIterator<Item = Dense<'_>> + '_ {
+        (0..self.layer_count()).map(|l| self.layer(l))
+    }
+
+    /// Dense layer `l`, mutable.
+    ///
+    /// # Panics
+    /// If there is no layer `l`.
+    pub fn layer_mut(&mut self, l: usize) -> DenseMut<'_> {
+        let (weight, bias) = self.layer_tensors[l];
+        let (weight, bias) = self.params.pair_mut(weight, bias);
+        DenseMut {
+            spec: self.config.layers[l],
+            weight,
+            bias,
+        }
+    }
+
+    /// Where layer `l`'s weight and bias stand in [`Autoencoder::parameters`].
+    pub(crate) fn layer_tensor_positions(&self, l: usize) -> (usize, usize) {
+        self.layer_tensors[l]
     }
 
     /// Input width.
@@ -203,7 +256,7 @@ impl Autoencoder {
             return self.forward_with(threads, input, rows, acts);
         }
         self.forward_layers(
-            0..self.layers.len(),
+            0..self.layer_count(),
             input,
             rows,
             acts,
@@ -242,7 +295,8 @@ impl Autoencoder {
             acts.capacity
         );
         for l in range.clone() {
-            let spec = self.layers[l].spec;
+            let layer = self.layer(l);
+            let spec = layer.spec;
             let (before, rest) = acts.outputs.split_at_mut(l);
             let prev: &[f32] = if l == range.start {
                 &input[..rows * spec.inputs]
@@ -250,18 +304,18 @@ impl Autoencoder {
                 &before[l - 1][..rows * spec.inputs]
             };
             let out = &mut rest[0][..rows * spec.units];
-            let bias = &self.layers[l].bias;
+            let bias = layer.bias;
             let plan = &self.plan;
             let epilogue = |part: &mut [f32], _first: usize, part_rows: usize| {
                 plan.forward_epilogue(l, part, part_rows, bias);
             };
-            product(prev, self.layers[l].weight_view(), out, &epilogue).expect("shapes chain");
+            product(prev, layer.weight_view(), out, &epilogue).expect("shapes chain");
         }
     }
 
     /// The full forward pass of `rows` samples.
     pub fn forward(&self, input: &[f32], rows: usize, acts: &mut Activations) {
-        self.forward_range(0..self.layers.len(), input, rows, acts);
+        self.forward_range(0..self.layer_count(), input, rows, acts);
     }
 
     /// [`Autoencoder::forward`] with the products split across `threads`.
@@ -272,7 +326,7 @@ impl Autoencoder {
         rows: usize,
         acts: &mut Activations,
     ) {
-        self.forward_range_with(threads, 0..self.layers.len(), input, rows, acts);
+        self.forward_range_with(threads, 0..self.layer_count(), input, rows, acts);
     }
 
     /// Penalty of the coding activations of a batch (value only).
@@ -291,7 +345,7 @@ impl Autoencoder {
         scratch: &mut [f32],
     ) -> (OutputStats, f64) {
         let width = self.input_width();
-        let out = &acts.outputs[self.layers.len() - 1][..rows * width];
+        let out = &acts.outputs[self.layer_count() - 1][..rows * width];
         // Under MSE the stored output is already activated, whatever the activation.
         let stats = output_stats(self.config.loss.kernel(), out, &targets[..rows * width]);
         let coding = &acts.outputs[self.config.coding_layer][..rows * self.coding_width()];
@@ -388,7 +442,7 @@ impl Autoencoder {
         data: &Dataset,
         batch_size: usize,
     ) -> Vec<f32> {
-        let layers = 0..self.layers.len();
+        let layers = 0..self.layer_count();
         let mut out = self.map_batches(threads, data, batch_size, layers, self.input_width());
         self.finish_output(&mut out);
         out
@@ -397,8 +451,8 @@ impl Autoencoder {
     /// Applies the output activation that the forward buffers leave out under BCE (the
     /// sigmoid is fused into the loss there), turning stored logits into reconstructions.
     fn finish_output(&self, out: &mut [f32]) {
-        let last = self.layers.len() - 1;
-        let activation = self.layers[last].spec.activation;
+        let last = self.layer_count() - 1;
+        let activation = self.config.layers[last].activation;
         if self.plan.layer(last).stored != activation {
             activation_forward(activation, out);
         }
@@ -412,7 +466,7 @@ impl Autoencoder {
         let width = self.coding_width();
         assert_eq!(codings.len() % width, 0, "decode: ragged codings");
         let data = Dataset::from_f32(codings.to_vec(), width);
-        let layers = self.config.coding_layer + 1..self.layers.len();
+        let layers = self.config.coding_layer + 1..self.layer_count();
         let threads = Threads::sequential();
         let mut out = self.map_batches(&threads, &data, 256, layers, self.input_width());
         self.finish_output(&mut out);

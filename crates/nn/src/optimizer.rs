@@ -1,6 +1,6 @@
 //! Optimizers with Keras 3 semantics, and the per-parameter state they keep.
 
-use crate::layer::Dense;
+use crate::params::Parameters;
 use kernels::optim::{adam_update, momentum_update, AdamStep, MomentumStep};
 use serde::{Deserialize, Serialize};
 
@@ -86,8 +86,9 @@ impl Optimizer {
     }
 }
 
-/// Slots an optimizer keeps per parameter tensor (velocity, or Adam's two moments),
-/// in the order weight, bias of layer 0, weight, bias of layer 1, ...
+/// Slots an optimizer keeps per parameter tensor (velocity, or Adam's two moments), in
+/// the order of the model's [`Parameters`]: slot `k` belongs to its `k`-th tensor, and
+/// checkpoints store it under that tensor's name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OptimizerState {
     /// Updates applied so far (Adam's `t`).
@@ -99,14 +100,10 @@ pub struct OptimizerState {
 }
 
 impl OptimizerState {
-    /// Zeroed slots for `layers` as `optimizer` needs them.
-    pub fn new(optimizer: &Optimizer, layers: &[Dense]) -> Self {
-        let zeros = || -> Vec<Vec<f32>> {
-            layers
-                .iter()
-                .flat_map(|l| [vec![0.0; l.weight.len()], vec![0.0; l.bias.len()]])
-                .collect()
-        };
+    /// Zeroed slots for `params` as `optimizer` needs them.
+    pub fn new(optimizer: &Optimizer, params: &Parameters) -> Self {
+        let zeros =
+            || -> Vec<Vec<f32>> { params.iter().map(|t| vec![0.0; t.values.len()]).collect() };
         match optimizer {
             Optimizer::Sgd { momentum, .. } if *momentum == 0.0 => Self::default(),
             Optimizer::Sgd { .. } => Self {
@@ -121,8 +118,8 @@ impl OptimizerState {
         }
     }
 
-    /// Applies one update to tensor `slot` (`2 * layer` for a weight, `+ 1` for a bias)
-    /// from its gradient. Call [`OptimizerState::advance`] once per step, before the updates.
+    /// Applies one update to the parameter tensor at position `slot` from its gradient.
+    /// Call [`OptimizerState::advance`] once per step, before the updates.
     pub fn apply(&mut self, optimizer: &Optimizer, slot: usize, grad: &[f32], param: &mut [f32]) {
         match *optimizer {
             Optimizer::Sgd {

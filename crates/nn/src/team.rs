@@ -64,10 +64,11 @@ fn split_of(layer: usize) -> Split {
 }
 
 /// Whether [`Team`] can train `model`: an even number of layers (so the output layer
-/// splits by outputs), as every autoencoder with a mirrored decoder has.
+/// splits by outputs), as every autoencoder with a mirrored decoder has, and no
+/// parameters but the dense layers' (the shards hold only those).
 pub(crate) fn suits(model: &Autoencoder) -> bool {
-    let layers = model.layers().len();
-    layers >= 2 && layers % 2 == 0
+    let layers = model.layer_count();
+    layers >= 2 && layers % 2 == 0 && model.parameters().len() == 2 * layers
 }
 
 /// The cut points of `n` items into `parts` aligned runs: `parts + 1` increasing values
@@ -175,7 +176,6 @@ impl Team {
     pub(crate) fn new(model: &Autoencoder, parts: usize, capacity: usize) -> Self {
         let layers: Vec<LayerPlan> = model
             .layers()
-            .iter()
             .enumerate()
             .map(|(l, layer)| {
                 let split = split_of(l);
@@ -258,7 +258,7 @@ impl Team {
                     Split::Inputs => {
                         let rows = &layer.weight[part.start * plan.units..part.end * plan.units];
                         shard.weights[l].copy_from_slice(rows);
-                        shard.biases[l].copy_from_slice(&layer.bias);
+                        shard.biases[l].copy_from_slice(layer.bias);
                     }
                     Split::Outputs => {
                         let width = part.len();
@@ -277,7 +277,8 @@ impl Team {
     fn store(&mut self, model: &mut Autoencoder) {
         for (t, shard) in self.shards.iter_mut().enumerate() {
             let shard = shard.get_mut().unwrap_or_else(PoisonError::into_inner);
-            for (l, (plan, layer)) in self.layers.iter().zip(model.layers_mut()).enumerate() {
+            for (l, plan) in self.layers.iter().enumerate() {
+                let layer = model.layer_mut(l);
                 let part = plan.part(t);
                 match plan.split {
                     Split::Inputs => {

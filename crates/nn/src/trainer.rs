@@ -17,6 +17,7 @@ use crate::loss::Loss;
 use crate::model::{Activations, Autoencoder};
 use crate::optimizer::{Optimizer, OptimizerState};
 use crate::parallel::Threads;
+use crate::params::Parameters;
 use crate::team::{self, Epoch, Team};
 use kernels::output::OutputStats;
 use kernels::reduce::column_sums;
@@ -179,8 +180,9 @@ pub trait Observer: Send {
 /// An observer that ignores everything.
 impl Observer for () {}
 
-/// Per-layer parameter gradients `(dW, db)`, `dW` shaped `[inputs, units]`.
-pub type Gradients = Vec<(Vec<f32>, Vec<f32>)>;
+/// The loss's gradient with respect to every parameter, under the parameters' names
+/// and shapes.
+pub type Gradients = Parameters;
 
 /// Where a backward pass sends each layer's parameter gradient.
 enum Update<'a> {
@@ -218,21 +220,13 @@ impl Workspace {
             partial: vec![0.0; batch.min(TRAINING_SPLIT_ROWS) * widest],
             scratch: vec![0.0; model.plan().scratch_len()],
             param_grads: if collect {
-                zero_gradients(model)
+                model.parameters().zeros_like()
             } else {
-                Vec::new()
+                Parameters::default()
             },
             order: Vec::new(),
         }
     }
-}
-
-fn zero_gradients(model: &Autoencoder) -> Gradients {
-    model
-        .layers()
-        .iter()
-        .map(|l| (vec![0.0; l.weight.len()], vec![0.0; l.bias.len()]))
-        .collect()
 }
 
 /// A batch of `rows` samples `x`, row after row.
@@ -254,8 +248,8 @@ fn backward(
     mut update: Update<'_>,
 ) -> (OutputStats, f64) {
     let width = model.input_width();
-    let (plan, layers) = model.plan_and_layers_mut();
-    let last = layers.len() - 1;
+    let last = model.layer_count() - 1;
+    let plan = model.plan();
     let out = &acts.outputs[last][..rows * width];
     let stats = threads.output_step(
         out,
@@ -267,7 +261,8 @@ fn backward(
 
     let mut penalty = 0.0;
     for l in (0..=last).rev() {
-        let spec = layers[l].spec;
+        let plan = model.plan();
+        let spec = model.config().layers[l];
         let (lower, upper) = grads.split_at_mut(l);
         let dz = &upper[0][..rows * spec.units];
         let dz_view = MatRef::row_major(dz, rows, spec.units).expect("sized");
@@ -298,25 +293,25 @@ fn backward(
             threads
                 .product_then(
                     dz,
-                    layers[l].weight_view().t(),
+                    model.layer(l).weight_view().t(),
                     &mut lower[l - 1][..rows * inputs],
                     rows,
                     &to_dz,
                 )
                 .expect("shapes chain");
         }
-        let layer = &mut layers[l];
         match &mut update {
             Update::FusedSgd(lr) => {
-                let w =
-                    MatMut::row_major(&mut layer.weight, spec.inputs, spec.units).expect("sized");
+                let layer = model.layer_mut(l);
+                let w = MatMut::row_major(layer.weight, spec.inputs, spec.units).expect("sized");
                 threads
                     .gemm(-*lr, input_t, dz_view, 1.0, w)
                     .expect("shapes chain");
-                column_sums(dz_layout, dz, -*lr, 1.0, &mut layer.bias);
+                column_sums(dz_layout, dz, -*lr, 1.0, layer.bias);
             }
             Update::Collect(g) => {
-                let (dw, db) = &mut g[l];
+                let (weight, bias) = model.layer_tensor_positions(l);
+                let (dw, db) = g.pair_mut(weight, bias);
                 let w = MatMut::row_major(dw, spec.inputs, spec.units).expect("sized");
                 threads
                     .gemm(1.0, input_t, dz_view, 0.0, w)
@@ -328,7 +323,7 @@ fn backward(
         if l > 0 && !below_by_rows {
             let a = &acts.outputs[l - 1][..rows * spec.inputs];
             let da = &mut lower[l - 1][..rows * spec.inputs];
-            penalty += plan.to_dz(l - 1, a, da, rows, spec.inputs, scratch);
+            penalty += model.plan().to_dz(l - 1, a, da, rows, spec.inputs, scratch);
         }
     }
     (stats, penalty)
@@ -369,7 +364,7 @@ impl Trainer {
     /// A trainer for `model`; allocates every buffer a step needs.
     pub fn new(model: Autoencoder, config: TrainConfig) -> Result<Self, TrainError> {
         config.validate()?;
-        let state = OptimizerState::new(&config.optimizer, model.layers());
+        let state = OptimizerState::new(&config.optimizer, model.parameters());
         let threads = Threads::new(config.threads)?;
         // Plain SGD on batches small enough for the register-tiled products runs as a
         // team of threads that own their parts of the weights for the whole epoch.
@@ -402,7 +397,7 @@ impl Trainer {
         slots: OptimizerState,
     ) -> Result<Self, TrainError> {
         let mut trainer = Self::new(model, state.config)?;
-        let expected = OptimizerState::new(&state.config.optimizer, trainer.model.layers());
+        let expected = OptimizerState::new(&state.config.optimizer, trainer.model.parameters());
         let shapes = |s: &OptimizerState| -> Vec<usize> {
             s.first.iter().chain(&s.second).map(Vec::len).collect()
         };
@@ -639,12 +634,14 @@ impl Trainer {
             );
             if !plain_sgd {
                 self.state.advance();
-                for (l, layer) in self.model.layers_mut().iter_mut().enumerate() {
-                    let (dw, db) = &work.param_grads[l];
-                    self.state
-                        .apply(&self.config.optimizer, 2 * l, dw, &mut layer.weight);
-                    self.state
-                        .apply(&self.config.optimizer, 2 * l + 1, db, &mut layer.bias);
+                let params = self.model.parameters_mut().iter_mut();
+                for (slot, (param, grad)) in params.zip(work.param_grads.iter()).enumerate() {
+                    self.state.apply(
+                        &self.config.optimizer,
+                        slot,
+                        &grad.values,
+                        &mut param.values,
+                    );
                 }
             }
             tally.step_end(step, rows, stats, penalty)?;

@@ -2,6 +2,7 @@
 //! their formulas, runs are deterministic, divergence is reported, checkpoints round-trip.
 
 use nn::config::{Activation, Loss, ModelConfig, Penalty};
+use nn::params::{bias_name, weight_name};
 use nn::trainer::loss_and_gradients;
 use nn::{Autoencoder, Dataset, Optimizer, TrainConfig, TrainError, Trainer};
 
@@ -83,10 +84,18 @@ fn fused_sgd_step_equals_the_gradient_step() {
         for threads in 1..=3 {
             let stepped = one_step_on(&model, Optimizer::sgd(0.5), &x, rows, threads);
             let what = format!("{:?}, {rows} rows, {threads} threads", config.penalty);
-            for (l, (before, after)) in model.layers().iter().zip(stepped.layers()).enumerate() {
+            for (l, (before, after)) in model.layers().zip(stepped.layers()).enumerate() {
                 let pairs = [
-                    (&before.weight, &after.weight, &grads[l].0),
-                    (&before.bias, &after.bias, &grads[l].1),
+                    (
+                        before.weight,
+                        after.weight,
+                        grads.values(&weight_name(l)).unwrap(),
+                    ),
+                    (
+                        before.bias,
+                        after.bias,
+                        grads.values(&bias_name(l)).unwrap(),
+                    ),
                 ];
                 for (tensor, (before, after, grad)) in pairs.into_iter().enumerate() {
                     for (k, ((&w, &w2), &g)) in before.iter().zip(after).zip(grad).enumerate() {
@@ -115,15 +124,16 @@ fn momentum_and_adam_first_steps_follow_keras() {
     };
     let plain = one_step(&model, Optimizer::sgd(0.1), &x, 4);
     let with_momentum = one_step(&model, momentum, &x, 4);
-    for (a, b) in plain.layers().iter().zip(with_momentum.layers()) {
-        for (u, v) in a.weight.iter().zip(&b.weight) {
+    for (a, b) in plain.layers().zip(with_momentum.layers()) {
+        for (u, v) in a.weight.iter().zip(b.weight) {
             assert!((u - v).abs() <= 1e-6, "{u} vs {v}");
         }
     }
     // First Adam step: w -= lr * g / (|g| + eps / sqrt(1 - b2)) ~ lr * sign(g).
     let adam = one_step(&model, Optimizer::adam(0.01), &x, 4);
-    for (l, (before, after)) in model.layers().iter().zip(adam.layers()).enumerate() {
-        for ((&w, &w2), &g) in before.weight.iter().zip(&after.weight).zip(&grads[l].0) {
+    for (l, (before, after)) in model.layers().zip(adam.layers()).enumerate() {
+        let grad = grads.values(&weight_name(l)).unwrap();
+        for ((&w, &w2), &g) in before.weight.iter().zip(after.weight).zip(grad) {
             let g = f64::from(g);
             let m = 0.1 * g;
             let v = 0.001 * g * g;
@@ -164,8 +174,7 @@ fn same_seed_same_weights_bit_for_bit() {
     let (_, m3) = run(12);
     let bits = |m: &Autoencoder| -> Vec<u32> {
         m.layers()
-            .iter()
-            .flat_map(|l| l.weight.iter().chain(&l.bias).map(|v| v.to_bits()))
+            .flat_map(|l| l.weight.iter().chain(l.bias).map(|v| v.to_bits()))
             .collect()
     };
     assert_eq!(bits(&m1), bits(&m2));
@@ -367,8 +376,7 @@ fn split_products_match_and_two_thread_runs_repeat_bit_for_bit() {
     let (a, b) = (run(), run());
     let bits = |m: &Autoencoder| -> Vec<u32> {
         m.layers()
-            .iter()
-            .flat_map(|l| l.weight.iter().chain(&l.bias).map(|v| v.to_bits()))
+            .flat_map(|l| l.weight.iter().chain(l.bias).map(|v| v.to_bits()))
             .collect()
     };
     assert_eq!(bits(&a), bits(&b));
@@ -402,8 +410,7 @@ fn team_runs_stop_at_any_step_and_resume_bit_for_bit() {
     let data = Dataset::from_f32(samples(60 * 40 / 12), 40);
     let bits = |m: &Autoencoder| -> Vec<u32> {
         m.layers()
-            .iter()
-            .flat_map(|l| l.weight.iter().chain(&l.bias).map(|v| v.to_bits()))
+            .flat_map(|l| l.weight.iter().chain(l.bias).map(|v| v.to_bits()))
             .collect()
     };
     for threads in [2, 3] {
@@ -483,6 +490,45 @@ fn a_panic_inside_a_team_reaches_the_caller() {
     assert!(panicked, "the observer's panic was lost");
 }
 
+/// A training checkpoint rewritten as versions before named parameters wrote it: the
+/// optimizer's slots as `optimizer.{first,second}.{k}`, flat, `k` counting tensors.
+fn with_numbered_slots(bytes: &[u8]) -> Vec<u8> {
+    use safetensors::{tensor::TensorView, SafeTensors};
+    let tensors = SafeTensors::deserialize(bytes).unwrap();
+    let (_, metadata) = SafeTensors::read_metadata(bytes).unwrap();
+    let mut names = tensors.names();
+    names.sort();
+    let params: Vec<String> = Autoencoder::new(small_config(Penalty::None), 1)
+        .unwrap()
+        .parameters()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
+    let mut renamed = Vec::new();
+    for name in names {
+        let view = tensors.tensor(name).unwrap();
+        let new_name = match name.strip_prefix("optimizer.") {
+            Some(rest) => {
+                let (kind, param) = rest.split_once('.').unwrap();
+                let k = params.iter().position(|p| p == param).unwrap();
+                format!("optimizer.{kind}.{k}")
+            }
+            None => name.to_string(),
+        };
+        let len = view.data().len() / 4;
+        let shape = if new_name == name {
+            view.shape().to_vec()
+        } else {
+            vec![len]
+        };
+        renamed.push((
+            new_name,
+            TensorView::new(view.dtype(), shape, view.data()).unwrap(),
+        ));
+    }
+    safetensors::serialize(renamed, metadata.metadata().clone()).unwrap()
+}
+
 #[test]
 fn an_interrupted_run_resumes_to_the_same_weights_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
@@ -499,8 +545,7 @@ fn an_interrupted_run_resumes_to_the_same_weights_bit_for_bit() {
     ];
     let bits = |m: &Autoencoder| -> Vec<u32> {
         m.layers()
-            .iter()
-            .flat_map(|l| l.weight.iter().chain(&l.bias).map(|v| v.to_bits()))
+            .flat_map(|l| l.weight.iter().chain(l.bias).map(|v| v.to_bits()))
             .collect()
     };
     for (optimizer, threads) in optimizers.into_iter().flat_map(|o| [(o, 1), (o, 2)]) {
@@ -535,11 +580,25 @@ fn an_interrupted_run_resumes_to_the_same_weights_bit_for_bit() {
         nn::checkpoint::save_training(&first, &path, &[]).unwrap();
         let (mut resumed, _) = nn::checkpoint::load_training(&path).unwrap();
         resumed.fit(&train, Some(&valid), &mut ()).unwrap();
+        // The same checkpoint as earlier versions wrote it, slots numbered and flat.
+        let earlier = dir.path().join("earlier.safetensors");
+        std::fs::write(
+            &earlier,
+            with_numbered_slots(&std::fs::read(&path).unwrap()),
+        )
+        .unwrap();
+        let (mut resumed_earlier, _) = nn::checkpoint::load_training(&earlier).unwrap();
+        resumed_earlier.fit(&train, Some(&valid), &mut ()).unwrap();
 
         assert_eq!(
             bits(resumed.model()),
             bits(straight.model()),
             "{optimizer:?}, {threads} threads"
+        );
+        assert_eq!(
+            bits(resumed_earlier.model()),
+            bits(straight.model()),
+            "{optimizer:?}, {threads} threads, numbered slots"
         );
         assert_eq!(
             resumed.optimizer_state(),
@@ -696,8 +755,7 @@ fn runs_repeat_for_a_thread_count_and_agree_across_counts() {
             trainer
                 .into_model()
                 .layers()
-                .iter()
-                .flat_map(|l| l.weight.iter().chain(&l.bias).copied())
+                .flat_map(|l| l.weight.iter().chain(l.bias).copied())
                 .collect::<Vec<f32>>()
         };
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
