@@ -14,11 +14,13 @@
 //! - [`parallel`]: the step's products split across threads, deterministically.
 //! - `team` (internal): plain SGD epochs run by threads that each own a part of every
 //!   layer, meeting at barriers.
+//! - `barrier` (internal): the spinning barrier the team meets at.
 //! - [`checkpoint`]: safetensors save and load.
 //! - [`error`]: what can go wrong, with the file and the reason.
 
 #![warn(missing_docs)]
 
+mod barrier;
 pub mod cache;
 pub mod checkpoint;
 mod coding;

@@ -31,6 +31,7 @@
 //! bit-for-bit reproducible for a given count; different counts add partial sums in a
 //! different grouping, and differ in the last bits.
 
+use crate::barrier::{PoisonOnPanic, Poisoned, SpinBarrier};
 use crate::dataset::Dataset;
 use crate::error::TrainError;
 use crate::model::Autoencoder;
@@ -40,7 +41,7 @@ use kernels::output::OutputStats;
 use kernels::reduce::{column_sums, scaled_add};
 use kernels::{gemm, Layout, MatMut, MatRef};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 /// Parts are cut at multiples of this many units: no register tile is split.
@@ -538,71 +539,8 @@ impl Team {
 #[derive(Debug)]
 struct Stopped;
 
-/// A barrier for the team's threads that spins (they have a core each, and a step's
-/// waits are microseconds long) and yields the core after a while.
-struct SpinBarrier {
-    parts: usize,
-    arrived: AtomicUsize,
-    generation: AtomicUsize,
-    /// A part panicked: waiting would never end.
-    poisoned: AtomicU8,
-}
-
-/// Spins (about 10-20 us) before a waiting thread starts yielding its core. Most waits
-/// are shorter; a longer wait means the part waited for has no core (more threads than
-/// cores), and yielding gives it one: with 16384 spins, 3 or 4 threads on this 2-core
-/// machine took 5.7-5.9 s per epoch, with 512 1.1 s, while 2 threads ran as fast.
-const SPINS_BEFORE_YIELD: u32 = 1 << 9;
-
-impl SpinBarrier {
-    fn new(parts: usize) -> Self {
-        Self {
-            parts,
-            arrived: AtomicUsize::new(0),
-            generation: AtomicUsize::new(0),
-            poisoned: AtomicU8::new(0),
-        }
-    }
-
-    fn reset(&self) {
-        self.arrived.store(0, Ordering::Relaxed);
-        self.poisoned.store(0, Ordering::Relaxed);
-    }
-
-    /// Waits until every part has arrived; `Err` if a part panicked instead.
-    fn wait(&self) -> Result<(), Stopped> {
-        if self.parts == 1 {
-            return Ok(());
-        }
-        let generation = self.generation.load(Ordering::Acquire);
-        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parts {
-            self.arrived.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
-            return Ok(());
-        }
-        let mut spins = 0u32;
-        while self.generation.load(Ordering::Acquire) == generation {
-            if self.poisoned.load(Ordering::Relaxed) != 0 {
-                return Err(Stopped);
-            }
-            if spins < SPINS_BEFORE_YIELD {
-                spins += 1;
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Poisons the barrier if its thread unwinds, so the others stop waiting for it.
-struct PoisonOnPanic<'a>(&'a SpinBarrier);
-
-impl Drop for PoisonOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.poisoned.store(1, Ordering::Relaxed);
-        }
+impl From<Poisoned> for Stopped {
+    fn from(_: Poisoned) -> Self {
+        Stopped
     }
 }
