@@ -37,22 +37,37 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     let test = open_samples(&path, &model)?;
     let threads = nn::parallel::Threads::new(args.threads.count())?;
     let result = model.evaluate_with(&threads, &test, args.batch_size as usize);
-    let codings = model.encode_with(&threads, &test, 256);
+    let config = model.config();
     let units = model.coding_width();
-    let dead = (0..units)
-        .filter(|&j| (0..test.len()).all(|i| codings[i * units + j] <= 0.5))
-        .count();
+    let share = |n: usize| 100.0 * n as f64 / units as f64;
     println!("test samples:            {}", result.samples);
     println!("loss:                    {:.4}", result.loss);
-    println!("rounded_accuracy:        {:.4}", result.rounded_accuracy);
+    // Metrics by kind: rounded accuracy for values in [0, 1], the reconstruction's and
+    // the codes' statistics for unbounded rows.
+    if config.loss == nn::Loss::Bce {
+        println!("rounded_accuracy:        {:.4}", result.rounded_accuracy);
+    } else {
+        println!("mse:                     {:.6}", result.mse);
+        println!("fvu:                     {:.4}", result.fvu);
+        println!("l0:                      {:.2}", result.l0);
+        println!(
+            "dead_latents:            {} of {units} ({:.1}%) never above 0",
+            result.dead_latents,
+            share(result.dead_latents)
+        );
+    }
     println!(
         "mean coding activation:  {:.4}",
         result.mean_coding_activation
     );
-    println!(
-        "dead coding units:       {dead} of {units} ({:.1}%) never above 0.5",
-        100.0 * dead as f64 / units as f64
-    );
+    if config.layers[config.coding_layer].activation == nn::Activation::Sigmoid {
+        println!(
+            "dead coding units:       {} of {units} ({:.1}%) never above {}",
+            result.never_above_half,
+            share(result.never_above_half),
+            nn::inference::SIGMOID_ON
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -18,6 +18,9 @@ pub struct Progress {
     quiet: bool,
     epochs: usize,
     bar: Option<ProgressBar>,
+    /// Whether the model's values lie in [0, 1] (a BCE loss), where rounded accuracy
+    /// means something; otherwise the line shows the reconstruction's statistics.
+    bounded: bool,
     /// The number of a signal that asked to stop (SIGINT, SIGTERM), or 0.
     stop: Arc<AtomicUsize>,
     /// When the command started, and how long after that training began.
@@ -26,8 +29,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(quiet: bool, stop: Arc<AtomicUsize>, started: Instant) -> Self {
+    pub fn new(quiet: bool, bounded: bool, stop: Arc<AtomicUsize>, started: Instant) -> Self {
         Self {
+            bounded,
             stop,
             started,
             start_up: None,
@@ -53,16 +57,29 @@ impl Progress {
     }
 }
 
-/// The Keras-like line of an epoch.
-pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
+/// The Keras-like line of an epoch: rounded accuracy for a model of values in [0, 1]
+/// (`bounded`), the reconstruction's and the codes' statistics for unbounded rows.
+pub fn epoch_line(m: &EpochMetrics, epochs: usize, bounded: bool) -> String {
     let mut line = format!(
-        "Epoch {}/{epochs} - {:.2}s - loss: {:.4} - rounded_accuracy: {:.4}",
-        m.epoch, m.seconds, m.loss, m.rounded_accuracy
+        "Epoch {}/{epochs} - {:.2}s - loss: {:.4}",
+        m.epoch, m.seconds, m.loss
     );
-    if let (Some(l), Some(a)) = (m.val_loss, m.val_rounded_accuracy) {
-        line.push_str(&format!(
-            " - val_loss: {l:.4} - val_rounded_accuracy: {a:.4}"
-        ));
+    if bounded {
+        line.push_str(&format!(" - rounded_accuracy: {:.4}", m.rounded_accuracy));
+    }
+    if let Some(l) = m.val_loss {
+        line.push_str(&format!(" - val_loss: {l:.4}"));
+    }
+    if let Some(a) = m.val_rounded_accuracy {
+        line.push_str(&format!(" - val_rounded_accuracy: {a:.4}"));
+    }
+    for (name, value) in [("mse", m.mse), ("fvu", m.fvu), ("l0", m.l0)] {
+        if let Some(v) = value {
+            line.push_str(&format!(" - {name}: {v:.4}"));
+        }
+    }
+    if let Some(d) = m.dead_latents {
+        line.push_str(&format!(" - dead_latents: {d}"));
     }
     line
 }
@@ -90,10 +107,15 @@ impl Observer for Progress {
         if let Some(bar) = &self.bar {
             bar.set_position(p.step as u64);
             if p.step % MESSAGE_EVERY == 0 || p.step == p.steps {
-                bar.set_message(format!(
-                    "loss: {:.4} - rounded_accuracy: {:.4}",
-                    p.loss, p.rounded_accuracy
-                ));
+                let message = if self.bounded {
+                    format!(
+                        "loss: {:.4} - rounded_accuracy: {:.4}",
+                        p.loss, p.rounded_accuracy
+                    )
+                } else {
+                    format!("loss: {:.4}", p.loss)
+                };
+                bar.set_message(message);
             }
         }
         self.control()
@@ -104,7 +126,7 @@ impl Observer for Progress {
             bar.finish_and_clear();
         }
         if !self.quiet {
-            println!("{}", epoch_line(m, self.epochs));
+            println!("{}", epoch_line(m, self.epochs, self.bounded));
         }
         self.control()
     }

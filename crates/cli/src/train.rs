@@ -90,23 +90,45 @@ fn default_out_dir() -> PathBuf {
     PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
 }
 
-fn write_history(dir: &Path, history: &[nn::EpochMetrics]) -> Result<()> {
+/// `history.json` and `history.csv`: the columns of the book's models (values in
+/// [0, 1], `bounded`) are Keras' and the mean coding activation; those of models of
+/// unbounded rows are the reconstruction's and the codes' statistics.
+fn write_history(dir: &Path, history: &[nn::EpochMetrics], bounded: bool) -> Result<()> {
     let json = serde_json::to_string_pretty(history).expect("metrics serialise");
     nn::checkpoint::write_atomic(&dir.join("history.json"), json.as_bytes())
         .with_context(|| format!("cannot write {}", dir.join("history.json").display()))?;
-    let mut csv = String::from("epoch,loss,rounded_accuracy,val_loss,val_rounded_accuracy,mean_coding_activation,seconds\n");
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
+    let mut csv = if bounded {
+        String::from("epoch,loss,rounded_accuracy,val_loss,val_rounded_accuracy,mean_coding_activation,seconds\n")
+    } else {
+        String::from("epoch,loss,val_loss,mse,fvu,l0,dead_latents,seconds\n")
+    };
     for m in history {
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
-            m.epoch,
-            m.loss,
-            m.rounded_accuracy,
-            opt(m.val_loss),
-            opt(m.val_rounded_accuracy),
-            opt(m.mean_coding_activation),
-            m.seconds
-        ));
+        let row = if bounded {
+            format!(
+                "{},{},{},{},{},{},{}\n",
+                m.epoch,
+                m.loss,
+                m.rounded_accuracy,
+                opt(m.val_loss),
+                opt(m.val_rounded_accuracy),
+                opt(m.mean_coding_activation),
+                m.seconds
+            )
+        } else {
+            format!(
+                "{},{},{},{},{},{},{},{}\n",
+                m.epoch,
+                m.loss,
+                opt(m.val_loss),
+                opt(m.mse),
+                opt(m.fvu),
+                opt(m.l0),
+                m.dead_latents.map_or(String::new(), |d| d.to_string()),
+                m.seconds
+            )
+        };
+        csv.push_str(&row);
     }
     nn::checkpoint::write_atomic(&dir.join("history.csv"), csv.as_bytes())
         .with_context(|| format!("cannot write {}", dir.join("history.csv").display()))
@@ -211,7 +233,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         signal_hook::flag::register_usize(signal, Arc::clone(&stop), signal as usize)
             .context("cannot install the signal handlers")?;
     }
-    let mut observer = progress::Progress::new(args.quiet, Arc::clone(&stop), started);
+    let bounded = model_config.loss == Loss::Bce;
+    let mut observer = progress::Progress::new(args.quiet, bounded, Arc::clone(&stop), started);
     let model_path = out.join("model.safetensors");
     let training_started = Instant::now();
     for epoch in first_epoch..=epochs {
@@ -221,7 +244,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             Ok(Control::Stop) | Err(TrainError::Interrupted) => true,
             Err(e) => return Err(e.into()),
         };
-        write_history(&out, trainer.history())?;
+        write_history(&out, trainer.history(), bounded)?;
         if interrupted {
             save_model(&model_path, &trainer, valid_count)?;
             let signal = stop.load(Ordering::Relaxed);

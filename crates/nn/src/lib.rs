@@ -5,7 +5,8 @@
 //!   decompressed once into a cache.
 //! - [`dataset`]: samples, train/validation split, shuffled batches.
 //! - [`config`]: the architecture (layers, coding layer, penalty, loss) and its JSON.
-//! - [`layer`], [`model`]: dense layers and the autoencoder's forward pass and inference.
+//! - [`layer`], [`model`]: dense layers and the autoencoder's forward pass.
+//! - [`inference`]: evaluation and its metrics, encoding, decoding, reconstruction.
 //! - `step` (internal): the arithmetic of a training step, written once for every
 //!   engine; [`loss`], [`penalty`] and `coding` (internal) are its three dispatches.
 //! - [`params`]: a model's parameters as named tensors.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod idx;
+pub mod inference;
 pub mod layer;
 pub mod loss;
 pub mod model;
@@ -45,6 +47,6 @@ pub use error::{DataError, IdxError, ModelError, TrainError};
 pub use model::{Autoencoder, Evaluation};
 pub use optimizer::Optimizer;
 pub use trainer::{
-    Control, EpochMetrics, EpochPosition, Observer, StepProgress, TrainConfig, Trainer,
+    Control, Engine, EpochMetrics, EpochPosition, Observer, StepProgress, TrainConfig, Trainer,
     TrainerState,
 };

@@ -1,17 +1,16 @@
-//! The autoencoder: its layers, the forward pass in reusable buffers, and inference over
-//! batches and whole datasets (encode, decode, reconstruct, evaluate).
+//! The autoencoder: its named parameters, its dense layers as views of them, and the
+//! forward pass in reusable buffers. Inference over whole datasets is in
+//! [`crate::inference`].
 
 use crate::config::ModelConfig;
-use crate::dataset::Dataset;
 use crate::error::ModelError;
+pub use crate::inference::Evaluation;
 use crate::layer::{glorot_uniform, Dense, DenseMut};
 use crate::parallel::Threads;
 use crate::params::{bias_name, weight_name, Parameters, Tensor};
 use crate::step::StepPlan;
 use crate::trainer::TRAINING_SPLIT_ROWS;
-use kernels::activation::activation_forward;
-use kernels::output::{output_stats, OutputStats};
-use kernels::{GemmError, Layout, MatRef};
+use kernels::{GemmError, MatRef};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::ops::Range;
@@ -58,19 +57,6 @@ impl Activations {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
-}
-
-/// Loss and accuracy of a model over a dataset, as Keras' `evaluate` reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Evaluation {
-    /// Reconstruction loss plus penalty, per batch, averaged weighted by batch size.
-    pub loss: f64,
-    /// Fraction of values where the rounded reconstruction equals the rounded input.
-    pub rounded_accuracy: f64,
-    /// Mean activation of the coding layer over all samples and units.
-    pub mean_coding_activation: f64,
-    /// Samples evaluated.
-    pub samples: usize,
 }
 
 impl Autoencoder {
@@ -327,178 +313,5 @@ impl Autoencoder {
         acts: &mut Activations,
     ) {
         self.forward_range_with(threads, 0..self.layer_count(), input, rows, acts);
-    }
-
-    /// Penalty of the coding activations of a batch (value only).
-    pub(crate) fn penalty_value(&self, coding: &[f32], rows: usize, scratch: &mut [f32]) -> f64 {
-        let layout = Layout::contiguous(rows, self.coding_width());
-        self.config.penalty.value(layout, coding, scratch)
-    }
-
-    /// Loss statistics of one batch already run through [`Autoencoder::forward`]:
-    /// `(output stats, penalty)`.
-    pub(crate) fn batch_loss(
-        &self,
-        targets: &[f32],
-        rows: usize,
-        acts: &Activations,
-        scratch: &mut [f32],
-    ) -> (OutputStats, f64) {
-        let width = self.input_width();
-        let out = &acts.outputs[self.layer_count() - 1][..rows * width];
-        // Under MSE the stored output is already activated, whatever the activation.
-        let stats = output_stats(self.config.loss.kernel(), out, &targets[..rows * width]);
-        let coding = &acts.outputs[self.config.coding_layer][..rows * self.coding_width()];
-        (stats, self.penalty_value(coding, rows, scratch))
-    }
-
-    /// Loss, rounded accuracy and mean coding activation over `data`, in batches of
-    /// `batch_size` (the last may be smaller), as Keras' `evaluate` computes them.
-    pub fn evaluate(&self, data: &Dataset, batch_size: usize) -> Evaluation {
-        self.evaluate_with(&Threads::sequential(), data, batch_size)
-    }
-
-    /// [`Autoencoder::evaluate`] with the batches shared out across `threads`: each takes a
-    /// contiguous run of whole batches, so the batches are the same for any thread count.
-    pub fn evaluate_with(
-        &self,
-        threads: &Threads,
-        data: &Dataset,
-        batch_size: usize,
-    ) -> Evaluation {
-        let batch_size = batch_size.max(1);
-        let work = |range: Range<usize>| self.evaluate_range(data, range, batch_size);
-        let (loss_sum, equal, coding_sum) =
-            threads.split_range(data.len(), batch_size, &work, &|a, b| {
-                (a.0 + b.0, a.1 + b.1, a.2 + b.2)
-            });
-        let n = data.len();
-        if n == 0 {
-            return Evaluation::default();
-        }
-        let width = self.input_width();
-        Evaluation {
-            loss: loss_sum / n as f64,
-            rounded_accuracy: equal as f64 / (n * width) as f64,
-            mean_coding_activation: coding_sum / (n * self.coding_width()) as f64,
-            samples: n,
-        }
-    }
-
-    /// `(loss sum, rounded-equal pixels, coding activation sum)` over the samples in
-    /// `range`, in batches of `batch_size` from its start.
-    fn evaluate_range(
-        &self,
-        data: &Dataset,
-        range: Range<usize>,
-        batch_size: usize,
-    ) -> (f64, u64, f64) {
-        let width = self.input_width();
-        let mut acts = Activations::new(&self.config, batch_size);
-        let mut x = vec![0.0; batch_size * width];
-        let mut scratch = vec![0.0; self.plan.scratch_len()];
-        let (mut loss_sum, mut equal, mut coding_sum) = (0.0f64, 0u64, 0.0f64);
-        for start in range.clone().step_by(batch_size) {
-            let rows = batch_size.min(range.end - start);
-            data.gather_range(start..start + rows, &mut x[..rows * width]);
-            self.forward(&x, rows, &mut acts);
-            let (stats, penalty) = self.batch_loss(&x, rows, &acts, &mut scratch);
-            loss_sum += self.plan.batch_loss(&stats, penalty, rows) * rows as f64;
-            equal += stats.rounded_equal;
-            coding_sum += kernels::reduce::sum(
-                &acts.outputs[self.config.coding_layer][..rows * self.coding_width()],
-            );
-        }
-        (loss_sum, equal, coding_sum)
-    }
-
-    /// The coding-layer activations of every sample of `data`, `len x coding_width`.
-    pub fn encode(&self, data: &Dataset, batch_size: usize) -> Vec<f32> {
-        self.encode_with(&Threads::sequential(), data, batch_size)
-    }
-
-    /// [`Autoencoder::encode`] with the batches shared out across `threads`.
-    pub fn encode_with(&self, threads: &Threads, data: &Dataset, batch_size: usize) -> Vec<f32> {
-        let coding = self.config.coding_layer;
-        self.map_batches(
-            threads,
-            data,
-            batch_size,
-            0..coding + 1,
-            self.coding_width(),
-        )
-    }
-
-    /// Reconstructions of every sample of `data` (after the output activation),
-    /// `len x input_width`.
-    pub fn reconstruct(&self, data: &Dataset, batch_size: usize) -> Vec<f32> {
-        self.reconstruct_with(&Threads::sequential(), data, batch_size)
-    }
-
-    /// [`Autoencoder::reconstruct`] with the batches shared out across `threads`.
-    pub fn reconstruct_with(
-        &self,
-        threads: &Threads,
-        data: &Dataset,
-        batch_size: usize,
-    ) -> Vec<f32> {
-        let layers = 0..self.layer_count();
-        let mut out = self.map_batches(threads, data, batch_size, layers, self.input_width());
-        self.finish_output(&mut out);
-        out
-    }
-
-    /// Applies the output activation that the forward buffers leave out under BCE (the
-    /// sigmoid is fused into the loss there), turning stored logits into reconstructions.
-    fn finish_output(&self, out: &mut [f32]) {
-        let last = self.layer_count() - 1;
-        let activation = self.config.layers[last].activation;
-        if self.plan.layer(last).stored != activation {
-            activation_forward(activation, out);
-        }
-    }
-
-    /// Reconstructions from coding activations (`rows x coding_width`), `rows x input_width`.
-    ///
-    /// # Panics
-    /// If `codings.len()` is not a multiple of the coding width.
-    pub fn decode(&self, codings: &[f32]) -> Vec<f32> {
-        let width = self.coding_width();
-        assert_eq!(codings.len() % width, 0, "decode: ragged codings");
-        let data = Dataset::from_f32(codings.to_vec(), width);
-        let layers = self.config.coding_layer + 1..self.layer_count();
-        let threads = Threads::sequential();
-        let mut out = self.map_batches(&threads, &data, 256, layers, self.input_width());
-        self.finish_output(&mut out);
-        out
-    }
-
-    fn map_batches(
-        &self,
-        threads: &Threads,
-        data: &Dataset,
-        batch_size: usize,
-        layers: Range<usize>,
-        out_width: usize,
-    ) -> Vec<f32> {
-        let batch_size = batch_size.max(1);
-        let work = |range: Range<usize>| {
-            let in_width = data.features();
-            let last = layers.end - 1;
-            let mut acts = Activations::new(&self.config, batch_size);
-            let mut x = vec![0.0; batch_size * in_width];
-            let mut out = Vec::with_capacity(range.len() * out_width);
-            for start in range.clone().step_by(batch_size) {
-                let rows = batch_size.min(range.end - start);
-                data.gather_range(start..start + rows, &mut x[..rows * in_width]);
-                self.forward_range(layers.clone(), &x, rows, &mut acts);
-                out.extend_from_slice(&acts.outputs[last][..rows * out_width]);
-            }
-            out
-        };
-        threads.split_range(data.len(), batch_size, &work, &|mut a, b| {
-            a.extend_from_slice(&b);
-            a
-        })
     }
 }

@@ -5,12 +5,15 @@
 // Indices address the f32 gradients and the f64 parameter copy in step.
 #![allow(clippy::needless_range_loop)]
 
-use nn::config::{Activation, LayerSpec, Loss, ModelConfig, Penalty};
+use nn::config::{Activation, Loss, ModelConfig, Penalty};
 use nn::layer::Dense;
 use nn::params::{bias_name, weight_name};
 use nn::trainer::loss_and_gradients;
 use nn::Autoencoder;
 use proptest::prelude::*;
+
+mod common;
+use common::{build, case, Case};
 
 const SELU_LAMBDA: f64 = 1.050_700_987_355_480_5;
 const SELU_ALPHA: f64 = 1.673_263_242_354_377_2;
@@ -84,103 +87,6 @@ fn loss64(config: &ModelConfig, params: &[(Vec<f64>, Vec<f64>)], x: &[f64], rows
         Penalty::None => 0.0,
     };
     recon + penalty
-}
-
-#[derive(Debug, Clone)]
-struct Case {
-    config: ModelConfig,
-    seed: u64,
-    biases: Vec<f32>,
-    rows: usize,
-    x: Vec<f32>,
-}
-
-fn activation() -> impl Strategy<Value = Activation> {
-    proptest::sample::select(
-        &[
-            Activation::Linear,
-            Activation::Relu,
-            Activation::Selu,
-            Activation::Sigmoid,
-        ][..],
-    )
-}
-
-fn penalty() -> impl Strategy<Value = Penalty> {
-    prop_oneof![
-        (0.05f32..0.5, 0.01f32..1.0).prop_map(|(target, weight)| Penalty::Kl { target, weight }),
-        (1e-3f32..0.1).prop_map(|weight| Penalty::L1 { weight }),
-        Just(Penalty::None),
-    ]
-}
-
-fn case() -> impl Strategy<Value = Case> {
-    (
-        1usize..=20,
-        proptest::collection::vec((1usize..=20, activation()), 1..=4),
-        prop_oneof![Just(Loss::Bce), Just(Loss::Mse)],
-        activation(),
-        penalty(),
-        any::<u64>(),
-        1usize..=9,
-        any::<prop::sample::Index>(),
-    )
-        .prop_flat_map(
-            |(inputs, hidden, loss, out_act, penalty, seed, rows, coding)| {
-                let mut layers = Vec::new();
-                let mut width = inputs;
-                for &(units, activation) in &hidden {
-                    layers.push(LayerSpec {
-                        inputs: width,
-                        units,
-                        activation,
-                    });
-                    width = units;
-                }
-                let output_activation = if loss == Loss::Bce {
-                    Activation::Sigmoid
-                } else {
-                    out_act
-                };
-                layers.push(LayerSpec {
-                    inputs: width,
-                    units: inputs,
-                    activation: output_activation,
-                });
-                let config = ModelConfig {
-                    coding_layer: coding.index(hidden.len()),
-                    layers,
-                    penalty,
-                    loss,
-                };
-                let bias_count: usize = config.layers.iter().map(|l| l.units).sum();
-                (
-                    Just(config),
-                    Just(seed),
-                    proptest::collection::vec(-0.5f32..0.5, bias_count),
-                    Just(rows),
-                    proptest::collection::vec(0.0f32..=1.0, rows * inputs),
-                )
-            },
-        )
-        .prop_map(|(config, seed, biases, rows, x)| Case {
-            config,
-            seed,
-            biases,
-            rows,
-            x,
-        })
-}
-
-fn build(case: &Case) -> Autoencoder {
-    let mut model = Autoencoder::new(case.config.clone(), case.seed).unwrap();
-    let mut biases = case.biases.iter();
-    for l in 0..model.layer_count() {
-        for b in model.layer_mut(l).bias.iter_mut() {
-            *b = *biases.next().unwrap();
-        }
-    }
-    model
 }
 
 fn params64(model: &Autoencoder) -> Vec<(Vec<f64>, Vec<f64>)> {

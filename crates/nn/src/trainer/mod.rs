@@ -44,6 +44,23 @@ use std::time::Instant;
 /// the batch as its products do.
 const TEAM_MAX_ROWS: usize = kernels::gemm::TILED_MAX_ROWS;
 
+/// Whether the team runs `model` with `config`: plain SGD on batches small enough for
+/// the register-tiled products, and a model the team's split suits.
+fn team_runs(model: &Autoencoder, config: &TrainConfig) -> bool {
+    config.optimizer.is_plain_sgd() && config.batch_size <= TEAM_MAX_ROWS && team::suits(model)
+}
+
+/// Which engine schedules a step's arithmetic (`step`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Threads that each own a part of every layer for the whole epoch and meet at
+    /// barriers: plain SGD on batches of up to 1024 rows, models with an even number
+    /// of dense layers and no other parameters.
+    Team,
+    /// Each product split across the threads and joined: any model and optimizer.
+    Forked,
+}
+
 /// Trains an [`Autoencoder`] and keeps its optimizer state and history.
 pub struct Trainer {
     model: Autoencoder,
@@ -57,17 +74,35 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A trainer for `model`; allocates every buffer a step needs.
+    /// A trainer for `model` on the engine that runs it fastest (the team where it can,
+    /// the forked step otherwise); allocates every buffer a step needs.
     pub fn new(model: Autoencoder, config: TrainConfig) -> Result<Self, TrainError> {
+        let engine = if team_runs(&model, &config) {
+            Engine::Team
+        } else {
+            Engine::Forked
+        };
+        Self::with_engine(model, config, engine)
+    }
+
+    /// A trainer for `model` on `engine`; `Err` if the team is asked for a model or
+    /// settings it does not run (see the module doc).
+    pub fn with_engine(
+        model: Autoencoder,
+        config: TrainConfig,
+        engine: Engine,
+    ) -> Result<Self, TrainError> {
         config.validate()?;
+        if engine == Engine::Team && !team_runs(&model, &config) {
+            return Err(TrainError::Invalid(format!(
+                "the team trains plain SGD on batches of up to {TEAM_MAX_ROWS} rows, of models \
+                 with an even number of dense layers and no other parameters; this is not one"
+            )));
+        }
         let state = OptimizerState::new(&config.optimizer, model.parameters());
         let threads = Threads::new(config.threads)?;
-        // Plain SGD on batches small enough for the register-tiled products runs as a
-        // team of threads that own their parts of the weights for the whole epoch.
-        let team = (config.optimizer.is_plain_sgd()
-            && config.batch_size <= TEAM_MAX_ROWS
-            && team::suits(&model))
-        .then(|| Team::new(&model, threads.count(), config.batch_size));
+        let team =
+            (engine == Engine::Team).then(|| Team::new(&model, threads.count(), config.batch_size));
         // A team keeps its step buffers in its parts; the forked step's would go unused.
         let step_rows = if team.is_some() { 0 } else { config.batch_size };
         let work = Workspace::new(&model, step_rows, !config.optimizer.is_plain_sgd());
@@ -81,6 +116,15 @@ impl Trainer {
             history: Vec::new(),
             position: None,
         })
+    }
+
+    /// The engine that runs the steps.
+    pub fn engine(&self) -> Engine {
+        if self.team.is_some() {
+            Engine::Team
+        } else {
+            Engine::Forked
+        }
     }
 
     /// A trainer that continues where [`Trainer::state`] and [`Trainer::optimizer_state`]
@@ -271,13 +315,22 @@ impl Trainer {
         outcome?;
 
         let evaluation = valid.map(|v| self.model.evaluate_with(&self.threads, v, batch));
+        // Metrics by kind: rounded accuracy for values in [0, 1], the reconstruction's
+        // and the codes' statistics for unbounded rows.
+        let bounded = self.model.config().loss == Loss::Bce;
+        let bounded_only = |v: Option<f64>| v.filter(|_| bounded);
+        let unbounded_only = |v: Option<f64>| v.filter(|_| !bounded);
         Ok(EpochMetrics {
             epoch,
             loss: tally.loss_sum / tally.seen as f64,
             rounded_accuracy: tally.equal as f64 / (tally.seen * width) as f64,
             val_loss: evaluation.map(|e| e.loss),
-            val_rounded_accuracy: evaluation.map(|e| e.rounded_accuracy),
+            val_rounded_accuracy: bounded_only(evaluation.map(|e| e.rounded_accuracy)),
             mean_coding_activation: evaluation.map(|e| e.mean_coding_activation),
+            mse: unbounded_only(evaluation.map(|e| e.mse)),
+            fvu: unbounded_only(evaluation.map(|e| e.fvu)),
+            l0: unbounded_only(evaluation.map(|e| e.l0)),
+            dead_latents: evaluation.map(|e| e.dead_latents).filter(|_| !bounded),
             seconds: tally.seconds(),
         })
     }

@@ -66,10 +66,23 @@ pub struct EpochMetrics {
     pub rounded_accuracy: f64,
     /// Validation loss, if a validation set was given.
     pub val_loss: Option<f64>,
-    /// Validation rounded accuracy.
+    /// Validation rounded accuracy (models with a BCE loss, whose values lie in [0, 1]).
     pub val_rounded_accuracy: Option<f64>,
     /// Mean coding activation over the validation set.
     pub mean_coding_activation: Option<f64>,
+    /// Validation mean squared error per value (models with an MSE loss, whose rows are
+    /// unbounded floats; so are the next three).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mse: Option<f64>,
+    /// Validation fraction of variance unexplained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fvu: Option<f64>,
+    /// Mean active (`> 0`) coding units per validation sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l0: Option<f64>,
+    /// Coding units never active on the validation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_latents: Option<usize>,
     /// Wall time of the epoch, validation included, in seconds.
     pub seconds: f64,
 }

@@ -1,0 +1,310 @@
+//! Inference with a trained model: evaluation (Keras' loss, and the reconstruction and
+//! coding statistics of [`Evaluation`]), encoding, decoding and reconstruction, over
+//! batches shared out across threads.
+
+use crate::dataset::Dataset;
+use crate::model::{Activations, Autoencoder};
+use crate::parallel::Threads;
+use kernels::activation::activation_forward;
+use kernels::output::{output_stats, OutputStats};
+use kernels::Layout;
+use std::ops::Range;
+
+/// The batch size of encoding, decoding and reconstruction: large enough to keep the
+/// products efficient, small enough for the buffers to stay in cache.
+pub const INFERENCE_BATCH: usize = 256;
+
+/// A sigmoid coding unit above this counts as on, in the statistic that the book's
+/// models report besides the dead latents ([`Evaluation::never_above_half`]).
+pub const SIGMOID_ON: f32 = 0.5;
+
+/// What a model does on a dataset. Which figures mean something depends on the model:
+/// `rounded_accuracy` for values in `[0, 1]` (the book's BCE models); `fvu`, `l0` and
+/// `dead_latents` for rows of unbounded floats; `never_above_half` for sigmoid coding
+/// layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Evaluation {
+    /// Reconstruction loss plus penalty, per batch, averaged weighted by batch size.
+    pub loss: f64,
+    /// Fraction of values where the rounded reconstruction equals the rounded input.
+    pub rounded_accuracy: f64,
+    /// Mean activation of the coding layer over all samples and units.
+    pub mean_coding_activation: f64,
+    /// Mean squared difference between a value and its reconstruction (after the
+    /// output activation).
+    pub mse: f64,
+    /// Fraction of variance unexplained: `sum |x - x^|^2 / sum |x - mean(x)|^2` over
+    /// all samples, `mean(x)` their mean row (1 - explained variance).
+    pub fvu: f64,
+    /// Mean number of active coding units (`> 0`) per sample.
+    pub l0: f64,
+    /// Coding units never active (`> 0`) on any sample.
+    pub dead_latents: usize,
+    /// Coding units never above [`SIGMOID_ON`] on any sample.
+    pub never_above_half: usize,
+    /// Samples evaluated.
+    pub samples: usize,
+}
+
+/// Running sums of an evaluation, per contiguous run of batches.
+struct Sums {
+    loss: f64,
+    rounded_equal: u64,
+    coding: f64,
+    squared_error: f64,
+    /// Per input column, the sum of its values.
+    x_columns: Vec<f64>,
+    x_squares: f64,
+    active: u64,
+    ever_active: Vec<bool>,
+    ever_above_half: Vec<bool>,
+}
+
+impl Sums {
+    fn new(width: usize, units: usize) -> Self {
+        Self {
+            loss: 0.0,
+            rounded_equal: 0,
+            coding: 0.0,
+            squared_error: 0.0,
+            x_columns: vec![0.0; width],
+            x_squares: 0.0,
+            active: 0,
+            ever_active: vec![false; units],
+            ever_above_half: vec![false; units],
+        }
+    }
+
+    fn add_codings(&mut self, coding: &[f32]) {
+        for row in coding.chunks_exact(self.ever_active.len()) {
+            for ((&a, active), above) in row
+                .iter()
+                .zip(&mut self.ever_active)
+                .zip(&mut self.ever_above_half)
+            {
+                self.active += u64::from(a > 0.0);
+                *active |= a > 0.0;
+                *above |= a > SIGMOID_ON;
+            }
+        }
+    }
+
+    fn add_reconstructions(&mut self, x: &[f32], reconstruction: &[f32]) {
+        let width = self.x_columns.len();
+        for (row, out) in x
+            .chunks_exact(width)
+            .zip(reconstruction.chunks_exact(width))
+        {
+            for ((&v, &r), column) in row.iter().zip(out).zip(&mut self.x_columns) {
+                let (v, d) = (f64::from(v), f64::from(r) - f64::from(v));
+                self.squared_error += d * d;
+                self.x_squares += v * v;
+                *column += v;
+            }
+        }
+    }
+
+    fn add(&mut self, other: &Self) {
+        self.loss += other.loss;
+        self.rounded_equal += other.rounded_equal;
+        self.coding += other.coding;
+        self.squared_error += other.squared_error;
+        for (a, b) in self.x_columns.iter_mut().zip(&other.x_columns) {
+            *a += b;
+        }
+        self.x_squares += other.x_squares;
+        self.active += other.active;
+        for (a, b) in self.ever_active.iter_mut().zip(&other.ever_active) {
+            *a |= b;
+        }
+        for (a, b) in self.ever_above_half.iter_mut().zip(&other.ever_above_half) {
+            *a |= b;
+        }
+    }
+}
+
+impl Autoencoder {
+    /// Penalty of the coding activations of a batch (value only).
+    pub(crate) fn penalty_value(&self, coding: &[f32], rows: usize, scratch: &mut [f32]) -> f64 {
+        let layout = Layout::contiguous(rows, self.coding_width());
+        self.config().penalty.value(layout, coding, scratch)
+    }
+
+    /// Loss statistics of one batch already run through [`Autoencoder::forward`]:
+    /// `(output stats, penalty)`.
+    pub(crate) fn batch_loss(
+        &self,
+        targets: &[f32],
+        rows: usize,
+        acts: &Activations,
+        scratch: &mut [f32],
+    ) -> (OutputStats, f64) {
+        let width = self.input_width();
+        let out = &acts.outputs[self.layer_count() - 1][..rows * width];
+        // Under MSE the stored output is already activated, whatever the activation.
+        let stats = output_stats(self.config().loss.kernel(), out, &targets[..rows * width]);
+        let coding = &acts.outputs[self.config().coding_layer][..rows * self.coding_width()];
+        (stats, self.penalty_value(coding, rows, scratch))
+    }
+
+    /// Loss and the reconstruction and coding statistics of [`Evaluation`] over `data`,
+    /// in batches of `batch_size` (the last may be smaller), as Keras' `evaluate`
+    /// computes its loss.
+    pub fn evaluate(&self, data: &Dataset, batch_size: usize) -> Evaluation {
+        self.evaluate_with(&Threads::sequential(), data, batch_size)
+    }
+
+    /// [`Autoencoder::evaluate`] with the batches shared out across `threads`: each takes a
+    /// contiguous run of whole batches, so the batches are the same for any thread count.
+    pub fn evaluate_with(
+        &self,
+        threads: &Threads,
+        data: &Dataset,
+        batch_size: usize,
+    ) -> Evaluation {
+        let batch_size = batch_size.max(1);
+        let work = |range: Range<usize>| self.evaluate_range(data, range, batch_size);
+        let sums = threads.split_range(data.len(), batch_size, &work, &|mut a, b| {
+            a.add(&b);
+            a
+        });
+        let n = data.len();
+        if n == 0 {
+            return Evaluation::default();
+        }
+        let (width, units) = (self.input_width(), self.coding_width());
+        let values = (n * width) as f64;
+        // Variance about the mean row: sum |x|^2 - n |mean|^2.
+        let centred: f64 =
+            sums.x_squares - sums.x_columns.iter().map(|s| s * s).sum::<f64>() / n as f64;
+        Evaluation {
+            loss: sums.loss / n as f64,
+            rounded_accuracy: sums.rounded_equal as f64 / values,
+            mean_coding_activation: sums.coding / (n * units) as f64,
+            mse: sums.squared_error / values,
+            fvu: sums.squared_error / centred,
+            l0: sums.active as f64 / n as f64,
+            dead_latents: sums.ever_active.iter().filter(|&&a| !a).count(),
+            never_above_half: sums.ever_above_half.iter().filter(|&&a| !a).count(),
+            samples: n,
+        }
+    }
+
+    /// The sums behind [`Evaluation`] over the samples in `range`, in batches of
+    /// `batch_size` from its start.
+    fn evaluate_range(&self, data: &Dataset, range: Range<usize>, batch_size: usize) -> Sums {
+        let (width, units) = (self.input_width(), self.coding_width());
+        let last = self.layer_count() - 1;
+        let mut acts = Activations::new(self.config(), batch_size);
+        let mut x = vec![0.0; batch_size * width];
+        let mut scratch = vec![0.0; self.plan().scratch_len()];
+        let mut sums = Sums::new(width, units);
+        for start in range.clone().step_by(batch_size) {
+            let rows = batch_size.min(range.end - start);
+            let x = &mut x[..rows * width];
+            data.gather_range(start..start + rows, x);
+            self.forward(x, rows, &mut acts);
+            let (stats, penalty) = self.batch_loss(x, rows, &acts, &mut scratch);
+            sums.loss += self.plan().batch_loss(&stats, penalty, rows) * rows as f64;
+            sums.rounded_equal += stats.rounded_equal;
+            let coding = &acts.outputs[self.config().coding_layer][..rows * units];
+            sums.coding += kernels::reduce::sum(coding);
+            sums.add_codings(coding);
+            let reconstruction = &mut acts.outputs[last][..rows * width];
+            self.finish_output(reconstruction);
+            sums.add_reconstructions(x, reconstruction);
+        }
+        sums
+    }
+
+    /// The coding-layer activations of every sample of `data`, `len x coding_width`.
+    pub fn encode(&self, data: &Dataset, batch_size: usize) -> Vec<f32> {
+        self.encode_with(&Threads::sequential(), data, batch_size)
+    }
+
+    /// [`Autoencoder::encode`] with the batches shared out across `threads`.
+    pub fn encode_with(&self, threads: &Threads, data: &Dataset, batch_size: usize) -> Vec<f32> {
+        let coding = self.config().coding_layer;
+        self.map_batches(
+            threads,
+            data,
+            batch_size,
+            0..coding + 1,
+            self.coding_width(),
+        )
+    }
+
+    /// Reconstructions of every sample of `data` (after the output activation),
+    /// `len x input_width`.
+    pub fn reconstruct(&self, data: &Dataset, batch_size: usize) -> Vec<f32> {
+        self.reconstruct_with(&Threads::sequential(), data, batch_size)
+    }
+
+    /// [`Autoencoder::reconstruct`] with the batches shared out across `threads`.
+    pub fn reconstruct_with(
+        &self,
+        threads: &Threads,
+        data: &Dataset,
+        batch_size: usize,
+    ) -> Vec<f32> {
+        let layers = 0..self.layer_count();
+        let mut out = self.map_batches(threads, data, batch_size, layers, self.input_width());
+        self.finish_output(&mut out);
+        out
+    }
+
+    /// Applies the output activation that the forward buffers leave out under BCE (the
+    /// sigmoid is fused into the loss there), turning stored logits into reconstructions.
+    fn finish_output(&self, out: &mut [f32]) {
+        let last = self.layer_count() - 1;
+        let activation = self.config().layers[last].activation;
+        if self.plan().layer(last).stored != activation {
+            activation_forward(activation, out);
+        }
+    }
+
+    /// Reconstructions from coding activations (`rows x coding_width`), `rows x input_width`.
+    ///
+    /// # Panics
+    /// If `codings.len()` is not a multiple of the coding width.
+    pub fn decode(&self, codings: &[f32]) -> Vec<f32> {
+        let width = self.coding_width();
+        assert_eq!(codings.len() % width, 0, "decode: ragged codings");
+        let data = Dataset::from_f32(codings.to_vec(), width);
+        let layers = self.config().coding_layer + 1..self.layer_count();
+        let threads = Threads::sequential();
+        let mut out =
+            self.map_batches(&threads, &data, INFERENCE_BATCH, layers, self.input_width());
+        self.finish_output(&mut out);
+        out
+    }
+
+    fn map_batches(
+        &self,
+        threads: &Threads,
+        data: &Dataset,
+        batch_size: usize,
+        layers: Range<usize>,
+        out_width: usize,
+    ) -> Vec<f32> {
+        let batch_size = batch_size.max(1);
+        let work = |range: Range<usize>| {
+            let in_width = data.features();
+            let last = layers.end - 1;
+            let mut acts = Activations::new(self.config(), batch_size);
+            let mut x = vec![0.0; batch_size * in_width];
+            let mut out = Vec::with_capacity(range.len() * out_width);
+            for start in range.clone().step_by(batch_size) {
+                let rows = batch_size.min(range.end - start);
+                data.gather_range(start..start + rows, &mut x[..rows * in_width]);
+                self.forward_range(layers.clone(), &x, rows, &mut acts);
+                out.extend_from_slice(&acts.outputs[last][..rows * out_width]);
+            }
+            out
+        };
+        threads.split_range(data.len(), batch_size, &work, &|mut a, b| {
+            a.extend_from_slice(&b);
+            a
+        })
+    }
+}
