@@ -75,7 +75,7 @@ pub fn encode(args: EncodeArgs) -> Result<ExitCode> {
     let model = load_model(&args.model)?;
     let data = open_samples(&args.input, &model)?;
     let threads = nn::parallel::Threads::new(args.threads.count())?;
-    let codings = model.encode_with(&threads, &data, 256);
+    let codings = model.encode_with(&threads, &data, nn::inference::INFERENCE_BATCH);
     let (rows, cols) = (data.len(), model.coding_width());
     let bytes = if args.output.extension().is_some_and(|e| e == "npy") {
         npy::encode_f32(rows, cols, &codings)

@@ -305,7 +305,7 @@ pub fn features(model: &Autoencoder, side: usize) -> Canvas {
 
 /// Writes reconstructions.png, activations.png and features.png for a trained model.
 pub fn write_run_pictures(model: &Autoencoder, valid: &Dataset, dir: &Path) -> Result<()> {
-    let codings = model.encode(valid, 256);
+    let codings = model.encode(valid, nn::inference::INFERENCE_BATCH);
     activation_histograms(&codings, model.coding_width()).save(&dir.join("activations.png"))?;
     let Some(side) = image_side(valid.features()) else {
         eprintln!(

@@ -20,6 +20,7 @@
 //! - [`error`]: what can go wrong, with the file and the reason.
 
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod barrier;
 pub mod cache;
