@@ -7,7 +7,8 @@
 //!
 //! - [`math`]: vectorised `exp`, `ln`, sigmoid and SELU with stated error bounds.
 //! - [`activation`]: fused dense-layer epilogue `act(acc + bias)` and its backward.
-//! - [`sparsity`]: KL and L1 activity penalties fused with the coding layer's backward.
+//! - [`sparsity`]: KL, L1, L2 and squared mean-target activity penalties fused with the
+//!   coding layer's backward.
 //! - [`output`]: fused sigmoid + binary cross-entropy (or squared error) output step.
 //! - [`gather`]: u8 rows of a memory-mapped dataset to a scaled f32 batch.
 //! - [`reduce`]: column sums (bias gradients), sums, `y += alpha x`.

@@ -1,10 +1,12 @@
-//! KL and L1 sparsity steps against the f64 references.
+//! KL, L1, L2 and squared mean-target sparsity steps against the f64 references.
 
 mod common;
 
 use common::*;
+use kernels::activation::reference::derivative_from_output;
 use kernels::isa;
 use kernels::sparsity::{self, reference};
+use kernels::{Activation, Layout};
 use proptest::prelude::*;
 
 fn close_penalty(got: f64, want: f64) -> bool {
@@ -128,5 +130,419 @@ fn kl_gradient_is_the_derivative_of_the_penalty() {
             (numeric - analytic).abs() <= 1e-3 * analytic.abs() + 1e-7,
             "element {k}: analytic {analytic:e}, numeric {numeric:e}"
         );
+    }
+}
+
+/// L2 and squared mean-target steps: one check each, run by the property tests, the
+/// shape grid and the extreme-value fills below, on every instruction set.
+mod checks {
+    use super::*;
+
+    const EPS: f64 = f32::EPSILON as f64;
+    /// Absolute slack for a result that rounds in the subnormal range.
+    const TINY: f64 = f32::MIN_POSITIVE as f64;
+
+    /// The L2 step against [`reference::l2_sparsity_backward`].
+    ///
+    /// Bounds: each row's squares are summed in f32, a relative error of at most
+    /// `(cols - 1) u` for non-negative terms, plus `u` for each square and for `w / B`
+    /// (`u = eps / 2`): `(cols + 2) eps` covers it twice, and squares that underflow lose
+    /// at most the smallest subnormal each. Each `dz` rounds `w / B`, the fused
+    /// `da + (2 w / B) a` and the product with `act'`: `4 eps (|da| + |g|) |act'|`.
+    pub fn l2(
+        act: Activation,
+        layout: Layout,
+        output: &[f32],
+        grad: &[f32],
+        weight: f32,
+    ) -> Result<(), String> {
+        let mut want = grad.to_vec();
+        let want_penalty = reference::l2_sparsity_backward(act, layout, output, &mut want, weight);
+        let want_value = reference::l2_sparsity_penalty(layout, output, weight);
+        if want_value != want_penalty {
+            return Err(format!("reference value {want_value} != {want_penalty}"));
+        }
+        let scale = f64::from(weight) / layout.rows.max(1) as f64;
+        let penalty_tol = (layout.cols + 2) as f64 * EPS * want_penalty.abs()
+            + scale * layout.len() as f64 * f64::from(f32::from_bits(1))
+            + 1e-300;
+        for arch in arches() {
+            let name = isa::name(arch);
+            let mut got = grad.to_vec();
+            let (penalty, value_only) = isa::with_arch(arch, || {
+                let p = sparsity::l2_sparsity_backward(act, layout, output, &mut got, weight);
+                (p, sparsity::l2_sparsity_penalty(layout, output, weight))
+            });
+            if penalty.to_bits() != value_only.to_bits() {
+                return Err(format!(
+                    "{name}: backward's penalty {penalty:e} != value-only {value_only:e}"
+                ));
+            }
+            if !(penalty == want_penalty || (penalty - want_penalty).abs() <= penalty_tol) {
+                return Err(format!(
+                    "{name} {act:?} {layout:?}: penalty {penalty:e}, want {want_penalty:e} (tolerance {penalty_tol:e})"
+                ));
+            }
+            for (k, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                let column = k % layout.row_stride.max(1);
+                if column >= layout.cols {
+                    // Padding between rows is neither read nor written.
+                    if g.to_bits() != grad[k].to_bits() {
+                        return Err(format!("{name}: padding element {k} was written"));
+                    }
+                    continue;
+                }
+                let d = f64::from(derivative_from_output(act, output[k]).abs());
+                let penalty_grad = 2.0 * scale * f64::from(output[k]);
+                let tol = 4.0 * EPS * (f64::from(grad[k]).abs() + penalty_grad.abs()) * d
+                    + TINY * (1.0 + d);
+                if !(g == w || (f64::from(g) - f64::from(w)).abs() <= tol) {
+                    return Err(format!(
+                        "{name} {act:?} {layout:?} at {k}: got {g:e}, want {w:e} (tolerance {tol:e})"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The squared mean-target step against [`reference::squared_sparsity_backward`].
+    ///
+    /// Bounds: a column's sum in f32, scaled by `1 / B`, is off by at most `(rows + 1) u`
+    /// times `sum_i |a_ij| / B` (`u = eps / 2`); `dq` below is twice that. Then
+    /// `q - p` rounds (`u |q - p|`), the gradient `(2 w / B^2) (q - p)` twice more, and
+    /// `dz` twice (`da + g`, then `act'`). The penalty's terms `(q - p)^2` move by
+    /// `2 |q - p| dq + dq^2` each and are summed in f32 over at most `cols` terms a lane.
+    pub fn squared(
+        act: Activation,
+        layout: Layout,
+        output: &[f32],
+        grad: &[f32],
+        target: f32,
+        weight: f32,
+    ) -> Result<(), String> {
+        let mut want = grad.to_vec();
+        let want_penalty =
+            reference::squared_sparsity_backward(act, layout, output, &mut want, target, weight);
+        let want_value = reference::squared_sparsity_penalty(layout, output, target, weight);
+        if want_value != want_penalty {
+            return Err(format!("reference value {want_value} != {want_penalty}"));
+        }
+        let batch = layout.rows.max(1) as f64;
+        let (p, w) = (f64::from(target), f64::from(weight));
+        let grad_scale = 2.0 * w / (batch * batch);
+        // Per column: the exact difference `q - p` and the bound on its error.
+        let columns: Vec<(f64, f64)> = (0..layout.cols)
+            .map(|j| {
+                let values = (0..layout.rows).map(|i| f64::from(output[i * layout.row_stride + j]));
+                let q = values.clone().sum::<f64>() / batch;
+                let abs = values.map(f64::abs).sum::<f64>() / batch;
+                let dq = (layout.rows + 2) as f64 * EPS * abs;
+                (q - p, dq + EPS * (q - p).abs())
+            })
+            .collect();
+        let penalty_tol = w / batch
+            * columns
+                .iter()
+                .map(|&(diff, d)| 2.0 * diff.abs() * d + d * d)
+                .sum::<f64>()
+            + (layout.cols + 2) as f64 * EPS * want_penalty.abs()
+            + 1e-300;
+        for arch in arches() {
+            let name = isa::name(arch);
+            let mut got = grad.to_vec();
+            let mut scratch = vec![f32::NAN; layout.cols];
+            let (penalty, value_only) = isa::with_arch(arch, || {
+                let penalty = sparsity::squared_sparsity_backward(
+                    act,
+                    layout,
+                    output,
+                    &mut got,
+                    target,
+                    weight,
+                    &mut scratch,
+                );
+                let value = sparsity::squared_sparsity_penalty(
+                    layout,
+                    output,
+                    target,
+                    weight,
+                    &mut scratch,
+                );
+                (penalty, value)
+            });
+            if penalty.to_bits() != value_only.to_bits() {
+                return Err(format!(
+                    "{name}: backward's penalty {penalty:e} != value-only {value_only:e}"
+                ));
+            }
+            if !(penalty == want_penalty || (penalty - want_penalty).abs() <= penalty_tol) {
+                return Err(format!(
+                    "{name} {act:?} {layout:?}: penalty {penalty:e}, want {want_penalty:e} (tolerance {penalty_tol:e})"
+                ));
+            }
+            for (k, (&g, &want_k)) in got.iter().zip(&want).enumerate() {
+                let column = k % layout.row_stride.max(1);
+                if column >= layout.cols {
+                    if g.to_bits() != grad[k].to_bits() {
+                        return Err(format!("{name}: padding element {k} was written"));
+                    }
+                    continue;
+                }
+                let (diff, d_diff) = columns[column];
+                let penalty_grad = grad_scale * diff;
+                let grad_tol = grad_scale * (d_diff + 2.0 * EPS * diff.abs());
+                let d = f64::from(derivative_from_output(act, output[k]).abs());
+                let tol = d
+                    * (grad_tol + 2.0 * EPS * (f64::from(grad[k]).abs() + penalty_grad.abs()))
+                    + TINY * (1.0 + d);
+                if !(g == want_k || (f64::from(g) - f64::from(want_k)).abs() <= tol) {
+                    return Err(format!(
+                        "{name} {act:?} {layout:?} at {k}: got {g:e}, want {want_k:e} (tolerance {tol:e})"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Activations for the L2 penalty: moderate values of either sign, and sometimes zero,
+/// one, a subnormal, a square that underflows, or a large value whose square does not
+/// overflow a row's f32 sum.
+fn l2_f32() -> impl Strategy<Value = f32> + Clone {
+    prop_oneof![
+        6 => -2.0f32..2.0,
+        2 => proptest::sample::select(LARGE_AND_TINY),
+    ]
+}
+
+/// Activations for the squared mean-target penalty: mostly in `[0, 1]` as a sigmoid gives
+/// them, sometimes one of the awkward values.
+fn squared_f32() -> impl Strategy<Value = f32> + Clone {
+    prop_oneof![
+        6 => unit_f32(),
+        1 => proptest::sample::select(LARGE_AND_TINY),
+    ]
+}
+
+/// Zero, one, tiny and large values for the L2 and squared penalties.
+const LARGE_AND_TINY: &[f32] = &[
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    1e-40,
+    -1e-40,
+    f32::MIN_POSITIVE,
+    1e-20,
+    -1e-20,
+    1e12,
+    -1e12,
+    1e15,
+    -1e15,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn l2_step_matches_reference(
+        act in any_activation(),
+        // Half the cases without the large values, whose squares would swamp the rest.
+        (layout, output) in prop_oneof![matrix(40, 400, -2.0f32..2.0), matrix(40, 400, l2_f32())],
+        grad_seed in proptest::collection::vec(-1.0f32..1.0, 40 * 404),
+        weight in 0.0f32..2.0,
+    ) {
+        let grad = grad_seed[..output.len()].to_vec();
+        if let Err(e) = checks::l2(act, layout, &output, &grad, weight) {
+            prop_assert!(false, "{}", e);
+        }
+    }
+
+    #[test]
+    fn squared_step_matches_reference(
+        act in any_activation(),
+        // Half the cases in [0, 1] alone: a large value makes its column's mean, and the
+        // tolerance of the penalty, swamp the other columns'.
+        (layout, output) in prop_oneof![matrix(40, 400, unit_f32()), matrix(40, 400, squared_f32())],
+        grad_seed in proptest::collection::vec(-1.0f32..1.0, 40 * 404),
+        target in 0.0f32..1.0,
+        weight in 0.0f32..2.0,
+    ) {
+        let grad = grad_seed[..output.len()].to_vec();
+        if let Err(e) = checks::squared(act, layout, &output, &grad, target, weight) {
+            prop_assert!(false, "{}", e);
+        }
+    }
+}
+
+/// `len` values in `[lo, hi)` in a fixed pattern that `salt` shifts.
+fn patterned(len: usize, lo: f32, hi: f32, salt: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| lo + (hi - lo) * (((i * 7919 + salt) % 1013) as f32 / 1013.0))
+        .collect()
+}
+
+/// Shapes at the edges of the vector loops: one element, a ragged tail shorter than a
+/// vector, exactly one and two AVX-512 vectors, a tail after several, the reference
+/// model's 32 x 300 and one more of each, and empty batches; with and without padding
+/// between rows (NaN there, which must stay untouched).
+fn edge_shapes() -> Vec<Layout> {
+    let mut layouts = vec![];
+    for (rows, cols) in [
+        (1, 1),
+        (1, 7),
+        (7, 13),
+        (3, 16),
+        (2, 17),
+        (5, 32),
+        (4, 33),
+        (32, 300),
+        (33, 301),
+        (0, 5),
+        (5, 0),
+    ] {
+        for pad in [0, 3] {
+            layouts.push(Layout::strided(rows, cols, cols + pad));
+        }
+    }
+    layouts
+}
+
+/// A buffer for `layout` holding `values` in its elements and NaN in the padding.
+fn fill(layout: Layout, values: &[f32]) -> Vec<f32> {
+    let mut data = vec![f32::NAN; layout.required_len()];
+    for i in 0..layout.rows {
+        for k in layout.row(i) {
+            data[k] = values[k];
+        }
+    }
+    data
+}
+
+const ACTIVATIONS: [Activation; 4] = [
+    Activation::Linear,
+    Activation::Relu,
+    Activation::Selu,
+    Activation::Sigmoid,
+];
+
+#[test]
+fn l2_and_squared_steps_match_reference_at_edge_shapes() {
+    let mut checked = 0;
+    for layout in edge_shapes() {
+        let len = layout.required_len();
+        let grad = fill(layout, &patterned(len, -1.0, 1.0, 1));
+        let signed = fill(layout, &patterned(len, -2.0, 2.0, 2));
+        let unit = fill(layout, &patterned(len, 0.0, 1.0, 3));
+        for act in ACTIVATIONS {
+            for weight in [0.0, 1e-3, 0.05, 1.5] {
+                checks::l2(act, layout, &signed, &grad, weight).unwrap_or_else(|e| panic!("{e}"));
+                for target in [0.0, 0.1, 0.9] {
+                    checks::squared(act, layout, &unit, &grad, target, weight)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 22 * 4 * 4);
+}
+
+/// Every element one awkward value (0, 1, tiny, subnormal, large), and those values side
+/// by side, at a ragged shape.
+#[test]
+fn l2_and_squared_steps_match_reference_at_extreme_values() {
+    for layout in [
+        Layout::contiguous(7, 13),
+        Layout::strided(33, 301, 304),
+        Layout::contiguous(1, 1),
+    ] {
+        let len = layout.required_len();
+        let grad = fill(layout, &patterned(len, -1.0, 1.0, 4));
+        let mut fills: Vec<Vec<f32>> = LARGE_AND_TINY
+            .iter()
+            .map(|&v| fill(layout, &vec![v; len]))
+            .collect();
+        let mixed: Vec<f32> = (0..len)
+            .map(|k| LARGE_AND_TINY[k * 5 % LARGE_AND_TINY.len()])
+            .collect();
+        fills.push(fill(layout, &mixed));
+        for output in &fills {
+            for act in ACTIVATIONS {
+                checks::l2(act, layout, output, &grad, 0.05).unwrap_or_else(|e| panic!("{e}"));
+                checks::squared(act, layout, output, &grad, 0.1, 0.05)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+}
+
+/// For a linear activation `dz - da` is the penalty's own gradient: on every instruction
+/// set, it matches a central difference of the f64 reference penalty. Both penalties are
+/// quadratic in each `a_ij`, so the central difference is exact but for rounding; the
+/// step is taken as the f32 values actually differ.
+#[test]
+fn l2_and_squared_gradients_are_the_derivatives_of_their_penalties() {
+    let layout = Layout::strided(5, 7, 9);
+    let len = layout.required_len();
+    let output = fill(layout, &patterned(len, 0.02, 0.6, 5));
+    let da = fill(layout, &patterned(len, -0.05, 0.05, 6));
+    let (target, weight) = (0.1f32, 0.5f32);
+    type Penalty = Box<dyn Fn(&[f32]) -> f64>;
+    type Backward = Box<dyn Fn(&[f32], &mut [f32]) -> f64>;
+    let cases: [(&str, Penalty, Backward); 2] = [
+        (
+            "l2",
+            Box::new(move |a| reference::l2_sparsity_penalty(layout, a, weight)),
+            Box::new(move |a, g| {
+                sparsity::l2_sparsity_backward(Activation::Linear, layout, a, g, weight)
+            }),
+        ),
+        (
+            "squared",
+            Box::new(move |a| reference::squared_sparsity_penalty(layout, a, target, weight)),
+            Box::new(move |a, g| {
+                let mut scratch = vec![0.0; layout.cols];
+                sparsity::squared_sparsity_backward(
+                    Activation::Linear,
+                    layout,
+                    a,
+                    g,
+                    target,
+                    weight,
+                    &mut scratch,
+                )
+            }),
+        ),
+    ];
+    for (name, penalty, backward) in &cases {
+        for arch in arches() {
+            let mut dz = da.clone();
+            isa::with_arch(arch, || backward(&output, &mut dz));
+            for i in 0..layout.rows {
+                for k in layout.row(i) {
+                    let h = 1e-2f32;
+                    let mut plus = output.clone();
+                    plus[k] += h;
+                    let mut minus = output.clone();
+                    minus[k] -= h;
+                    let step = f64::from(plus[k]) - f64::from(minus[k]);
+                    let numeric = (penalty(&plus) - penalty(&minus)) / step;
+                    let analytic = f64::from(dz[k]) - f64::from(da[k]);
+                    // `dz` is `da + g` rounded once (after `g`'s own few roundings).
+                    let tol =
+                        4.0 * f64::from(f32::EPSILON) * (f64::from(da[k]).abs() + numeric.abs())
+                            + 1e-12;
+                    assert!(
+                        (numeric - analytic).abs() <= tol,
+                        "{name} on {} at {k}: analytic {analytic:e}, numeric {numeric:e}",
+                        isa::name(arch)
+                    );
+                }
+            }
+        }
     }
 }
