@@ -176,6 +176,75 @@ fn sparsity_steps(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The L2 and squared mean-target penalties at the reference model's coding layer only.
+    let width = 300;
+    let layout = Layout::contiguous(BATCH, width);
+    let a = data(layout.len(), 0.01, 0.3);
+    let grad = data(layout.len(), -1e-3, 1e-3);
+    let mut buf = grad.clone();
+    let mut scratch = vec![0.0; width];
+
+    let mut group = c.benchmark_group("l2_sigmoid_backward");
+    group.throughput(Throughput::Elements(layout.len() as u64));
+    for (name, arch) in variants() {
+        group.bench_function(BenchmarkId::new(name, width), |b| {
+            isa::with_arch(arch, || {
+                b.iter(|| {
+                    buf.copy_from_slice(&grad);
+                    sparsity::l2_sparsity_backward(Activation::Sigmoid, layout, &a, &mut buf, 1e-3)
+                })
+            })
+        });
+    }
+    group.bench_function(BenchmarkId::new("reference", width), |b| {
+        b.iter(|| {
+            buf.copy_from_slice(&grad);
+            sparsity::reference::l2_sparsity_backward(
+                Activation::Sigmoid,
+                layout,
+                &a,
+                &mut buf,
+                1e-3,
+            )
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("squared_sigmoid_backward");
+    group.throughput(Throughput::Elements(layout.len() as u64));
+    for (name, arch) in variants() {
+        group.bench_function(BenchmarkId::new(name, width), |b| {
+            isa::with_arch(arch, || {
+                b.iter(|| {
+                    buf.copy_from_slice(&grad);
+                    sparsity::squared_sparsity_backward(
+                        Activation::Sigmoid,
+                        layout,
+                        &a,
+                        &mut buf,
+                        0.1,
+                        0.05,
+                        &mut scratch,
+                    )
+                })
+            })
+        });
+    }
+    group.bench_function(BenchmarkId::new("reference", width), |b| {
+        b.iter(|| {
+            buf.copy_from_slice(&grad);
+            sparsity::reference::squared_sparsity_backward(
+                Activation::Sigmoid,
+                layout,
+                &a,
+                &mut buf,
+                0.1,
+                0.05,
+            )
+        })
+    });
+    group.finish();
 }
 
 fn output_step(c: &mut Criterion) {
