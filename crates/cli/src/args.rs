@@ -44,6 +44,10 @@ pub enum SparsityKind {
     Kl,
     /// L1 norm of the activations.
     L1,
+    /// Squared L2 norm of the activations.
+    L2,
+    /// Squared difference of each unit's mean activation from the target.
+    Squared,
     /// No penalty.
     None,
 }
@@ -83,10 +87,10 @@ pub struct TrainArgs {
     /// Sparsity penalty on the coding layer.
     #[arg(long, value_enum, default_value_t = SparsityKind::Kl)]
     pub sparsity: SparsityKind,
-    /// Target mean activation of the KL penalty, in (0, 1).
+    /// Target mean activation of the KL penalty (in (0, 1)) and of the squared one.
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub sparsity_target: f32,
-    /// Weight of the penalty (default: 0.05 for kl, 0.001 for l1).
+    /// Weight of the penalty (default: 0.05 for kl, 0.001 for l1 and l2, 0.5 for squared).
     #[arg(long, allow_negative_numbers = true)]
     pub sparsity_weight: Option<f32>,
     /// Encoder layers as units:activation, the last being the coding layer

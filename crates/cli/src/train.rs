@@ -37,6 +37,13 @@ pub fn configs(args: &TrainArgs, inputs: usize) -> Result<(ModelConfig, TrainCon
         SparsityKind::L1 => Penalty::L1 {
             weight: args.sparsity_weight.unwrap_or(1e-3),
         },
+        SparsityKind::L2 => Penalty::L2 {
+            weight: args.sparsity_weight.unwrap_or(1e-3),
+        },
+        SparsityKind::Squared => Penalty::Squared {
+            target: args.sparsity_target,
+            weight: args.sparsity_weight.unwrap_or(0.5),
+        },
         SparsityKind::None => Penalty::None,
     };
     if let Some(w) = args.sparsity_weight {

@@ -113,6 +113,80 @@ fn short_training_run_writes_every_file() {
 }
 
 #[test]
+fn every_penalty_trains_and_the_penalty_is_saved() {
+    let data = data_dir(60);
+    let out = tempfile::tempdir().unwrap();
+    for penalty in ["kl", "l1", "l2", "squared", "none"] {
+        let run = out.path().join(penalty);
+        let result = train_small(data.path(), &run, &["--sparsity", penalty]);
+        let (stdout, stderr) = text(&result);
+        assert!(result.status.success(), "{penalty}: {stdout}\n{stderr}");
+        let info = sae(&["info", run.join("model.safetensors").to_str().unwrap()]);
+        let (info, _) = text(&info);
+        let kind = match penalty {
+            "kl" => "Kl {",
+            "l1" => "L1 {",
+            "l2" => "L2 {",
+            "squared" => "Squared {",
+            _ => "None",
+        };
+        assert!(
+            info.contains(&format!("penalty: {kind}")),
+            "{penalty}: {info}"
+        );
+    }
+}
+
+#[test]
+fn an_mse_model_reports_fvu_l0_and_dead_latents_instead_of_rounded_accuracy() {
+    let data = data_dir(60);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let result = sae(&[
+        "train",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--loss",
+        "mse",
+        "--layers",
+        "8:relu",
+        "--sparsity",
+        "l1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--valid",
+        "12",
+    ]);
+    let (stdout, stderr) = text(&result);
+    assert!(result.status.success(), "{stdout}\n{stderr}");
+    for key in ["val_loss: ", "mse: ", "fvu: ", "l0: ", "dead_latents: "] {
+        assert!(stdout.contains(key), "{key} missing: {stdout}");
+    }
+    assert!(!stdout.contains("rounded_accuracy"), "{stdout}");
+    let csv = std::fs::read_to_string(run.join("history.csv")).unwrap();
+    assert!(
+        csv.starts_with("epoch,loss,val_loss,mse,fvu,l0,dead_latents,seconds\n"),
+        "{csv}"
+    );
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("history.json")).unwrap()).unwrap();
+    let last = &history.as_array().unwrap()[1];
+    let fvu = last["fvu"].as_f64().unwrap();
+    assert!(fvu > 0.0 && fvu < 1.5, "{fvu}");
+    let l0 = last["l0"].as_f64().unwrap();
+    assert!((0.0..=8.0).contains(&l0), "{l0}");
+    assert!(last["dead_latents"].as_u64().unwrap() <= 8);
+    assert!(
+        last.get("val_rounded_accuracy").is_none_or(|v| v.is_null()),
+        "{last}"
+    );
+}
+
+#[test]
 fn trained_model_encodes_reconstructs_and_evaluates() {
     let data = data_dir(40);
     let out = tempfile::tempdir().unwrap();

@@ -334,6 +334,20 @@ mod tests {
         assert_eq!(ModelConfig::from_json(&json).unwrap(), c);
         let none = r#"{"layers":[{"inputs":4,"units":2,"activation":"relu"},{"inputs":2,"units":4,"activation":"linear"}],"coding_layer":0,"penalty":{"kind":"none"},"loss":"mse"}"#;
         assert_eq!(ModelConfig::from_json(none).unwrap().penalty, Penalty::None);
+        for penalty in [
+            Penalty::L2 { weight: 0.01 },
+            Penalty::Squared {
+                target: 0.2,
+                weight: 0.5,
+            },
+        ] {
+            let c = ModelConfig {
+                penalty,
+                ..ModelConfig::reference()
+            };
+            assert_eq!(ModelConfig::from_json(&c.to_json()).unwrap(), c);
+        }
+        assert!(c.to_json().contains(r#""kind":"kl""#));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use kernels::activation::activation_backward;
 use kernels::sparsity::{
     kl_sparsity_backward, kl_sparsity_penalty, l1_sparsity_backward, l1_sparsity_penalty,
+    l2_sparsity_backward, l2_sparsity_penalty, squared_sparsity_backward, squared_sparsity_penalty,
 };
 use kernels::{Activation, Layout};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,19 @@ pub enum Penalty {
         /// Weight of the penalty.
         weight: f32,
     },
+    /// Squared L2 norm of the activations (Keras' `activity_regularizer=l2`).
+    L2 {
+        /// Weight of the penalty.
+        weight: f32,
+    },
+    /// The squared difference of each unit's mean activation from a target: the
+    /// simpler penalty the book describes before KL.
+    Squared {
+        /// Target mean activation.
+        target: f32,
+        /// Weight of the penalty.
+        weight: f32,
+    },
     /// No penalty.
     None,
 }
@@ -40,6 +54,8 @@ impl Penalty {
         match self {
             Self::Kl { .. } => "kl",
             Self::L1 { .. } => "l1",
+            Self::L2 { .. } => "l2",
+            Self::Squared { .. } => "squared",
             Self::None => "none",
         }
     }
@@ -61,7 +77,13 @@ impl Penalty {
                 }
                 weight
             }
-            Self::L1 { weight } => weight,
+            Self::Squared { target, weight } => {
+                if !target.is_finite() {
+                    return Err(format!("sparsity target {target} must be finite"));
+                }
+                weight
+            }
+            Self::L1 { weight } | Self::L2 { weight } => weight,
             Self::None => return Ok(()),
         };
         if !(weight >= 0.0 && weight.is_finite()) {
@@ -79,6 +101,14 @@ impl Penalty {
                 kl_sparsity_penalty(layout, coding, target, weight, &mut scratch[..layout.cols])
             }
             Self::L1 { weight } => l1_sparsity_penalty(layout, coding, weight),
+            Self::L2 { weight } => l2_sparsity_penalty(layout, coding, weight),
+            Self::Squared { target, weight } => squared_sparsity_penalty(
+                layout,
+                coding,
+                target,
+                weight,
+                &mut scratch[..layout.cols],
+            ),
             Self::None => 0.0,
         }
     }
@@ -105,6 +135,16 @@ impl Penalty {
                 &mut scratch[..layout.cols],
             ),
             Self::L1 { weight } => l1_sparsity_backward(activation, layout, a, grad, weight),
+            Self::L2 { weight } => l2_sparsity_backward(activation, layout, a, grad, weight),
+            Self::Squared { target, weight } => squared_sparsity_backward(
+                activation,
+                layout,
+                a,
+                grad,
+                target,
+                weight,
+                &mut scratch[..layout.cols],
+            ),
             Self::None => {
                 activation_backward(activation, layout, a, grad);
                 0.0

@@ -84,6 +84,14 @@ fn loss64(config: &ModelConfig, params: &[(Vec<f64>, Vec<f64>)], x: &[f64], rows
         Penalty::L1 { weight } => {
             f64::from(weight) / b * coding.iter().map(|v| v.abs()).sum::<f64>()
         }
+        Penalty::L2 { weight } => f64::from(weight) / b * coding.iter().map(|v| v * v).sum::<f64>(),
+        Penalty::Squared { target, weight } => {
+            let p = f64::from(target);
+            let squares: f64 = (0..h)
+                .map(|j| ((0..rows).map(|i| coding[i * h + j]).sum::<f64>() / b - p).powi(2))
+                .sum();
+            f64::from(weight) / b * squares
+        }
         Penalty::None => 0.0,
     };
     recon + penalty

@@ -31,6 +31,9 @@ fn penalty() -> impl Strategy<Value = Penalty> {
     prop_oneof![
         (0.05f32..0.5, 0.01f32..1.0).prop_map(|(target, weight)| Penalty::Kl { target, weight }),
         (1e-3f32..0.1).prop_map(|weight| Penalty::L1 { weight }),
+        (1e-3f32..0.5).prop_map(|weight| Penalty::L2 { weight }),
+        (0.0f32..0.5, 0.01f32..2.0)
+            .prop_map(|(target, weight)| Penalty::Squared { target, weight }),
         Just(Penalty::None),
     ]
 }
