@@ -13,7 +13,9 @@
 //! - [`gather`]: u8 rows of a memory-mapped dataset to a scaled f32 batch.
 //! - [`reduce`]: column sums (bias gradients), sums, `y += alpha x`.
 //! - [`optim`]: SGD with momentum and Adam updates.
-//! - [`mod@gemm`]: validated strided `C <- alpha A B + beta C`, register-tiled for the
+//! - [`matrix`]: strided matrix views ([`MatRef`], [`MatMut`]), validated when built, that
+//!   split by rows or columns for threads.
+//! - [`mod@gemm`]: `C <- alpha A B + beta C` on those views, register-tiled for the
 //!   products of training and inference, through `matrixmultiply` for larger ones.
 //!
 //! No kernel allocates, except the GEMM's per-thread buffer on a thread's first product
@@ -28,12 +30,14 @@ pub mod gemm;
 pub mod isa;
 pub mod layout;
 pub mod math;
+pub mod matrix;
 pub mod optim;
 pub mod output;
 pub mod reduce;
 pub mod sparsity;
 
 pub use activation::Activation;
-pub use gemm::{gemm, GemmError, MatMut, MatRef};
+pub use gemm::{gemm, GemmError};
 pub use layout::Layout;
+pub use matrix::{MatMut, MatRef};
 pub use output::{OutputLoss, OutputStats};
