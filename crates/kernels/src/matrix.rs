@@ -105,8 +105,13 @@ impl<'a> MatRef<'a> {
             range.start <= range.end && range.end <= self.rows,
             "MatRef::rows_range out of range"
         );
-        if range.is_empty() {
-            return Self { rows: 0, ..self };
+        // A view without columns has no element to start the rows at: its bounds check
+        // covered none, so `range.start * row_stride` may lie past the slice.
+        if range.is_empty() || self.cols == 0 {
+            return Self {
+                rows: range.len(),
+                ..self
+            };
         }
         Self {
             data: &self.data[range.start * self.row_stride..],
@@ -251,15 +256,18 @@ impl<'a> MatMut<'a> {
     /// If `at > rows`.
     pub fn split_rows(self, at: usize) -> Option<(Self, Self)> {
         assert!(at <= self.rows, "MatMut::split_rows past the last row");
-        let row_span = if self.cols == 0 {
+        // Only two or more rows can interleave, and then the bounds check covered every
+        // element (a view without rows or columns has none), so no product overflows.
+        let row_span = if self.cols == 0 || self.rows <= 1 {
             0
         } else {
             (self.cols - 1) * self.col_stride + 1
         };
-        if self.rows > 1 && row_span > self.row_stride {
+        if row_span > self.row_stride {
             return None;
         }
-        let cut = (at * self.row_stride).min(self.len);
+        // Saturating: the strides of a view without columns were never checked.
+        let cut = at.saturating_mul(self.row_stride).min(self.len);
         let bottom = Self {
             // SAFETY: `cut <= len`, inside the borrowed slice.
             ptr: unsafe { self.ptr.add(cut) },
@@ -295,6 +303,11 @@ impl<'a> MatMut<'a> {
         if self.col_stride != 1 && self.cols > 1 {
             return None;
         }
+        if self.cols == 0 {
+            // No element of this view was bounds-checked, so row `i` may start past the
+            // slice: no pointer is computed.
+            return Some(&mut []);
+        }
         let start = i * self.row_stride;
         // SAFETY: the row's `cols` adjacent elements are inside the borrowed slice (the
         // bounds check covered every element) and belong to this view alone; the slice
@@ -325,5 +338,90 @@ impl<'a> MatMut<'a> {
         };
         let left = Self { cols: at, ..self };
         (left, right)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Views with no columns or no rows: their bounds checks cover no element, so their
+    /// strides may reach past the slice, and nothing may compute a pointer from them.
+    #[test]
+    fn views_without_columns_or_rows_split_and_give_empty_rows() {
+        // No columns, rows 1000 floats apart, over an empty slice.
+        let mut empty: [f32; 0] = [];
+        let mut narrow = MatMut::new(&mut empty, 3, 0, 1000, 1).unwrap();
+        for i in 0..3 {
+            assert_eq!(narrow.row_mut(i).unwrap().len(), 0);
+        }
+        let (mut left, mut right) = narrow.split_cols(0);
+        assert_eq!(
+            (left.rows(), left.cols(), right.rows(), right.cols()),
+            (3, 0, 3, 0)
+        );
+        assert_eq!(left.row_mut(2).unwrap().len(), 0);
+        assert_eq!(right.row_mut(2).unwrap().len(), 0);
+        for at in 0..=3 {
+            let (mut top, mut bottom) = right.reborrow().split_rows(at).unwrap();
+            assert_eq!((top.rows(), bottom.rows()), (at, 3 - at));
+            for i in 0..at {
+                assert_eq!(top.row_mut(i).unwrap().len(), 0);
+            }
+            for i in 0..3 - at {
+                assert_eq!(bottom.row_mut(i).unwrap().len(), 0);
+            }
+        }
+        // Strides no view with elements could have.
+        let mut wild = MatMut::new(&mut empty, 2, 0, usize::MAX, usize::MAX).unwrap();
+        assert_eq!(wild.row_mut(1).unwrap().len(), 0);
+        let (_, mut bottom) = wild.split_rows(2).unwrap();
+        assert_eq!(bottom.rows(), 0);
+        assert_eq!(bottom.reborrow().split_cols(0).1.cols(), 0);
+
+        // Zero-width parts of a real matrix, split at either end.
+        let (m, n) = (4, 5);
+        let mut data: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
+        let view = MatMut::row_major(&mut data, m, n).unwrap();
+        let (mut none, mut all) = view.split_cols(0);
+        assert_eq!((none.cols(), all.cols()), (0, n));
+        assert_eq!(none.row_mut(m - 1).unwrap().len(), 0);
+        let (mut all_again, mut past) = all.reborrow().split_cols(n);
+        assert_eq!((all_again.cols(), past.cols()), (n, 0));
+        assert_eq!(past.row_mut(m - 1).unwrap().len(), 0);
+        all_again.row_mut(m - 1).unwrap()[n - 1] = -1.0;
+        let (_, mut past_bottom) = past.split_rows(m).unwrap();
+        assert_eq!(past_bottom.rows(), 0);
+        assert_eq!(past_bottom.reborrow().split_cols(0).0.cols(), 0);
+        assert_eq!(data[m * n - 1], -1.0);
+
+        // No rows: every split works and gives views without rows.
+        let mut flat = MatMut::new(&mut empty, 0, 4, usize::MAX, usize::MAX).unwrap();
+        for at in [0, 2, 4] {
+            let (left, right) = flat.reborrow().split_cols(at);
+            assert_eq!((left.rows(), left.cols()), (0, at));
+            assert_eq!((right.rows(), right.cols()), (0, 4 - at));
+        }
+        let (top, bottom) = flat.split_rows(0).unwrap();
+        assert_eq!((top.rows(), bottom.rows(), bottom.cols()), (0, 0, 4));
+        let (left, right) = MatMut::new(&mut empty, 0, 0, 7, 7).unwrap().split_cols(0);
+        assert_eq!((left.cols(), right.cols()), (0, 0));
+
+        // Read-only views without columns or rows take any range of what they have.
+        let none = MatRef::new(&empty, 3, 0, 1000, 1).unwrap();
+        assert_eq!(none.rows_range(1..3).rows(), 2);
+        assert_eq!(none.rows_range(3..3).rows(), 0);
+        assert_eq!(none.cols_range(0..0).cols(), 0);
+        let flat = MatRef::new(&empty, 0, 4, 1, 1000).unwrap();
+        assert_eq!(flat.cols_range(1..4).cols(), 3);
+        assert_eq!(flat.rows_range(0..0).rows(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "MatMut::row_mut past the last row")]
+    fn a_view_without_rows_has_no_row() {
+        let mut empty: [f32; 0] = [];
+        let mut flat = MatMut::new(&mut empty, 0, 4, 4, 1).unwrap();
+        flat.row_mut(0);
     }
 }
