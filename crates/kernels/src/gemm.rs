@@ -91,6 +91,12 @@ pub enum GemmError {
 /// `C <- alpha * A * B + beta * C`. With `beta == 0`, `C` is not read (NaNs in it vanish).
 ///
 /// Fails, leaving `C` untouched, unless `A` is `m x k`, `B` is `k x n` and `C` is `m x n`.
+///
+/// A product never reads or writes outside its own columns and rows of `C`: every element
+/// it touches is one of the view's (a ragged edge is written back only over columns of the
+/// view itself), whichever kernel runs it. Callers rely on this to split `C` by columns
+/// ([`MatMut::split_cols`]) or rows ([`MatMut::split_rows`]) and run the parts on
+/// different threads at once.
 pub fn gemm(
     alpha: f32,
     a: MatRef<'_>,

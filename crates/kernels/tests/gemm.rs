@@ -1,5 +1,6 @@
 //! The GEMM wrapper against a naive triple loop, for the three products of a dense layer,
-//! odd strides, and random alpha/beta; and its refusal of bad shapes and strides.
+//! odd strides, and random alpha/beta; its refusal of bad shapes and strides; and that a
+//! product writes nothing outside its own window of `C`.
 
 use kernels::gemm::{gemm, reference, GemmError, MatMut, MatRef};
 use proptest::prelude::*;
@@ -521,4 +522,170 @@ fn every_instruction_set_computes_the_same_bits() {
     } else {
         eprintln!("only the scalar instruction set runs here: nothing to compare");
     }
+}
+
+/// A window of a larger matrix: rows `rows` and columns `cols` of a `size.0 x size.1`
+/// buffer stored by rows or by columns, cut out as threads take their parts: columns by
+/// [`MatMut::split_cols`], rows by the same through the transpose.
+fn window(
+    buffer: &mut [f32],
+    size: (usize, usize),
+    column_major: bool,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> MatMut<'_> {
+    let whole = if column_major {
+        MatMut::new(buffer, size.0, size.1, 1, size.0)
+    } else {
+        MatMut::row_major(buffer, size.0, size.1)
+    }
+    .unwrap();
+    let (_, right) = whole.split_cols(cols.start);
+    let (columns, _) = right.split_cols(cols.len());
+    let (_, lower) = columns.t().split_cols(rows.start);
+    let (view, _) = lower.split_cols(rows.len());
+    view.t()
+}
+
+/// A product never writes outside its own columns and rows of `C` (callers split `C` by
+/// columns and run the parts on different threads): `C` a window of a larger buffer whose
+/// other elements hold a NaN of a payload no arithmetic makes, at widths and heights that
+/// hit the register tiles' ragged edges, one vector, two, and whole vectors after them
+/// (widths 1, 7, 17, 100, 300; rows 1, 5, 32), on every instruction set; and in products
+/// large enough for `matrixmultiply` (more than `TILED_MAX_ROWS` rows, or wider than
+/// `TILED_MAX_COLUMNS`, both more than 64 deep). Every element outside the window keeps
+/// its bits; the window holds the product.
+#[test]
+fn products_write_only_their_own_columns_and_rows_of_c() {
+    use kernels::gemm::{TILED_MAX_COLUMNS, TILED_MAX_ROWS};
+    const SENTINEL: u32 = 0x7fa5_5a5a;
+    // Margins: rows above and below, columns left and right, none of them a whole vector.
+    let (above, below, left, right) = (2, 3, 3, 5);
+    let mut tiled_shapes = vec![];
+    for m in [1, 5, 32] {
+        for n in [1, 7, 17, 100, 300] {
+            for k in [3, 129] {
+                tiled_shapes.push((m, k, n));
+            }
+        }
+    }
+    // `gemm` hands a product to `matrixmultiply` when it is more than 64 rows tall and
+    // 64 deep, and has more than `TILED_MAX_ROWS` rows or more than `TILED_MAX_COLUMNS`
+    // columns.
+    let mut large_shapes: Vec<_> = [1, 7, 17, 100, 300]
+        .into_iter()
+        .map(|n| (TILED_MAX_ROWS + 1, 65, n))
+        .collect();
+    large_shapes.push((65, 65, TILED_MAX_COLUMNS + 1));
+    let all_arches = kernels::isa::available();
+    let best_arch = all_arches[all_arches.len() - 1..].to_vec();
+    let mut checked = 0;
+    for (shapes, arches) in [(tiled_shapes, all_arches), (large_shapes, best_arch)] {
+        for (m, k, n) in shapes {
+            let size = (above + m + below, left + n + right);
+            for pattern in [Pattern::Plain, Pattern::TransposeA, Pattern::TransposeB] {
+                let (a_shape, b_shape) = match pattern {
+                    Pattern::Plain => ((m, k), (k, n)),
+                    Pattern::TransposeA => ((k, m), (k, n)),
+                    Pattern::TransposeB => ((m, k), (n, k)),
+                };
+                let a_data = patterned(a_shape.0 * a_shape.1, 1);
+                let b_data = patterned(b_shape.0 * b_shape.1, 2);
+                let mut a = MatRef::row_major(&a_data, a_shape.0, a_shape.1).unwrap();
+                let mut b = MatRef::row_major(&b_data, b_shape.0, b_shape.1).unwrap();
+                match pattern {
+                    Pattern::Plain => {}
+                    Pattern::TransposeA => a = a.t(),
+                    Pattern::TransposeB => b = b.t(),
+                }
+                for column_major in [false, true] {
+                    let (rs, cs) = if column_major {
+                        (1, size.0)
+                    } else {
+                        (size.1, 1)
+                    };
+                    let inside = |idx: usize| {
+                        let (i, j) = if column_major {
+                            (idx % size.0, idx / size.0)
+                        } else {
+                            (idx / size.1, idx % size.1)
+                        };
+                        (above..above + m).contains(&i) && (left..left + n).contains(&j)
+                    };
+                    let offset = above * rs + left * cs;
+                    for (alpha, beta) in [(1.5, 0.0), (-0.5, 1.0)] {
+                        let mut c_init = vec![f32::from_bits(SENTINEL); size.0 * size.1];
+                        if beta != 0.0 {
+                            let values = patterned(c_init.len(), 3);
+                            for (idx, (slot, v)) in c_init.iter_mut().zip(values).enumerate() {
+                                if inside(idx) {
+                                    *slot = v;
+                                }
+                            }
+                        }
+                        let mut want = c_init.clone();
+                        reference::gemm(
+                            alpha,
+                            a,
+                            b,
+                            beta,
+                            window(
+                                &mut want,
+                                size,
+                                column_major,
+                                above..above + m,
+                                left..left + n,
+                            ),
+                        );
+                        for &arch in &arches {
+                            let mut got = c_init.clone();
+                            kernels::isa::with_arch(arch, || {
+                                let c = window(
+                                    &mut got,
+                                    size,
+                                    column_major,
+                                    above..above + m,
+                                    left..left + n,
+                                );
+                                gemm(alpha, a, b, beta, c)
+                            })
+                            .unwrap();
+                            let what = || {
+                                format!(
+                                    "{}: {pattern:?} {m}x{k}x{n}, C by {} in a {}x{} buffer, beta {beta}",
+                                    kernels::isa::name(arch),
+                                    if column_major { "columns" } else { "rows" },
+                                    size.0,
+                                    size.1
+                                )
+                            };
+                            for (idx, &v) in got.iter().enumerate() {
+                                if !inside(idx) {
+                                    assert!(
+                                        v.to_bits() == SENTINEL,
+                                        "{}: element {idx} outside C was written ({v:e})",
+                                        what()
+                                    );
+                                }
+                            }
+                            within_tolerance(
+                                alpha,
+                                a,
+                                b,
+                                beta,
+                                &c_init[offset..],
+                                (rs, cs),
+                                &got[offset..],
+                                &want[offset..],
+                            )
+                            .unwrap_or_else(|e| panic!("{}: {e}", what()));
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let arches = kernels::isa::available().len();
+    assert_eq!(checked, (30 * arches + 6) * 3 * 2 * 2);
 }

@@ -25,6 +25,12 @@
 //! Every element of `C` is computed by the same sequence of operations whichever tile,
 //! panel or thread it falls in, so splitting a product between threads never changes
 //! a bit of the result.
+//!
+//! A product never reads or writes outside its own columns and rows of `C`, since callers
+//! split `C` by columns (or rows) and run the parts on different threads: a tile's rows
+//! stop at `m`, the columns a ragged edge writes back lie in `0..n`, and the stores of
+//! whole vectors, of the stack tile and of a transposed tile all cover the tile's `width`
+//! columns of `R` rows and nothing past them.
 
 use std::cell::RefCell;
 
