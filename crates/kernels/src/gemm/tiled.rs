@@ -466,8 +466,10 @@ impl Tile {
         let lanes = S::F32_LANES;
         let zero = simd.splat_f32s(0.0);
         let mut acc = [[zero; V]; R];
-        let (mut a, mut b) = (self.a, self.b);
-        for _ in 0..self.depth {
+        // Each step's operands from its index: pointers advanced after every step would
+        // point past the end of `A` or `B` after the last one.
+        for p in 0..self.depth {
+            let (a, b) = (self.a.add(p * self.a_step), self.b.add(p * self.b_step));
             let mut bv = [zero; V];
             for (v, slot) in bv.iter_mut().enumerate() {
                 *slot = load::<S>(b.add(v * lanes));
@@ -478,8 +480,6 @@ impl Tile {
                     *acc = simd.mul_add_f32s(x, b, *acc);
                 }
             }
-            a = a.add(self.a_step);
-            b = b.add(self.b_step);
         }
         if self.c_row_stride == 1 && self.c_col_stride != 1 && transpose8::fits::<S>() {
             return self.store_transposed::<S, R, V>(simd, acc);
@@ -567,12 +567,14 @@ impl Tile {
             // Through a stack tile, with the same vector operations as above, so an
             // element rounds alike wherever it falls.
             let mut tile = [0.0f32; 2 * MAX_LANES];
-            let tile_ptr = tile.as_mut_ptr();
             if self.beta != 0.0 {
                 for (q, slot) in tile.iter_mut().enumerate().take(self.width).skip(self.skip) {
                     *slot = *c.add(q * self.c_col_stride);
                 }
             }
+            // Taken after the loop above: its `iter_mut` borrow would invalidate a pointer
+            // taken before it.
+            let tile_ptr = tile.as_mut_ptr();
             for (v, &sum) in acc.iter().enumerate() {
                 let out = tile_ptr.add(v * lanes);
                 store::<S>(out, self.scaled(simd, sum, out));
