@@ -23,6 +23,7 @@
 //! with a message naming the kernel (GEMM returns an error instead).
 
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod activation;
 pub mod gather;

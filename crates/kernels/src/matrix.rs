@@ -235,7 +235,9 @@ impl<'a> MatMut<'a> {
     /// # Safety
     /// `i < rows` and `j < cols`.
     pub(crate) unsafe fn at(&mut self, i: usize, j: usize) -> *mut f32 {
-        self.ptr.add(i * self.row_stride + j * self.col_stride)
+        // SAFETY: `(i, j)` is an element of the view (the contract), which its bounds check
+        // placed inside the borrowed slice.
+        unsafe { self.ptr.add(i * self.row_stride + j * self.col_stride) }
     }
 
     /// Number of rows.

@@ -247,8 +247,12 @@ impl Product {
                     let mut j = 0;
                     while j < self.n {
                         let panel = Panel::at(self, j, lanes);
-                        let b = self.b.add(k0 * self.b_row_stride + panel.column);
-                        self.tile(simd, &block, i, rows, &panel, b, self.b_row_stride);
+                        // SAFETY: step `k0 < k` of column `panel.column < n`: an element of `B`.
+                        let b = unsafe { self.b.add(k0 * self.b_row_stride + panel.column) };
+                        // SAFETY: `B`'s rows are contiguous and at least two vectors wide, so
+                        // `Panel::at` gives whole vectors in `0..n`, read in place for the
+                        // block's steps (`k0 + depth <= k`); rows `i..i + rows` are in `0..m`.
+                        unsafe { self.tile(simd, &block, i, rows, &panel, b, self.b_row_stride) };
                         j += pair;
                     }
                     i += rows;
@@ -261,17 +265,25 @@ impl Product {
                     // only a `B` narrower than a panel, and not whole vectors, is copied.
                     let (b, b_step) = if self.b_col_stride == 1 && panel.width % lanes == 0 {
                         (
-                            self.b.add(k0 * self.b_row_stride + panel.column),
+                            // SAFETY: step `k0 < k` of column `panel.column < n`: an element
+                            // of `B`.
+                            unsafe { self.b.add(k0 * self.b_row_stride + panel.column) },
                             self.b_row_stride,
                         )
                     } else {
-                        self.pack_b::<S>(k0, depth, j, panel.width, pair, b_pack);
+                        // SAFETY: `Product::run`'s contract; `scratch` holds `block * 2 *
+                        // MAX_LANES >= depth * pair` floats, and `panel.width <= pair`.
+                        unsafe { self.pack_b::<S>(k0, depth, j, panel.width, pair, b_pack) };
                         (b_pack as *const f32, pair)
                     };
                     let mut i = 0;
                     while i < self.m {
                         let rows = tile_rows(self.m - i);
-                        self.tile(simd, &block, i, rows, &panel, b, b_step);
+                        // SAFETY: `b` holds the block's `depth` steps of the panel's columns
+                        // (in `0..n`), `b_step` apart, as whole vectors: `B`'s own rows where
+                        // the panel is whole vectors of contiguous rows, else the copy of
+                        // `pair` floats a step; rows `i..i + rows` are in `0..m`.
+                        unsafe { self.tile(simd, &block, i, rows, &panel, b, b_step) };
                         i += rows;
                     }
                     j += pair;
@@ -285,7 +297,10 @@ impl Product {
     /// from `b`, `b_step` floats per step.
     ///
     /// # Safety
-    /// As [`Tile::run`].
+    /// As [`Product::run`]; rows `i..i + rows` (1 to [`ROWS`] of them) lie in `0..m`, the
+    /// block's steps in `0..k`, and `panel`'s columns in `0..n`; `b` holds the block's
+    /// `depth` steps of those columns, `b_step` floats apart, each as whole vectors (two
+    /// where `panel.width` exceeds one).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn tile<S: Simd>(
@@ -299,16 +314,20 @@ impl Product {
         b_step: usize,
     ) {
         let tile = Tile {
-            a: self
-                .a
-                .add(block.k0 * self.a_col_stride + i * self.a_row_stride),
+            // SAFETY: row `i < m` at step `block.k0 < k`: an element of `A`.
+            a: unsafe {
+                self.a
+                    .add(block.k0 * self.a_col_stride + i * self.a_row_stride)
+            },
             a_row_stride: self.a_row_stride,
             a_step: self.a_col_stride,
             b,
             b_step,
-            c: self
-                .c
-                .add(i * self.c_row_stride + panel.column * self.c_col_stride),
+            // SAFETY: row `i < m` of column `panel.column < n`: an element of `C`.
+            c: unsafe {
+                self.c
+                    .add(i * self.c_row_stride + panel.column * self.c_col_stride)
+            },
             c_row_stride: self.c_row_stride,
             c_col_stride: self.c_col_stride,
             depth: block.depth,
@@ -317,7 +336,9 @@ impl Product {
             alpha: self.alpha,
             beta: block.beta,
         };
-        tile.dispatch(simd, rows, panel.width > S::F32_LANES);
+        // SAFETY: the tile's fields describe rows `i..i + rows` of `A` and `C`, the block's
+        // steps and `panel`'s columns, in bounds by this function's contract.
+        unsafe { tile.dispatch(simd, rows, panel.width > S::F32_LANES) };
     }
 
     /// Copies `B`'s rows `k0..k0 + depth`, columns `j..j + width`, into `to` as `depth`
@@ -344,24 +365,38 @@ impl Product {
         };
         for q0 in (0..block_columns).step_by(8) {
             for p0 in (0..block_depth).step_by(8) {
-                let block: [S::f32s; 8] =
-                    core::array::from_fn(|r| load::<S>(self.b.add(k0 + p0 + (j + q0 + r) * cs)));
-                for (r, row) in transpose8::run::<S>(block).into_iter().enumerate() {
-                    store::<S>(to.add((p0 + r) * pair + q0), row);
+                let block: [S::f32s; 8] = core::array::from_fn(|r| {
+                    // SAFETY: `B` is stored by columns (`rs == 1`): steps `k0 + p0..k0 + p0 +
+                    // 8` (`p0 + 8 <= depth`) of column `j + q0 + r` (`q0 + r < width`) are 8
+                    // adjacent elements of `B`.
+                    unsafe { load::<S>(self.b.add(k0 + p0 + (j + q0 + r) * cs)) }
+                });
+                // SAFETY: `S` passes `transpose8::fits` (checked above), and its 8-lane
+                // registers exist only where the CPU runs AVX.
+                let rows = unsafe { transpose8::run::<S>(block) };
+                for (r, row) in rows.into_iter().enumerate() {
+                    // SAFETY: floats `q0..q0 + 8` (`q0 + 8 <= width <= pair`) of row
+                    // `p0 + r < depth` of the copy, which has room for `depth * pair`.
+                    unsafe { store::<S>(to.add((p0 + r) * pair + q0), row) };
                 }
             }
         }
         for q in 0..pair {
             if q < width {
                 // Down one column of `B`: contiguous when `B` is a transpose.
-                let from = self.b.add(k0 * rs + (j + q) * cs);
+                // SAFETY: step `k0 < k` of column `j + q`, in `0..n` (a copied panel starts
+                // at `j`): an element of `B`.
+                let from = unsafe { self.b.add(k0 * rs + (j + q) * cs) };
                 let first = if q < block_columns { block_depth } else { 0 };
                 for p in first..depth {
-                    *to.add(p * pair + q) = *from.add(p * rs);
+                    // SAFETY: step `k0 + p < k` of that column is an element of `B`, and
+                    // float `q < pair` of row `p < depth` is in the copy.
+                    unsafe { *to.add(p * pair + q) = *from.add(p * rs) };
                 }
             } else {
                 for p in 0..depth {
-                    *to.add(p * pair + q) = 0.0;
+                    // SAFETY: float `q < pair` of row `p < depth` is in the copy.
+                    unsafe { *to.add(p * pair + q) = 0.0 };
                 }
             }
         }
@@ -436,23 +471,25 @@ struct Tile {
 
 impl Tile {
     /// # Safety
-    /// As [`Tile::run`].
+    /// As [`Tile::run`] with `R = rows`, 1 to [`ROWS`], and `V` two exactly when `two`.
     #[inline(always)]
     unsafe fn dispatch<S: Simd>(&self, simd: S, rows: usize, two: bool) {
         // A tile one vector wide where that covers the edge: less padding multiplied.
+        // SAFETY (every arm): `rows` is 1 to 6, so each arm's `R` is `rows`, and its `V` is
+        // two exactly when `two`: this function's contract is `Tile::run`'s.
         match (rows, two) {
-            (6, true) => self.run::<S, 6, 2>(simd),
-            (5, true) => self.run::<S, 5, 2>(simd),
-            (4, true) => self.run::<S, 4, 2>(simd),
-            (3, true) => self.run::<S, 3, 2>(simd),
-            (2, true) => self.run::<S, 2, 2>(simd),
-            (_, true) => self.run::<S, 1, 2>(simd),
-            (6, false) => self.run::<S, 6, 1>(simd),
-            (5, false) => self.run::<S, 5, 1>(simd),
-            (4, false) => self.run::<S, 4, 1>(simd),
-            (3, false) => self.run::<S, 3, 1>(simd),
-            (2, false) => self.run::<S, 2, 1>(simd),
-            (_, false) => self.run::<S, 1, 1>(simd),
+            (6, true) => unsafe { self.run::<S, 6, 2>(simd) },
+            (5, true) => unsafe { self.run::<S, 5, 2>(simd) },
+            (4, true) => unsafe { self.run::<S, 4, 2>(simd) },
+            (3, true) => unsafe { self.run::<S, 3, 2>(simd) },
+            (2, true) => unsafe { self.run::<S, 2, 2>(simd) },
+            (_, true) => unsafe { self.run::<S, 1, 2>(simd) },
+            (6, false) => unsafe { self.run::<S, 6, 1>(simd) },
+            (5, false) => unsafe { self.run::<S, 5, 1>(simd) },
+            (4, false) => unsafe { self.run::<S, 4, 1>(simd) },
+            (3, false) => unsafe { self.run::<S, 3, 1>(simd) },
+            (2, false) => unsafe { self.run::<S, 2, 1>(simd) },
+            (_, false) => unsafe { self.run::<S, 1, 1>(simd) },
         }
     }
 
@@ -469,27 +506,35 @@ impl Tile {
         // Each step's operands from its index: pointers advanced after every step would
         // point past the end of `A` or `B` after the last one.
         for p in 0..self.depth {
-            let (a, b) = (self.a.add(p * self.a_step), self.b.add(p * self.b_step));
+            // SAFETY: step `p < depth` of the tile's rows of `A` is in bounds.
+            let a = unsafe { self.a.add(p * self.a_step) };
+            // SAFETY: step `p < depth` of `B`'s panel is in bounds.
+            let b = unsafe { self.b.add(p * self.b_step) };
             let mut bv = [zero; V];
             for (v, slot) in bv.iter_mut().enumerate() {
-                *slot = load::<S>(b.add(v * lanes));
+                // SAFETY: each step of `B`'s panel holds `V` whole vectors.
+                *slot = unsafe { load::<S>(b.add(v * lanes)) };
             }
             for (r, acc) in acc.iter_mut().enumerate() {
-                let x = simd.splat_f32s(*a.add(r * self.a_row_stride));
+                // SAFETY: row `r < R` of step `p` of `A` is in bounds.
+                let x = simd.splat_f32s(unsafe { *a.add(r * self.a_row_stride) });
                 for (acc, &b) in acc.iter_mut().zip(&bv) {
                     *acc = simd.mul_add_f32s(x, b, *acc);
                 }
             }
         }
         if self.c_row_stride == 1 && self.c_col_stride != 1 && transpose8::fits::<S>() {
-            return self.store_transposed::<S, R, V>(simd, acc);
+            // SAFETY: this function's contract, `c_row_stride == 1`, and `S` passes
+            // `transpose8::fits`.
+            return unsafe { self.store_transposed::<S, R, V>(simd, acc) };
         }
         // Row by row with constant indices: a loop over `acc` here made the compiler keep
         // it in memory and store every accumulator on every step above.
         macro_rules! store_rows {
             ($($r:literal)*) => {$(
                 if $r < R {
-                    self.store_row::<S, V>(simd, $r, acc[$r]);
+                    // SAFETY: this function's contract, and row `$r < R`.
+                    unsafe { self.store_row::<S, V>(simd, $r, acc[$r]) };
                 }
             )*};
         }
@@ -517,22 +562,31 @@ impl Tile {
         #[allow(clippy::needless_range_loop)]
         for v in 0..V {
             let rows: [S::f32s; 8] = core::array::from_fn(|r| if r < R { acc[r][v] } else { zero });
-            for (q, column) in transpose8::run::<S>(rows).into_iter().enumerate() {
+            // SAFETY: `S` passes `transpose8::fits` (this function's contract), and its
+            // 8-lane registers exist only where the CPU runs AVX.
+            let columns = unsafe { transpose8::run::<S>(rows) };
+            for (q, column) in columns.into_iter().enumerate() {
                 let q = v * 8 + q;
                 if q < self.skip || q >= self.width {
                     continue;
                 }
-                let out = self.c.add(q * self.c_col_stride);
+                // SAFETY: column `q < width` of the tile, in `C`.
+                let out = unsafe { self.c.add(q * self.c_col_stride) };
                 // Staged through the stack, unlike `store_row`'s blend: 128- and 64-bit
                 // partial loads and stores of the column's `R` floats made these products
                 // faster alone but a whole epoch about 2% slower.
                 let mut staged = [0.0f32; 8];
                 if self.beta != 0.0 {
-                    core::ptr::copy_nonoverlapping(out, staged.as_mut_ptr(), R);
+                    // SAFETY: the tile's `R <= 6` rows of column `q` are adjacent floats of
+                    // `C` (`c_row_stride == 1`); `staged` holds 8.
+                    unsafe { core::ptr::copy_nonoverlapping(out, staged.as_mut_ptr(), R) };
                 }
-                let value = self.scaled(simd, column, staged.as_ptr());
-                store::<S>(staged.as_mut_ptr(), value);
-                core::ptr::copy_nonoverlapping(staged.as_ptr(), out, R);
+                // SAFETY: `staged` holds 8 floats, a whole register of `S`.
+                let value = unsafe { self.scaled(simd, column, staged.as_ptr()) };
+                // SAFETY: as above.
+                unsafe { store::<S>(staged.as_mut_ptr(), value) };
+                // SAFETY: as for the copy in; `staged` is a separate stack array.
+                unsafe { core::ptr::copy_nonoverlapping(staged.as_ptr(), out, R) };
             }
         }
     }
@@ -544,24 +598,31 @@ impl Tile {
     #[inline(always)]
     unsafe fn store_row<S: Simd, const V: usize>(&self, simd: S, r: usize, acc: [S::f32s; V]) {
         let lanes = S::F32_LANES;
-        let c = self.c.add(r * self.c_row_stride);
+        // SAFETY: row `r < R` of the tile, in `C`.
+        let c = unsafe { self.c.add(r * self.c_row_stride) };
         if self.c_col_stride == 1 && self.width == V * lanes {
             for (v, &sum) in acc.iter().enumerate() {
                 let first = v * lanes;
                 if self.skip >= first + lanes {
                     continue;
                 }
-                let out = c.add(first);
-                let mut value = self.scaled(simd, sum, out);
+                // SAFETY: the row's columns `first..first + lanes`, adjacent and within the
+                // tile's `width == V * lanes`, are in `C`.
+                let out = unsafe { c.add(first) };
+                // SAFETY: `out` points to a whole vector of the row.
+                let mut value = unsafe { self.scaled(simd, sum, out) };
                 if self.skip > first {
                     // The skipped lanes hold the earlier panel's results already: they are
                     // written back unchanged. Through a stack tile instead, whose element
                     // copies stall the vector loads behind them, a weight update of ragged
                     // width took about 15% longer than one a panel wider.
                     let fresh = simd.mask_between_m32s((self.skip - first) as u32, lanes as u32);
-                    value = simd.select_f32s(fresh.mask(), value, load::<S>(out));
+                    // SAFETY: as above.
+                    let prior = unsafe { load::<S>(out) };
+                    value = simd.select_f32s(fresh.mask(), value, prior);
                 }
-                store::<S>(out, value);
+                // SAFETY: as above.
+                unsafe { store::<S>(out, value) };
             }
         } else {
             // Through a stack tile, with the same vector operations as above, so an
@@ -569,18 +630,24 @@ impl Tile {
             let mut tile = [0.0f32; 2 * MAX_LANES];
             if self.beta != 0.0 {
                 for (q, slot) in tile.iter_mut().enumerate().take(self.width).skip(self.skip) {
-                    *slot = *c.add(q * self.c_col_stride);
+                    // SAFETY: column `q < width` of the tile's row, in `C`.
+                    *slot = unsafe { *c.add(q * self.c_col_stride) };
                 }
             }
             // Taken after the loop above: its `iter_mut` borrow would invalidate a pointer
             // taken before it.
             let tile_ptr = tile.as_mut_ptr();
             for (v, &sum) in acc.iter().enumerate() {
-                let out = tile_ptr.add(v * lanes);
-                store::<S>(out, self.scaled(simd, sum, out));
+                // SAFETY: vector `v < V <= 2` of `tile`, which holds two of the widest.
+                let out = unsafe { tile_ptr.add(v * lanes) };
+                // SAFETY: `out` points to a whole vector of `tile`.
+                let value = unsafe { self.scaled(simd, sum, out) };
+                // SAFETY: as above.
+                unsafe { store::<S>(out, value) };
             }
             for (q, &value) in tile.iter().enumerate().take(self.width).skip(self.skip) {
-                *c.add(q * self.c_col_stride) = value;
+                // SAFETY: column `q < width` of the tile's row, in `C`.
+                unsafe { *c.add(q * self.c_col_stride) = value };
             }
         }
     }
@@ -596,7 +663,9 @@ impl Tile {
             simd.mul_f32s(alpha, sum)
         } else {
             let beta = simd.splat_f32s(self.beta);
-            simd.mul_add_f32s(alpha, sum, simd.mul_f32s(beta, load::<S>(prior)))
+            // SAFETY: `beta` is not zero, so `prior` points to a whole vector (the contract).
+            let prior = unsafe { load::<S>(prior) };
+            simd.mul_add_f32s(alpha, sum, simd.mul_f32s(beta, prior))
         }
     }
 }
@@ -605,14 +674,16 @@ impl Tile {
 /// `ptr` points to `S::F32_LANES` readable floats.
 #[inline(always)]
 unsafe fn load<S: Simd>(ptr: *const f32) -> S::f32s {
-    core::ptr::read_unaligned(ptr as *const S::f32s)
+    // SAFETY: `S::f32s` is `S::F32_LANES` floats, all readable (the contract); unaligned.
+    unsafe { core::ptr::read_unaligned(ptr as *const S::f32s) }
 }
 
 /// # Safety
 /// `ptr` points to `S::F32_LANES` writable floats.
 #[inline(always)]
 unsafe fn store<S: Simd>(ptr: *mut f32, value: S::f32s) {
-    core::ptr::write_unaligned(ptr as *mut S::f32s, value)
+    // SAFETY: `S::f32s` is `S::F32_LANES` floats, all writable (the contract); unaligned.
+    unsafe { core::ptr::write_unaligned(ptr as *mut S::f32s, value) }
 }
 
 /// 8 x 8 transposes in registers, where the instruction set has them: AVX's, for the
@@ -639,10 +710,11 @@ mod transpose8 {
             const { assert!(core::mem::size_of::<[f32; 8]>() == core::mem::size_of::<__m256>()) };
             debug_assert!(fits::<S>());
             // SAFETY: with 8 lanes, `S::f32s` is 8 f32, the layout of `__m256`.
-            let rows: [__m256; 8] = core::mem::transmute_copy(&rows);
+            let rows: [__m256; 8] = unsafe { core::mem::transmute_copy(&rows) };
             // SAFETY: the caller's CPU runs AVX.
-            let columns = avx(rows);
-            core::mem::transmute_copy(&columns)
+            let columns = unsafe { avx(rows) };
+            // SAFETY: as for `rows`, the other way.
+            unsafe { core::mem::transmute_copy(&columns) }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -654,35 +726,41 @@ mod transpose8 {
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx")]
+    // The block below is redundant since Rust 1.87, which made these intrinsics safe to
+    // call where AVX is enabled; `rust-version` (1.85) still needs it.
+    #[allow(unused_unsafe)]
     unsafe fn avx(r: [core::arch::x86_64::__m256; 8]) -> [core::arch::x86_64::__m256; 8] {
         use core::arch::x86_64::*;
-        // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
-        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        [
-            _mm256_permute2f128_ps::<0x20>(s0, s4),
-            _mm256_permute2f128_ps::<0x20>(s1, s5),
-            _mm256_permute2f128_ps::<0x20>(s2, s6),
-            _mm256_permute2f128_ps::<0x20>(s3, s7),
-            _mm256_permute2f128_ps::<0x31>(s0, s4),
-            _mm256_permute2f128_ps::<0x31>(s1, s5),
-            _mm256_permute2f128_ps::<0x31>(s2, s6),
-            _mm256_permute2f128_ps::<0x31>(s3, s7),
-        ]
+        // SAFETY: this function enables AVX, all these intrinsics need.
+        unsafe {
+            // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            [
+                _mm256_permute2f128_ps::<0x20>(s0, s4),
+                _mm256_permute2f128_ps::<0x20>(s1, s5),
+                _mm256_permute2f128_ps::<0x20>(s2, s6),
+                _mm256_permute2f128_ps::<0x20>(s3, s7),
+                _mm256_permute2f128_ps::<0x31>(s0, s4),
+                _mm256_permute2f128_ps::<0x31>(s1, s5),
+                _mm256_permute2f128_ps::<0x31>(s2, s6),
+                _mm256_permute2f128_ps::<0x31>(s3, s7),
+            ]
+        }
     }
 }
 
