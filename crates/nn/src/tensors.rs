@@ -16,6 +16,8 @@ use crate::error::SafetensorsErrorKind;
 use safetensors::Dtype;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
 
 /// Longest header read, in bytes: the limit of the `safetensors` package itself.
 pub const MAX_HEADER_LEN: u64 = 100_000_000;
@@ -208,6 +210,43 @@ impl TensorsHeader {
                 candidates: list(self.tensors.iter().filter(|t| t.holds_rows())),
             }),
         }
+    }
+}
+
+/// The `__metadata__` entries of the safetensors file `path`, read from its header alone
+/// (its tensors are not checked): for telling a saved model from a data file. `Ok(None)`
+/// when the file's first bytes say it is another data format (IDX, `.npy`, gzip); an
+/// error when it cannot be read, is not a regular file, is of no known format, or its
+/// header is not readable JSON.
+pub fn read_metadata(path: &Path) -> std::io::Result<Option<HashMap<String, String>>> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
+    let mut file = std::fs::File::open(path)?;
+    let mut start = Vec::new();
+    (&mut file).take(16).read_to_end(&mut start)?;
+    match crate::source::recognise(&start) {
+        _ if start.starts_with(&[0x1f, 0x8b]) => return Ok(None),
+        Some(crate::source::Format::Safetensors) => {}
+        Some(_) => return Ok(None),
+        None => return Err(invalid("not a data file".into())),
+    }
+    let len = u64::from_le_bytes(start[..8].try_into().expect("recognised: 9 bytes or more"));
+    if len > MAX_HEADER_LEN || len + 8 > meta.len() {
+        return Err(invalid(format!("header length {len} is absurd")));
+    }
+    let mut json = Vec::new();
+    file.seek(SeekFrom::Start(8))?;
+    file.take(len).read_to_end(&mut json)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|e| invalid(e.to_string()))?;
+    match header.get("__metadata__") {
+        None => Ok(Some(HashMap::new())),
+        Some(entries) => serde_json::from_value(entries.clone())
+            .map(Some)
+            .map_err(|e| invalid(e.to_string())),
     }
 }
 

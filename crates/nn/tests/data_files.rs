@@ -1077,3 +1077,37 @@ fn a_matrix_larger_than_memory_opens_and_gathers_without_reading_it() {
         );
     }
 }
+
+#[test]
+fn safetensors_metadata_is_read_from_the_header_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // A tensor whose shape lies: the metadata is still read, the data is not looked at.
+    let lying = safetensors_file(
+        &format!(
+            r#"{{"__metadata__": {{"config": "{{}}"}}, {}}}"#,
+            entry("x", "F32", &[1 << 30, 1 << 30], [0, 8])
+        ),
+        &[0; 8],
+    );
+    let path = write(dir.path(), "model", &lying);
+    let metadata = nn::tensors::read_metadata(&path).unwrap().unwrap();
+    assert_eq!(metadata["config"], "{}");
+    let plain = safetensors_file(
+        &format!("{{{}}}", entry("x", "F32", &[1, 2], [0, 8])),
+        &[0; 8],
+    );
+    let path = write(dir.path(), "plain", &plain);
+    assert!(nn::tensors::read_metadata(&path)
+        .unwrap()
+        .unwrap()
+        .is_empty());
+    let npy = write(dir.path(), "x.npy", &npy::encode_f32(&[1, 1], &[1.0]));
+    assert!(nn::tensors::read_metadata(&npy).unwrap().is_none());
+    let gz = write(dir.path(), "x.gz", &gzip(&plain));
+    assert!(nn::tensors::read_metadata(&gz).unwrap().is_none());
+    for bytes in [b"hello".to_vec(), plain[..20].to_vec()] {
+        let path = write(dir.path(), "broken", &bytes);
+        assert!(nn::tensors::read_metadata(&path).is_err());
+    }
+    assert!(nn::tensors::read_metadata(dir.path()).is_err());
+}
