@@ -159,7 +159,7 @@ fn describe_data(path: &Path, tensor: &TensorArg) -> Result<ExitCode> {
         ..OpenOptions::default()
     };
     let d = nn::source::describe(path, &options)?;
-    let count: usize = d.shape.iter().product();
+    let count = d.element_count();
     println!(
         "{}: {}{} {} of shape {:?} ({count} values)",
         path.display(),
@@ -171,9 +171,8 @@ fn describe_data(path: &Path, tensor: &TensorArg) -> Result<ExitCode> {
     if d.format == Format::Safetensors {
         println!("  tensor: {}", d.tensor.as_deref().unwrap_or("?"));
     }
-    if let [rows, rest @ ..] = &d.shape[..] {
-        if !rest.is_empty() {
-            let features: usize = rest.iter().product();
+    if let (Some(rows), Some(features)) = (d.shape.first(), d.features()) {
+        if d.shape.len() > 1 {
             println!("  samples: {rows} of {features} values");
         }
     }

@@ -63,7 +63,15 @@ impl Dataset {
             });
         }
         let samples = dims[0];
-        let features: usize = dims[1..].iter().product();
+        // With no samples the header's checks do not bound the other dimensions.
+        let Some(features) = opened.description.features() else {
+            return Err(DataError::Shape {
+                path: path.to_path_buf(),
+                message: format!(
+                    "samples of shape {dims:?} would have more values than any memory holds"
+                ),
+            });
+        };
         if features == 0 {
             return Err(DataError::Shape {
                 path: path.to_path_buf(),

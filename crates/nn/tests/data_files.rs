@@ -1111,3 +1111,38 @@ fn safetensors_metadata_is_read_from_the_header_alone() {
     }
     assert!(nn::tensors::read_metadata(dir.path()).is_err());
 }
+
+/// With a first dimension of 0 the file holds no data, and the length check bounds none of
+/// the other dimensions: their product must not overflow anywhere.
+#[test]
+fn empty_files_with_huge_other_dimensions_are_refused_without_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = u32::MAX as usize;
+    let idx = encode(ElementType::U8, &[0, huge, huge, huge], &[]);
+    let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4294967296, 4294967296, 4294967296), }";
+    let npy = npy_file(1, dict, &[]);
+    let st = safetensors_file(
+        &format!("{{{}}}", entry("x", "F32", &[0, 1 << 40, 1 << 40], [0, 0])),
+        &[],
+    );
+    for (name, bytes) in [
+        ("x.idx", idx.clone()),
+        ("x.npy", npy),
+        ("x.safetensors", st),
+    ] {
+        let path = write(dir.path(), name, &bytes);
+        let described = nn::source::describe(&path, &OpenOptions::default()).unwrap();
+        assert_eq!(described.element_count(), 0, "{name}");
+        assert_eq!(described.features(), None, "{name}");
+        match Dataset::open(&path, None) {
+            Err(DataError::Shape { message, .. }) => {
+                assert!(message.contains("more values"), "{name}: {message}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let header = nn::idx::IdxHeader::parse(&idx, idx.len() as u64).unwrap();
+    assert_eq!(header.element_count(), 0);
+    let header = npy::NpyHeader::parse(&npy_file(1, dict, &[])).unwrap();
+    assert_eq!(header.element_count(), 0);
+}

@@ -176,8 +176,12 @@ impl NpyHeader {
         })
     }
 
-    /// Number of elements, the product of the dimensions.
+    /// Number of elements, the product of the dimensions: 0 if one of them is 0, however
+    /// large the others (whose product [`NpyHeader::parse`] does not bound then).
     pub fn element_count(&self) -> usize {
+        if self.shape.contains(&0) {
+            return 0;
+        }
         self.shape.iter().product()
     }
 

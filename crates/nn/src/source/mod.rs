@@ -98,6 +98,26 @@ pub struct Description {
     pub mapped: bool,
 }
 
+impl Description {
+    /// Number of elements, the product of the dimensions: 0 if one of them is 0, however
+    /// large the others (which the header's checks do not bound then).
+    pub fn element_count(&self) -> usize {
+        if self.shape.contains(&0) {
+            return 0;
+        }
+        self.shape.iter().product()
+    }
+
+    /// Values per sample, the product of the dimensions after the first (1 for a vector),
+    /// if it fits in a `usize`: with no samples, it need not.
+    pub fn features(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .skip(1)
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+    }
+}
+
 /// How to open a data file.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
