@@ -121,7 +121,8 @@ impl Description {
 /// How to open a data file.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
-    /// Where gzipped files are decompressed (default: [`cache::default_cache_dir`]).
+    /// Where gzipped files are decompressed (default:
+    /// [`crate::cache::default_cache_dir`]).
     pub cache_dir: Option<PathBuf>,
     /// The safetensors tensor holding the rows (default: the only F32 or F64 tensor of
     /// rank 2 or more). Other formats hold one array and ignore it.
