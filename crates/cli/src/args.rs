@@ -20,11 +20,11 @@ pub enum Command {
     Train(TrainArgs),
     /// Loss, rounded accuracy and coding statistics of a model on the test set.
     Eval(EvalArgs),
-    /// Coding-layer activations of every sample of an IDX file, as .npy or IDX f32.
+    /// Coding-layer activations of every sample of a data file, as .npy or IDX f32.
     Encode(EncodeArgs),
-    /// Samples of an IDX file above their reconstructions, as a PNG.
+    /// Samples of a data file above their reconstructions, as a PNG.
     Reconstruct(ReconstructArgs),
-    /// What an IDX or safetensors file holds.
+    /// What a data file (IDX, .npy, safetensors) or a safetensors model holds.
     Info(InfoArgs),
 }
 
@@ -62,10 +62,23 @@ pub enum LossKind {
 
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Directory with the Fashion-MNIST IDX files (gzipped or not). Default: $SAE_DATA,
-    /// then /usr/share/datasets/fashion-mnist.
-    #[arg(long, value_name = "DIR")]
+    /// A directory with the Fashion-MNIST IDX files (gzipped or not), or one data file
+    /// whose rows are the samples: IDX, .npy (<f4, <f8, |u1, ...) or safetensors, gzipped
+    /// or not, told apart by their contents. u8 values are divided by 255, floats used as
+    /// they are. Default: $SAE_DATA, then /usr/share/datasets/fashion-mnist.
+    #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub tensor: TensorArg,
+}
+
+/// Which tensor of a safetensors data file holds the samples.
+#[derive(Args, Debug, Clone)]
+pub struct TensorArg {
+    /// The tensor of a safetensors data file holding the samples, one per row of its
+    /// first dimension (default: the file's only F32 or F64 tensor of rank 2 or more).
+    #[arg(long, value_name = "NAME")]
+    pub tensor: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -104,7 +117,7 @@ pub struct TrainArgs {
     /// Reconstruction loss.
     #[arg(long, value_enum, default_value_t = LossKind::Bce)]
     pub loss: LossKind,
-    /// Validation samples, taken from the end of the training file.
+    /// Validation samples, taken from the end of the training file (or of --data FILE).
     #[arg(long, default_value_t = 5000)]
     pub valid: usize,
     /// Seed of the weights and of the shuffling.
@@ -180,9 +193,11 @@ pub struct EncodeArgs {
     /// The model.
     #[arg(long, value_name = "FILE")]
     pub model: PathBuf,
-    /// Samples to encode (IDX, gzipped or not).
-    #[arg(long, value_name = "IDX")]
+    /// Samples to encode: an IDX, .npy or safetensors file, gzipped or not.
+    #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
+    #[command(flatten)]
+    pub tensor: TensorArg,
     /// Where to write the codings: .npy, or IDX f32 for any other extension.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
@@ -195,9 +210,11 @@ pub struct ReconstructArgs {
     /// The model.
     #[arg(long, value_name = "FILE")]
     pub model: PathBuf,
-    /// Samples to reconstruct (IDX, gzipped or not).
-    #[arg(long, value_name = "IDX")]
+    /// Samples to reconstruct: an IDX, .npy or safetensors file, gzipped or not.
+    #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
+    #[command(flatten)]
+    pub tensor: TensorArg,
     /// The PNG to write.
     #[arg(long, value_name = "FILE.png")]
     pub output: PathBuf,
@@ -208,6 +225,8 @@ pub struct ReconstructArgs {
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    /// An IDX file (gzipped or not) or a safetensors model.
+    /// A data file (IDX, .npy or safetensors, gzipped or not) or a safetensors model.
     pub file: PathBuf,
+    #[command(flatten)]
+    pub tensor: TensorArg,
 }

@@ -1,10 +1,10 @@
 //! `sae eval`, `encode`, `reconstruct` and `info`.
 
-use crate::args::{EncodeArgs, EvalArgs, InfoArgs, ReconstructArgs};
-use crate::{data, npy, plots};
+use crate::args::{EncodeArgs, EvalArgs, InfoArgs, ReconstructArgs, TensorArg};
+use crate::{data, plots};
 use anyhow::{bail, Context, Result};
 use nn::config::activation_name;
-use nn::idx::IdxFile;
+use nn::source::{Format, OpenOptions, Scaling};
 use nn::{Autoencoder, Dataset};
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,9 +13,10 @@ fn load_model(path: &Path) -> Result<Autoencoder> {
     Ok(nn::checkpoint::load(path)?.0)
 }
 
-/// Opens samples for `model`, refusing a width the model cannot take.
-fn open_samples(path: &Path, model: &Autoencoder) -> Result<Dataset> {
-    let data = Dataset::open(path, None)?;
+/// Opens samples for `model`, refusing a width the model cannot take and values that are
+/// not finite.
+fn open_samples(path: &Path, tensor: &TensorArg, model: &Autoencoder) -> Result<Dataset> {
+    let data = data::open_rows(path, tensor)?;
     if data.features() != model.input_width() {
         bail!(
             "{}: samples have {} values but the model takes {}",
@@ -24,23 +25,29 @@ fn open_samples(path: &Path, model: &Autoencoder) -> Result<Dataset> {
             model.input_width()
         );
     }
-    if data.is_empty() {
-        bail!("{}: holds no samples", path.display());
-    }
+    data::refuse_non_finite(&data)?;
     Ok(data)
 }
 
 pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     let model = load_model(&args.model)?;
-    let dir = data::data_dir(args.data.data.as_deref());
-    let path = data::find(&dir, data::TEST_IMAGES)?;
-    let test = open_samples(&path, &model)?;
+    let from_dir = matches!(
+        data::source(args.data.data.as_deref()),
+        data::Source::Dir(_)
+    );
+    let path = data::test_file(&args.data)?;
+    let test = open_samples(&path, &args.data.tensor, &model)?;
     let threads = nn::parallel::Threads::new(args.threads.count())?;
     let result = model.evaluate_with(&threads, &test, args.batch_size as usize);
     let config = model.config();
     let units = model.coding_width();
     let share = |n: usize| 100.0 * n as f64 / units as f64;
-    println!("test samples:            {}", result.samples);
+    let label = if from_dir {
+        "test samples:"
+    } else {
+        "samples:"
+    };
+    println!("{label:<25}{}", result.samples);
     println!("loss:                    {:.4}", result.loss);
     // Metrics by kind: rounded accuracy for values in [0, 1], the reconstruction's and
     // the codes' statistics for unbounded rows.
@@ -73,12 +80,12 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
 
 pub fn encode(args: EncodeArgs) -> Result<ExitCode> {
     let model = load_model(&args.model)?;
-    let data = open_samples(&args.input, &model)?;
+    let data = open_samples(&args.input, &args.tensor, &model)?;
     let threads = nn::parallel::Threads::new(args.threads.count())?;
     let codings = model.encode_with(&threads, &data, nn::inference::INFERENCE_BATCH);
     let (rows, cols) = (data.len(), model.coding_width());
     let bytes = if args.output.extension().is_some_and(|e| e == "npy") {
-        npy::encode_f32(rows, cols, &codings)
+        nn::npy::encode_f32(&[rows, cols], &codings)
     } else {
         nn::idx::encode_f32(&[rows, cols], &codings)
     };
@@ -90,7 +97,7 @@ pub fn encode(args: EncodeArgs) -> Result<ExitCode> {
 
 pub fn reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
     let model = load_model(&args.model)?;
-    let data = open_samples(&args.input, &model)?;
+    let data = open_samples(&args.input, &args.tensor, &model)?;
     let Some(side) = plots::image_side(data.features()) else {
         bail!(
             "{}: samples of {} values are not square images",
@@ -113,47 +120,91 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
 
 pub fn info(args: InfoArgs) -> Result<ExitCode> {
     let path = &args.file;
-    let is_model = path.extension().is_some_and(|e| e == "safetensors");
-    if is_model {
-        let (model, metadata) = nn::checkpoint::load(path)?;
-        let config = model.config();
-        println!("{}: safetensors model", path.display());
-        for (i, l) in config.layers.iter().enumerate() {
-            let mark = if i == config.coding_layer {
-                "  <- coding layer"
-            } else {
-                ""
-            };
-            println!(
-                "  layers.{i}: {} -> {} {}{mark}",
-                l.inputs,
-                l.units,
-                activation_name(l.activation)
-            );
-        }
-        println!("  penalty: {:?}", config.penalty);
-        println!("  loss: {:?}", config.loss);
-        println!("  parameters: {}", config.parameter_count());
-        let mut keys: Vec<_> = metadata
-            .keys()
-            .filter(|k| *k != nn::checkpoint::CONFIG_KEY && *k != nn::checkpoint::TRAINER_KEY)
-            .collect();
-        keys.sort();
-        if metadata.contains_key(nn::checkpoint::TRAINER_KEY) {
-            println!("  resumable: yes (optimizer state and history included)");
-        }
-        for k in keys {
-            println!("  {k}: {}", metadata[k]);
-        }
-    } else {
-        let file = IdxFile::open(path)?;
-        let count: usize = file.dims().iter().product();
+    if !is_model(path) {
+        return describe_data(path, &args.tensor);
+    }
+    let (model, metadata) = nn::checkpoint::load(path)?;
+    let config = model.config();
+    println!("{}: safetensors model", path.display());
+    for (i, l) in config.layers.iter().enumerate() {
+        let mark = if i == config.coding_layer {
+            "  <- coding layer"
+        } else {
+            ""
+        };
         println!(
-            "{}: IDX {} of shape {:?} ({count} values)",
-            path.display(),
-            file.element_type().name(),
-            file.dims()
+            "  layers.{i}: {} -> {} {}{mark}",
+            l.inputs,
+            l.units,
+            activation_name(l.activation)
         );
     }
+    println!("  penalty: {:?}", config.penalty);
+    println!("  loss: {:?}", config.loss);
+    println!("  parameters: {}", config.parameter_count());
+    let mut keys: Vec<_> = metadata
+        .keys()
+        .filter(|k| *k != nn::checkpoint::CONFIG_KEY && *k != nn::checkpoint::TRAINER_KEY)
+        .collect();
+    keys.sort();
+    if metadata.contains_key(nn::checkpoint::TRAINER_KEY) {
+        println!("  resumable: yes (optimizer state and history included)");
+    }
+    for k in keys {
+        println!("  {k}: {}", metadata[k]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `path` holds a model: a safetensors file with the model's configuration in its
+/// metadata. A file named `.safetensors` that is no data file either is taken for a broken
+/// model, so that the error says what a model needs.
+fn is_model(path: &Path) -> bool {
+    match nn::tensors::read_metadata(path) {
+        Ok(Some(metadata)) => metadata.contains_key(nn::checkpoint::CONFIG_KEY),
+        Ok(None) => false,
+        Err(_) => path.extension().is_some_and(|e| e == "safetensors"),
+    }
+}
+
+/// What a data file holds, as its header says.
+fn describe_data(path: &Path, tensor: &TensorArg) -> Result<ExitCode> {
+    let options = OpenOptions {
+        tensor: tensor.tensor.clone(),
+        ..OpenOptions::default()
+    };
+    let d = nn::source::describe(path, &options)?;
+    let count = d.element_count();
+    println!(
+        "{}: {}{} {} of shape {:?} ({count} values)",
+        path.display(),
+        if d.gzipped { "gzipped " } else { "" },
+        d.format.name(),
+        d.dtype,
+        d.shape
+    );
+    if d.format == Format::Safetensors {
+        println!("  tensor: {}", d.tensor.as_deref().unwrap_or("?"));
+    }
+    if let (Some(rows), Some(features)) = (d.shape.first(), d.features()) {
+        if d.shape.len() > 1 {
+            println!("  samples: {rows} of {features} values");
+        }
+    }
+    println!(
+        "  scaling: {}",
+        match d.scaling {
+            Scaling::DivideBy255 => "divided by 255 (u8 values 0..=255 become 0..=1)",
+            Scaling::Identity => "none (values used as stored)",
+        }
+    );
+    println!(
+        "  storage: {}",
+        if d.mapped {
+            "read in place from the memory-mapped file"
+        } else {
+            "converted to f32 in memory when opened"
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,6 @@
 mod args;
 mod commands;
 mod data;
-mod npy;
 mod plots;
 mod progress;
 mod train;

@@ -192,12 +192,8 @@ fn trainer_for(args: &TrainArgs, features: usize) -> Result<(Trainer, usize, Pat
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let dir = data::data_dir(args.data.data.as_deref());
-    let images_path = data::find(&dir, data::TRAIN_IMAGES)?;
-    let images = Dataset::open(&images_path, None)?;
-    if images.is_empty() {
-        bail!("{}: holds no samples", images_path.display());
-    }
+    let (images_path, labels_path) = data::training_files(&args.data)?;
+    let images = data::open_rows(&images_path, &args.data.tensor)?;
     let (mut trainer, valid_count, out) = trainer_for(&args, images.features())?;
     if valid_count >= images.len() {
         bail!(
@@ -206,9 +202,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             images.len()
         );
     }
-    if let Ok(labels) = data::find(&dir, data::TRAIN_LABELS) {
+    if let Some(labels) = labels_path {
         nn::dataset::open_labels(&labels, None, &images)?;
     }
+    data::refuse_non_finite(&images)?;
     let (train, valid) = images.split_tail(valid_count)?;
     let valid = (!valid.is_empty()).then_some(valid);
     prepare_out_dir(&out)?;

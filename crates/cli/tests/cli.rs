@@ -572,3 +572,132 @@ fn a_run_interrupted_by_a_signal_can_be_resumed() {
         .collect();
     assert_eq!(epochs, (1..=40).collect::<Vec<u64>>());
 }
+
+/// Training, evaluation, encoding and reconstruction read a single file of rows, of any
+/// format, as they read the Fashion-MNIST directory; `info` says what such a file holds.
+#[test]
+fn a_single_npy_or_safetensors_file_of_rows_trains_and_is_used_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = 60;
+    let rows = common::bars_f32(samples);
+    let file = |name: &str, bytes: &[u8]| -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let npy = file("rows.npy", &nn::npy::encode_f32(&[samples, 4, 4], &rows));
+    let st = file(
+        "acts.safetensors",
+        &common::safetensors_f32("acts", &[samples, 16], &rows),
+    );
+    let u8_npy = file(
+        "pixels.npy",
+        &nn::npy::encode("|u1", &[samples, 16], &common::bars(samples)),
+    );
+    let mut models = Vec::new();
+    for (data, name) in [(&npy, "npy"), (&st, "st"), (&u8_npy, "u8")] {
+        let run = dir.path().join(format!("run-{name}"));
+        let r = sae(&[
+            "train",
+            "--data",
+            data,
+            "--out",
+            run.to_str().unwrap(),
+            "--loss",
+            "mse",
+            "--layers",
+            "16:relu",
+            "--sparsity",
+            "l1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--valid",
+            "12",
+        ]);
+        let (stdout, stderr) = text(&r);
+        assert!(r.status.success(), "{name}: {stderr}");
+        assert!(
+            stdout.contains("on 48 samples, validating on 12"),
+            "{stdout}"
+        );
+        models.push(run.join("model.safetensors"));
+    }
+    // The same values from .npy f32 and from u8 divided by 255 train the same model.
+    let bits = |path: &Path| -> Vec<u32> {
+        let (model, _) = nn::checkpoint::load(path).unwrap();
+        model
+            .layers()
+            .flat_map(|l| l.weight.iter().map(|v| v.to_bits()))
+            .collect()
+    };
+    assert_eq!(bits(&models[0]), bits(&models[2]));
+    let model = models[0].to_str().unwrap();
+
+    let r = sae(&["eval", "--model", model, "--data", &st]);
+    let (stdout, stderr) = text(&r);
+    assert!(r.status.success(), "{stderr}");
+    assert!(stdout.contains("samples:                 60"), "{stdout}");
+    let codes = dir.path().join("codes.npy");
+    let r = sae(&[
+        "encode",
+        "--model",
+        model,
+        "--input",
+        &st,
+        "--output",
+        codes.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{:?}", text(&r));
+    let codes = nn::Dataset::open(&codes, None).unwrap();
+    assert_eq!((codes.len(), codes.features()), (60, 16));
+    let png = dir.path().join("rec.png");
+    let r = sae(&[
+        "reconstruct",
+        "--model",
+        model,
+        "--input",
+        &npy,
+        "--output",
+        png.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{:?}", text(&r));
+
+    let r = sae(&["info", &npy]);
+    let (stdout, _) = text(&r);
+    assert!(r.status.success());
+    assert!(stdout.contains(".npy <f4 of shape [60, 4, 4]"), "{stdout}");
+    assert!(stdout.contains("samples: 60 of 16 values"), "{stdout}");
+    assert!(stdout.contains("scaling: none"), "{stdout}");
+    assert!(stdout.contains("read in place"), "{stdout}");
+    let r = sae(&["info", &st]);
+    let (stdout, _) = text(&r);
+    assert!(
+        stdout.contains("safetensors F32 of shape [60, 16]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tensor: acts"), "{stdout}");
+    let r = sae(&["info", &u8_npy]);
+    let (stdout, _) = text(&r);
+    assert!(stdout.contains("scaling: divided by 255"), "{stdout}");
+    // A model stays a model.
+    let r = sae(&["info", model]);
+    let (stdout, _) = text(&r);
+    assert!(stdout.contains("safetensors model"), "{stdout}");
+
+    // --valid must leave training samples, whatever the source; a tensor must exist.
+    let out = dir.path().join("never");
+    let o = out.to_str().unwrap();
+    fails_with(
+        &["train", "--data", &npy, "--out", o, "--valid", "60"],
+        "--valid 60 leaves no training samples",
+    );
+    fails_with(
+        &[
+            "train", "--data", &st, "--out", o, "--tensor", "x", "--valid", "5",
+        ],
+        "no tensor named \"x\"; the file holds acts (F32 [60, 16])",
+    );
+    assert!(!out.exists());
+}

@@ -592,3 +592,127 @@ fn a_diverging_run_stops_at_once_and_keeps_the_last_good_checkpoint() {
         "the history changed"
     );
 }
+
+/// A `.npy` file of format version 1.0 with the header text `dict` (padded as NumPy pads
+/// it), then `data`.
+fn npy_file(dict: &str, data: &[u8]) -> Vec<u8> {
+    let unpadded = 10 + dict.len() + 1;
+    let header_len = dict.len() + (64 - unpadded % 64) % 64 + 1;
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header_len as u16).to_le_bytes());
+    bytes.extend_from_slice(format!("{dict:width$}\n", width = header_len - 1).as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+#[test]
+fn every_crafted_npy_file_is_one_clear_error_naming_it() {
+    let data = data_dir(60);
+    let run = tempfile::tempdir().unwrap();
+    train(data.path(), run.path(), "1");
+    let model = run.path().join("model.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let rows = common::bars_f32(20);
+    let bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let good = nn::npy::encode_f32(&[20, 16], &rows);
+    let dict = |descr: &str, fortran: &str, shape: &str| {
+        format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}")
+    };
+    let mut bad_magic = good.clone();
+    bad_magic[1] = b'n';
+    let mut nan_rows = rows.clone();
+    nan_rows[7 * 16 + 3] = f32::NAN;
+    let mut inf_rows = rows.clone();
+    inf_rows[19 * 16] = f32::NEG_INFINITY;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated.npy",
+            good[..good.len() - 10].to_vec(),
+            "header says shape [20, 16] of <f4, which is 1408 bytes with the header, but the file has 1398 bytes",
+        ),
+        (
+            "lying-shape.npy",
+            npy_file(&dict("<f4", "False", "(30, 16)"), &bytes),
+            "header says shape [30, 16] of <f4",
+        ),
+        (
+            "wrong-dtype.npy",
+            npy_file(&dict("<f8", "False", "(20, 16)"), &bytes),
+            "header says shape [20, 16] of <f8",
+        ),
+        (
+            "int-dtype.npy",
+            npy_file(&dict("<i4", "False", "(20, 16)"), &bytes),
+            "dtype \"<i4\" is not read",
+        ),
+        (
+            "fortran.npy",
+            npy_file(&dict("<f4", "True", "(20, 16)"), &bytes),
+            "fortran_order is True: only C-ordered arrays are read",
+        ),
+        ("bad-magic.npy", bad_magic, "not an IDX file"),
+        (
+            "garbled.npy",
+            npy_file("{'descr': '<f4', 'shape': (20, 16)", &bytes),
+            "malformed header",
+        ),
+        (
+            "nan.npy",
+            nn::npy::encode_f32(&[20, 16], &nan_rows),
+            "row 7 (counting from 0) holds NaN or infinity",
+        ),
+        (
+            "inf.npy.gz",
+            gzip(&nn::npy::encode_f32(&[20, 16], &inf_rows)),
+            "row 19 (counting from 0) holds NaN or infinity",
+        ),
+    ];
+    let out = dir.path().join("out");
+    let codes = dir.path().join("codes.npy");
+    for (name, bytes, problem) in &cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let p = s(&path);
+        let expected = [p, problem];
+        let train = [
+            "train",
+            "--data",
+            p,
+            "--out",
+            s(&out),
+            "--valid",
+            "5",
+            "--epochs",
+            "1",
+        ];
+        fails_within_time(&[], &train, &expected);
+        fails_within_time(&[], &["eval", "--model", s(&model), "--data", p], &expected);
+        let encode = [
+            "encode",
+            "--model",
+            s(&model),
+            "--input",
+            p,
+            "--output",
+            s(&codes),
+        ];
+        fails_within_time(&[], &encode, &expected);
+        let png = dir.path().join("rec.png");
+        let reconstruct = [
+            "reconstruct",
+            "--model",
+            s(&model),
+            "--input",
+            p,
+            "--output",
+            s(&png),
+        ];
+        fails_within_time(&[], &reconstruct, &expected);
+        // Reading the header does not look at the values.
+        if !problem.contains("NaN") {
+            fails_within_time(&[], &["info", p], &expected);
+        }
+        assert!(!out.exists(), "{name}: a failed run created its output");
+        assert!(!codes.exists() && !png.exists(), "{name}: output written");
+    }
+}

@@ -1,4 +1,4 @@
-//! Gzipped IDX files decompressed once into a cache directory, then reused.
+//! Gzipped data files decompressed once into a cache directory, then reused.
 //!
 //! The cached copy's name carries a hash of the source's path, length and modification
 //! time, so a changed source gets a fresh copy. A copy is written under a temporary name
@@ -6,8 +6,8 @@
 //! or a complete one, never a half-written file under the final name. Writers racing for
 //! the same copy (threads or processes) each write their own temporary file, and every
 //! rename puts the same bytes in place. Decompression stops as soon as the output
-//! outgrows what the IDX header inside declares, so a gzip bomb or a lying header costs
-//! no more disk than the real file.
+//! outgrows what the header inside declares (IDX, `.npy` or safetensors), so a gzip bomb
+//! or a lying header costs no more disk than the real file.
 
 use crate::error::{IdxError, IdxErrorKind};
 use crate::idx::IdxHeader;
@@ -60,23 +60,106 @@ fn cache_name(source: &Path, meta: &std::fs::Metadata) -> String {
     format!("{stem}.{:016x}", hasher.finish())
 }
 
-/// The path of the decompressed copy of gzipped `source`, creating it if needed.
+/// The path of the decompressed copy of gzipped `source`, an IDX file, creating it if
+/// needed.
 ///
 /// `cache_dir` defaults to [`default_cache_dir`]. Reports on standard error when it
 /// decompresses, since that takes a moment the first time.
 pub fn decompressed(source: &Path, cache_dir: Option<&Path>) -> Result<PathBuf, IdxError> {
-    let fail = |kind| IdxError::new(source, kind);
-    let meta = std::fs::metadata(source).map_err(|e| fail(IdxErrorKind::Io(e)))?;
+    let short = |head: &[u8], found: u64| match IdxHeader::parse(head, found) {
+        Err(kind) => kind,
+        Ok(_) => IdxErrorKind::TrailingData { expected: found },
+    };
+    decompressed_as(source, cache_dir, declare_idx, short).map_err(|fault| {
+        IdxError::new(
+            source,
+            match fault {
+                Fault::Format(kind) => kind,
+                Fault::Io(e) => IdxErrorKind::Io(e),
+                Fault::Gzip(e) => IdxErrorKind::Gzip(e),
+                Fault::Cache { path, source } => IdxErrorKind::Cache { path, source },
+                Fault::TrailingData { expected } => IdxErrorKind::TrailingData { expected },
+            },
+        )
+    })
+}
+
+/// The IDX header at the start of a stream, and the length it declares.
+fn declare_idx(reader: &mut dyn Read) -> Result<Declared, Fault<IdxErrorKind>> {
+    let mut head = Vec::new();
+    read_head(reader, &mut head, 4).map_err(Fault::Gzip)?;
+    let rank = head.get(3).map_or(0, |&r| usize::from(r));
+    read_head(reader, &mut head, 4 + 4 * rank).map_err(Fault::Gzip)?;
+    match IdxHeader::parse(&head, u64::MAX) {
+        Err(IdxErrorKind::LengthMismatch { expected, .. }) => Ok(Declared {
+            head,
+            len: expected,
+        }),
+        // The stream ended inside the header: it is all in `head`.
+        Err(IdxErrorKind::TruncatedHeader { needed, .. }) => {
+            Err(Fault::Format(IdxErrorKind::TruncatedHeader {
+                needed,
+                found: head.len() as u64,
+            }))
+        }
+        Err(other) => Err(Fault::Format(other)),
+        // No header makes a file of u64::MAX bytes; were there one, too long it is.
+        Ok(_) => Err(Fault::TrailingData { expected: u64::MAX }),
+    }
+}
+
+/// What a decompressed stream declares about itself: the first bytes, which hold its
+/// header, and the exact length in bytes that header gives the whole stream.
+pub(crate) struct Declared {
+    /// The bytes read so far, from the start of the stream.
+    pub(crate) head: Vec<u8>,
+    /// The length the stream must have.
+    pub(crate) len: u64,
+}
+
+/// Why a decompression failed; `E` describes what is wrong inside, in the terms of the
+/// decompressed file's own format.
+pub(crate) enum Fault<E> {
+    /// The decompressed file's header is broken, or its data is shorter than declared.
+    Format(E),
+    /// The source could not be read.
+    Io(std::io::Error),
+    /// The gzip stream is corrupt or truncated.
+    Gzip(std::io::Error),
+    /// The copy could not be written.
+    Cache {
+        /// Where the copy was to go.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The data goes on past the declared length.
+    TrailingData {
+        /// The declared length.
+        expected: u64,
+    },
+}
+
+/// The path of the decompressed copy of gzipped `source`, creating it if needed, for a
+/// file of any format: `declare` reads the header from the start of the decompressed
+/// stream and says how long the whole must be, and `short` describes a stream that ends
+/// early, given its header and the bytes it has. Decompression stops one byte past the
+/// declared length, so a lying header or a gzip bomb costs no more than the honest file.
+pub(crate) fn decompressed_as<E>(
+    source: &Path,
+    cache_dir: Option<&Path>,
+    declare: impl FnOnce(&mut dyn Read) -> Result<Declared, Fault<E>>,
+    short: impl FnOnce(&[u8], u64) -> E,
+) -> Result<PathBuf, Fault<E>> {
+    let meta = std::fs::metadata(source).map_err(Fault::Io)?;
     let dir = cache_dir.map_or_else(default_cache_dir, Path::to_path_buf);
     let target = dir.join(cache_name(source, &meta));
     if target.is_file() {
         return Ok(target);
     }
-    let cache_error = |source_err| {
-        fail(IdxErrorKind::Cache {
-            path: target.clone(),
-            source: source_err,
-        })
+    let cache_error = |source_err| Fault::Cache {
+        path: target.clone(),
+        source: source_err,
     };
     std::fs::create_dir_all(&dir).map_err(cache_error)?;
     eprintln!(
@@ -94,7 +177,7 @@ pub fn decompressed(source: &Path, cache_dir: Option<&Path>) -> Result<PathBuf, 
         std::process::id(),
         DECOMPRESSIONS.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = write_decompressed(source, &temp);
+    let result = write_decompressed(source, &temp, declare, short);
     match result {
         Ok(()) => {
             if let Err(e) = std::fs::rename(&temp, &target) {
@@ -106,77 +189,74 @@ pub fn decompressed(source: &Path, cache_dir: Option<&Path>) -> Result<PathBuf, 
                 }
             }
         }
-        Err(kind) => {
+        Err(fault) => {
             let _ = std::fs::remove_file(&temp);
-            return Err(fail(kind));
+            return Err(fault);
         }
     }
     Ok(target)
 }
 
-fn write_decompressed(source: &Path, temp: &Path) -> Result<(), IdxErrorKind> {
-    let input = File::open(source)?;
+fn write_decompressed<E>(
+    source: &Path,
+    temp: &Path,
+    declare: impl FnOnce(&mut dyn Read) -> Result<Declared, Fault<E>>,
+    short: impl FnOnce(&[u8], u64) -> E,
+) -> Result<(), Fault<E>> {
+    let input = File::open(source).map_err(Fault::Io)?;
     let mut decoder = MultiGzDecoder::new(BufReader::new(input));
-    let cache_err = |e: std::io::Error| IdxErrorKind::Cache {
+    let cache_err = |e: std::io::Error| Fault::Cache {
         path: temp.to_path_buf(),
         source: e,
     };
     let mut out = File::create(temp).map_err(cache_err)?;
 
-    // Read the IDX header first to learn how long the data can honestly be.
-    let mut head = vec![0u8; 4];
-    let got = read_full(&mut decoder, &mut head)?;
-    if got < 4 {
-        return Err(IdxErrorKind::TruncatedHeader {
-            needed: 4,
-            found: got as u64,
-        });
+    // Read the header first to learn how long the data can honestly be.
+    let Declared { head, len: limit } = declare(&mut decoder)?;
+    let head_len = head.len() as u64;
+    if head_len > limit {
+        return Err(Fault::TrailingData { expected: limit });
     }
-    let rank = usize::from(head[3]);
-    head.resize(4 + 4 * rank, 0);
-    let got = read_full(&mut decoder, &mut head[4..])?;
-    if got < 4 * rank {
-        return Err(IdxErrorKind::TruncatedHeader {
-            needed: head.len() as u64,
-            found: (4 + got) as u64,
-        });
-    }
-    let (dims, limit) = match IdxHeader::parse(&head, u64::MAX) {
-        Err(IdxErrorKind::LengthMismatch { dims, expected, .. }) => (dims, expected),
-        Err(other) => return Err(other),
-        Ok(_) => unreachable!("no header is u64::MAX bytes long"),
-    };
     out.write_all(&head).map_err(cache_err)?;
     // One byte past the limit is enough to tell that there is too much.
-    let mut limited = (&mut decoder).take(limit - head.len() as u64 + 1);
-    let copied = std::io::copy(&mut limited, &mut out).map_err(IdxErrorKind::Gzip)?;
-    let total = head.len() as u64 + copied;
+    let mut limited = (&mut decoder).take(limit - head_len + 1);
+    let copied = std::io::copy(&mut limited, &mut out).map_err(Fault::Gzip)?;
+    let total = head_len + copied;
     if total > limit {
-        return Err(IdxErrorKind::TrailingData { expected: limit });
+        return Err(Fault::TrailingData { expected: limit });
     }
     if total < limit {
-        return Err(IdxErrorKind::LengthMismatch {
-            dims,
-            element_type: crate::idx::ElementType::from_code(head[2]).map_or("?", |t| t.name()),
-            expected: limit,
-            found: total,
-        });
+        return Err(Fault::Format(short(&head, total)));
     }
     out.sync_all().map_err(cache_err)?;
     Ok(())
 }
 
-/// Reads until `buf` is full or the stream ends; returns the bytes read. A gzip error,
-/// or a stream that ends before the 4 magic bytes, is an error.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize, IdxErrorKind> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
+/// Reads from `reader` until `head` holds `len` bytes or the stream ends; returns
+/// whether it ended. A gzip error is returned as it is.
+pub(crate) fn read_head(
+    reader: &mut dyn Read,
+    head: &mut Vec<u8>,
+    len: usize,
+) -> std::io::Result<bool> {
+    let mut filled = head.len();
+    if filled >= len {
+        return Ok(false);
+    }
+    head.resize(len, 0);
+    while filled < len {
+        match reader.read(&mut head[filled..]) {
+            Ok(0) => {
+                head.truncate(filled);
+                return Ok(true);
+            }
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(IdxErrorKind::Gzip(e)),
+            Err(e) => {
+                head.truncate(filled);
+                return Err(e);
+            }
         }
     }
-    Ok(filled)
+    Ok(false)
 }

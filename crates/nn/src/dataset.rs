@@ -1,12 +1,15 @@
 //! Samples as flat rows of `features` values, split into training and validation views,
 //! shuffled each epoch from a seeded RNG and gathered into a reusable f32 batch buffer.
 //!
+//! Where the values come from, and how they are held, is [`crate::source`]'s business:
 //! u8 data (images) stays in the memory map and is scaled by `1/255` while a batch is
-//! gathered, as the reference divides pixels by 255. Other element types are converted
-//! to f32 once when opened and used unscaled.
+//! gathered, as the reference divides pixels by 255 ([`Dataset::scaling`]); f32 data is
+//! read in place, byte-swapped while gathering when stored big-endian; other element types
+//! are converted to f32 once when opened and used unscaled.
 
 use crate::error::DataError;
 use crate::idx::{ElementType, IdxFile};
+use crate::source::{Description, OpenOptions, Scaling, Storage, Values};
 use kernels::MatMut;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -15,38 +18,13 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Scale applied to u8 samples: pixels `0..=255` become `0.0..=1.0`.
-pub const U8_SCALE: f32 = 1.0 / 255.0;
-
-#[derive(Debug)]
-enum Storage {
-    MappedU8(IdxFile),
-    OwnedU8(Vec<u8>),
-    F32(Vec<f32>),
-}
-
-/// The stored values, whichever storage holds them.
-#[derive(Clone, Copy)]
-enum Values<'a> {
-    /// Pixels, scaled by [`U8_SCALE`] when read.
-    Bytes(&'a [u8]),
-    Floats(&'a [f32]),
-}
-
-impl Storage {
-    fn values(&self) -> Values<'_> {
-        match self {
-            Storage::MappedU8(file) => Values::Bytes(file.as_u8().expect("mapped storage is u8")),
-            Storage::OwnedU8(bytes) => Values::Bytes(bytes),
-            Storage::F32(values) => Values::Floats(values),
-        }
-    }
-}
+pub use crate::source::U8_SCALE;
 
 #[derive(Debug)]
 struct Source {
     storage: Storage,
     path: Option<PathBuf>,
+    description: Option<Description>,
 }
 
 /// A view of consecutive samples of a data source; cheap to clone and split.
@@ -58,12 +36,24 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Opens an IDX file of samples: dimension 0 counts samples, the product of the rest
-    /// is the number of features (28 x 28 images give 784). Gzipped files are decompressed
-    /// into `cache_dir` (default: [`crate::cache::default_cache_dir`]) first.
+    /// Opens a data file of samples, of any format [`crate::source`] reads (IDX, `.npy`,
+    /// safetensors with a single tensor of rows, any of them gzipped): dimension 0 counts
+    /// samples, the product of the rest is the number of features (28 x 28 images give
+    /// 784). Gzipped files are decompressed into `cache_dir` (default:
+    /// [`crate::cache::default_cache_dir`]) first.
     pub fn open(path: &Path, cache_dir: Option<&Path>) -> Result<Self, DataError> {
-        let file = IdxFile::open_with_cache(path, cache_dir)?;
-        let dims = file.dims();
+        let options = OpenOptions {
+            cache_dir: cache_dir.map(Path::to_path_buf),
+            ..OpenOptions::default()
+        };
+        Self::open_with(path, &options)
+    }
+
+    /// As [`Dataset::open`], with every option: the cache directory, and the tensor of a
+    /// safetensors file that holds the rows.
+    pub fn open_with(path: &Path, options: &OpenOptions) -> Result<Self, DataError> {
+        let opened = crate::source::open(path, options)?;
+        let dims = &opened.description.shape;
         if dims.len() < 2 {
             return Err(DataError::Shape {
                 path: path.to_path_buf(),
@@ -73,21 +63,27 @@ impl Dataset {
             });
         }
         let samples = dims[0];
-        let features: usize = dims[1..].iter().product();
+        // With no samples the header's checks do not bound the other dimensions.
+        let Some(features) = opened.description.features() else {
+            return Err(DataError::Shape {
+                path: path.to_path_buf(),
+                message: format!(
+                    "samples of shape {dims:?} would have more values than any memory holds"
+                ),
+            });
+        };
         if features == 0 {
             return Err(DataError::Shape {
                 path: path.to_path_buf(),
                 message: format!("samples have no features: shape {dims:?}"),
             });
         }
-        let storage = match file.element_type() {
-            ElementType::U8 => Storage::MappedU8(file),
-            _ => Storage::F32(file.to_f32()),
-        };
+        let description = opened.description.clone();
         Ok(Self {
             source: Arc::new(Source {
-                storage,
+                storage: opened.into_storage(),
                 path: Some(path.to_path_buf()),
+                description: Some(description),
             }),
             rows: 0..samples,
             features,
@@ -118,6 +114,7 @@ impl Dataset {
             source: Arc::new(Source {
                 storage,
                 path: None,
+                description: None,
             }),
             rows: 0..values / features,
             features,
@@ -127,6 +124,53 @@ impl Dataset {
     /// The file the samples came from, if any.
     pub fn path(&self) -> Option<&Path> {
         self.source.path.as_deref()
+    }
+
+    /// What the file the samples came from holds, if they came from one.
+    pub fn description(&self) -> Option<&Description> {
+        self.source.description.as_ref()
+    }
+
+    /// How stored values become the f32 values gathered: u8 sources (IDX u8, `.npy`
+    /// `|u1`, [`Dataset::from_u8`]) are divided by 255, everything else is used as stored.
+    pub fn scaling(&self) -> Scaling {
+        self.source.storage.scaling()
+    }
+
+    /// The whole file as memory-mapped, header included, if the values are read from the
+    /// map rather than held in memory: with [`Dataset::stored_bytes`], a way to see that
+    /// no copy was made.
+    pub fn mapping(&self) -> Option<&[u8]> {
+        self.source.storage.mapping()
+    }
+
+    /// The bytes the values of the whole source are read from, wherever they are held.
+    pub fn stored_bytes(&self) -> &[u8] {
+        match self.source.storage.values() {
+            Values::Bytes(bytes) => bytes,
+            Values::Floats(values) => bytemuck::cast_slice(values),
+            Values::BigEndian(words) => bytemuck::cast_slice(words),
+        }
+    }
+
+    /// The first sample of this view (counting from 0, relative to the view) that holds
+    /// NaN or an infinity, if any. One sequential pass over the floats, reading the
+    /// samples as they are stored (mapped files stream through the page cache); u8
+    /// samples are always finite and cost nothing.
+    pub fn first_non_finite_row(&self) -> Option<usize> {
+        let f = self.features;
+        let block = self.rows.start * f..self.rows.end * f;
+        match self.source.storage.values() {
+            Values::Bytes(_) => None,
+            Values::Floats(values) => values[block]
+                .chunks_exact(f)
+                .position(|row| !row.iter().fold(true, |ok, v| ok & v.is_finite())),
+            Values::BigEndian(words) => words[block].chunks_exact(f).position(|row| {
+                !row.iter().fold(true, |ok, &w| {
+                    ok & f32::from_bits(u32::from_be(w)).is_finite()
+                })
+            }),
+        }
     }
 
     /// Number of samples in this view.
@@ -207,6 +251,11 @@ impl Dataset {
                     dst.copy_from_slice(&values[r * self.features..(r + 1) * self.features]);
                 }
             }
+            Values::BigEndian(words) => {
+                for (dst, &r) in out.chunks_exact_mut(self.features).zip(rows) {
+                    swap_into(&words[r * self.features..(r + 1) * self.features], dst);
+                }
+            }
         }
     }
 
@@ -242,6 +291,7 @@ impl Dataset {
                     kernels::gather::gather_u8_rows(&bytes[part], width, &[0], U8_SCALE, out_row)
                 }
                 Values::Floats(values) => out_row.copy_from_slice(&values[part]),
+                Values::BigEndian(words) => swap_into(&words[part], out_row),
             }
         }
     }
@@ -260,6 +310,7 @@ impl Dataset {
         let (base, element) = match self.source.storage.values() {
             Values::Bytes(bytes) => (bytes, 1),
             Values::Floats(values) => (bytemuck::cast_slice(values), 4),
+            Values::BigEndian(words) => (bytemuck::cast_slice(words), 4),
         };
         let end = columns.end.min(self.features);
         let columns = columns.start.min(end)..end;
@@ -292,7 +343,17 @@ impl Dataset {
                 kernels::gather::gather_u8_rows(bytes, bytes.len(), &[0], U8_SCALE, out);
             }
             Values::Floats(values) => out.copy_from_slice(&values[block]),
+            Values::BigEndian(words) => swap_into(&words[block], out),
         }
+    }
+}
+
+/// Big-endian f32 bit patterns as f32 values: `out[i] = f32::from_be(words[i])`.
+#[inline]
+fn swap_into(words: &[u32], out: &mut [f32]) {
+    assert_eq!(words.len(), out.len(), "gather: output of the wrong length");
+    for (o, &w) in out.iter_mut().zip(words) {
+        *o = f32::from_bits(u32::from_be(w));
     }
 }
 

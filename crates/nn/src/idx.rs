@@ -99,8 +99,12 @@ impl IdxHeader {
         false
     }
 
-    /// Number of elements, the product of the dimensions.
+    /// Number of elements, the product of the dimensions: 0 if one of them is 0, however
+    /// large the others (whose product [`IdxHeader::parse`] does not bound then).
     pub fn element_count(&self) -> usize {
+        if self.dims.contains(&0) {
+            return 0;
+        }
         self.dims.iter().product()
     }
 

@@ -1,8 +1,11 @@
 //! Dense sparse autoencoders with the semantics of Keras, trained through the SIMD
 //! kernels of the `kernels` crate.
 //!
-//! - [`idx`], [`cache`]: IDX files, memory-mapped and validated; gzipped ones
-//!   decompressed once into a cache.
+//! - [`source`]: data files recognised by their first bytes, memory-mapped, held the way
+//!   their rows are cheapest to gather, and scaled as their element type asks.
+//! - [`idx`], [`npy`], [`tensors`]: the IDX, `.npy` and safetensors formats, every header
+//!   validated before it is trusted (and `.npy` written).
+//! - [`cache`]: gzipped files decompressed once into a cache.
 //! - [`dataset`]: samples, train/validation split, shuffled batches.
 //! - [`config`]: the architecture (layers, coding layer, penalty, loss) and its JSON.
 //! - [`layer`], [`model`]: dense layers and the autoencoder's forward pass.
@@ -34,19 +37,23 @@ pub mod inference;
 pub mod layer;
 pub mod loss;
 pub mod model;
+pub mod npy;
 pub mod optimizer;
 pub mod parallel;
 pub mod params;
 pub mod penalty;
+pub mod source;
 mod step;
 mod team;
+pub mod tensors;
 pub mod trainer;
 
 pub use config::{Activation, LayerSpec, Loss, ModelConfig, Penalty};
 pub use dataset::Dataset;
-pub use error::{DataError, IdxError, ModelError, TrainError};
+pub use error::{DataError, FileError, IdxError, ModelError, TrainError};
 pub use model::{Autoencoder, Evaluation};
 pub use optimizer::Optimizer;
+pub use source::{OpenOptions, Scaling};
 pub use trainer::{
     Control, Engine, EpochMetrics, EpochPosition, Observer, StepProgress, TrainConfig, Trainer,
     TrainerState,

@@ -35,10 +35,9 @@ pub fn idx_u8(dims: &[u32], data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A data directory with the four files: `samples` 4x4 images made of bright bars, and labels.
-pub fn data_dir(samples: usize) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let pixels: Vec<u8> = (0..samples * FEATURES)
+/// `samples` 4x4 images made of bright bars, as u8 pixels.
+pub fn bars(samples: usize) -> Vec<u8> {
+    (0..samples * FEATURES)
         .map(|i| {
             let (s, p) = (i / FEATURES, i % FEATURES);
             if (p / SIDE + s) % 3 == 0 || (p % SIDE + s) % 4 == 0 {
@@ -47,7 +46,39 @@ pub fn data_dir(samples: usize) -> tempfile::TempDir {
                 10
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The same images as f32 rows in `0..=1`, scaled exactly as a u8 source is gathered.
+pub fn bars_f32(samples: usize) -> Vec<f32> {
+    bars(samples)
+        .iter()
+        .map(|&p| f32::from(p) * nn::dataset::U8_SCALE)
+        .collect()
+}
+
+/// A safetensors file holding one F32 tensor `name` of `shape`, with a `source` entry in
+/// its metadata (and no `config`: data, not a model).
+pub fn safetensors_f32(name: &str, shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let header = serde_json::json!({
+        "__metadata__": {"source": "test"},
+        name: {"dtype": "F32", "shape": shape, "data_offsets": [0, data.len()]},
+    });
+    let mut header = header.to_string().into_bytes();
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&data);
+    bytes
+}
+
+/// A data directory with the four files: `samples` 4x4 images made of bright bars, and labels.
+pub fn data_dir(samples: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let pixels = bars(samples);
     let labels: Vec<u8> = (0..samples).map(|s| (s % 10) as u8).collect();
     let n = samples as u32;
     let s = SIDE as u32;
