@@ -6,6 +6,7 @@
 mod common;
 
 use common::{build, case};
+use nn::config::{Activation, Penalty};
 use nn::trainer::loss_and_gradients;
 use nn::{Dataset, Engine, Optimizer, TrainConfig, Trainer};
 use proptest::prelude::*;
@@ -17,6 +18,13 @@ proptest! {
 
     #[test]
     fn every_engine_steps_where_the_checked_gradients_say(case in case()) {
+        // KL is defined for activations in (0, 1); elsewhere its clipped mean makes the
+        // gradient hang on the last bits of the forward pass, which engines may add in
+        // another order.
+        let coding = case.config.layers[case.config.coding_layer].activation;
+        prop_assume!(
+            !matches!(case.config.penalty, Penalty::Kl { .. }) || coding == Activation::Sigmoid
+        );
         let model = build(&case);
         let (_, grads) = loss_and_gradients(&model, &case.x, case.rows);
         let data = Dataset::from_f32(case.x.clone(), model.input_width());
@@ -46,14 +54,18 @@ proptest! {
                     model.parameters().iter().zip(stepped.iter()).zip(grads.iter())
                 {
                     prop_assert_eq!(before.name(), after.name());
+                    let largest_step =
+                        grad.values.iter().fold(0.0f32, |m, &g| m.max((LR * g).abs()));
                     for (k, ((&w, &w2), &g)) in
                         before.values.iter().zip(&after.values).zip(&grad.values).enumerate()
                     {
                         let step = LR * g;
                         let want = w - step;
                         // The engines add partial sums in other groupings than the
-                        // reference step: a few ulps of the step and of the weight.
-                        let tol = 2e-6 * (w.abs() + step.abs()) + 1e-7;
+                        // reference step, and fuse the update into the product: a few
+                        // ulps of the weight and of the step, and of the summands of a
+                        // step that cancel (bounded by the tensor's largest step).
+                        let tol = 2e-6 * (w.abs() + step.abs()) + 4e-6 * largest_step + 1e-7;
                         prop_assert!(
                             (w2 - want).abs() <= tol,
                             "{:?}, {} threads, {} [{}]: {} vs {} (step {})",
