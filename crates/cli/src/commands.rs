@@ -54,8 +54,10 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     if config.loss == nn::Loss::Bce {
         println!("rounded_accuracy:        {:.4}", result.rounded_accuracy);
     } else {
-        println!("mse:                     {:.6}", result.mse);
-        println!("fvu:                     {:.4}", result.fvu);
+        if let (Some(mse), Some(fvu)) = (result.mse, result.fvu) {
+            println!("mse:                     {mse:.6}");
+            println!("fvu:                     {fvu:.4}");
+        }
         println!("l0:                      {:.2}", result.l0);
         println!(
             "dead_latents:            {} of {units} ({:.1}%) never above 0",

@@ -3,6 +3,7 @@
 //! batches shared out across threads.
 
 use crate::dataset::Dataset;
+use crate::loss::Loss;
 use crate::model::{Activations, Autoencoder};
 use crate::parallel::Threads;
 use kernels::activation::activation_forward;
@@ -19,9 +20,9 @@ pub const INFERENCE_BATCH: usize = 256;
 pub const SIGMOID_ON: f32 = 0.5;
 
 /// What a model does on a dataset. Which figures mean something depends on the model:
-/// `rounded_accuracy` for values in `[0, 1]` (the book's BCE models); `fvu`, `l0` and
-/// `dead_latents` for rows of unbounded floats; `never_above_half` for sigmoid coding
-/// layers.
+/// `rounded_accuracy` for values in `[0, 1]` (the book's BCE models); `mse` and `fvu`,
+/// computed for models with an MSE loss only, and `l0` and `dead_latents` for rows of
+/// unbounded floats; `never_above_half` for sigmoid coding layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Evaluation {
     /// Reconstruction loss plus penalty, per batch, averaged weighted by batch size.
@@ -30,12 +31,13 @@ pub struct Evaluation {
     pub rounded_accuracy: f64,
     /// Mean activation of the coding layer over all samples and units.
     pub mean_coding_activation: f64,
-    /// Mean squared difference between a value and its reconstruction (after the
-    /// output activation).
-    pub mse: f64,
+    /// Mean squared difference between a value and its reconstruction (models with an
+    /// MSE loss).
+    pub mse: Option<f64>,
     /// Fraction of variance unexplained: `sum |x - x^|^2 / sum |x - mean(x)|^2` over
-    /// all samples, `mean(x)` their mean row (1 - explained variance).
-    pub fvu: f64,
+    /// all samples, `mean(x)` their mean row (1 - explained variance; models with an
+    /// MSE loss).
+    pub fvu: Option<f64>,
     /// Mean number of active coding units (`> 0`) per sample.
     pub l0: f64,
     /// Coding units never active (`> 0`) on any sample.
@@ -89,15 +91,10 @@ impl Sums {
         }
     }
 
-    fn add_reconstructions(&mut self, x: &[f32], reconstruction: &[f32]) {
-        let width = self.x_columns.len();
-        for (row, out) in x
-            .chunks_exact(width)
-            .zip(reconstruction.chunks_exact(width))
-        {
-            for ((&v, &r), column) in row.iter().zip(out).zip(&mut self.x_columns) {
-                let (v, d) = (f64::from(v), f64::from(r) - f64::from(v));
-                self.squared_error += d * d;
+    fn add_rows(&mut self, x: &[f32]) {
+        for row in x.chunks_exact(self.x_columns.len()) {
+            for (&v, column) in row.iter().zip(&mut self.x_columns) {
+                let v = f64::from(v);
                 self.x_squares += v * v;
                 *column += v;
             }
@@ -177,12 +174,13 @@ impl Autoencoder {
         // Variance about the mean row: sum |x|^2 - n |mean|^2.
         let centred: f64 =
             sums.x_squares - sums.x_columns.iter().map(|s| s * s).sum::<f64>() / n as f64;
+        let unbounded = self.config().loss == Loss::Mse;
         Evaluation {
             loss: sums.loss / n as f64,
             rounded_accuracy: sums.rounded_equal as f64 / values,
             mean_coding_activation: sums.coding / (n * units) as f64,
-            mse: sums.squared_error / values,
-            fvu: sums.squared_error / centred,
+            mse: unbounded.then(|| sums.squared_error / values),
+            fvu: unbounded.then(|| sums.squared_error / centred),
             l0: sums.active as f64 / n as f64,
             dead_latents: sums.ever_active.iter().filter(|&&a| !a).count(),
             never_above_half: sums.ever_above_half.iter().filter(|&&a| !a).count(),
@@ -194,7 +192,6 @@ impl Autoencoder {
     /// `batch_size` from its start.
     fn evaluate_range(&self, data: &Dataset, range: Range<usize>, batch_size: usize) -> Sums {
         let (width, units) = (self.input_width(), self.coding_width());
-        let last = self.layer_count() - 1;
         let mut acts = Activations::new(self.config(), batch_size);
         let mut x = vec![0.0; batch_size * width];
         let mut scratch = vec![0.0; self.plan().scratch_len()];
@@ -210,9 +207,13 @@ impl Autoencoder {
             let coding = &acts.outputs[self.config().coding_layer][..rows * units];
             sums.coding += kernels::reduce::sum(coding);
             sums.add_codings(coding);
-            let reconstruction = &mut acts.outputs[last][..rows * width];
-            self.finish_output(reconstruction);
-            sums.add_reconstructions(x, reconstruction);
+            // The book's models report none of the reconstruction's statistics, and their
+            // validation is part of every epoch: only models of unbounded rows pay for them.
+            if self.config().loss == Loss::Mse {
+                // Under MSE the loss is the squared error of the activated output.
+                sums.squared_error += stats.loss_sum;
+                sums.add_rows(x);
+            }
         }
         sums
     }

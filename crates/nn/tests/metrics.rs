@@ -52,19 +52,36 @@ fn fvu_l0_and_dead_latents_follow_their_definitions() {
     for threads in 1..=3 {
         let e = model.evaluate_with(&Threads::new(threads).unwrap(), &data, 8);
         let what = format!("{threads} threads");
+        // The squared error is the output kernel's loss sum, accumulated in f32 lanes.
+        let (fvu, got_mse) = (e.fvu.unwrap(), e.mse.unwrap());
         assert!(
-            (e.fvu - error / centred).abs() <= 1e-9,
-            "{what}: fvu {}",
-            e.fvu
+            (fvu - error / centred).abs() <= 1e-5 * fvu,
+            "{what}: fvu {fvu}"
         );
-        assert!(e.fvu > 0.0 && e.fvu.is_finite(), "{what}");
+        assert!(fvu > 0.0 && fvu.is_finite(), "{what}");
         let mse = error / (n * width) as f64;
-        assert!((e.mse - mse).abs() <= 1e-9 * mse, "{what}: mse {}", e.mse);
+        assert!((got_mse - mse).abs() <= 1e-5 * mse, "{what}: mse {got_mse}");
         assert_eq!(e.l0, active as f64 / n as f64, "{what}");
         assert_eq!(e.dead_latents, dead, "{what}");
         assert_eq!(e.never_above_half, above_half, "{what}");
         assert_eq!(e.samples, n);
     }
+}
+
+#[test]
+fn a_bce_model_skips_the_reconstruction_statistics() {
+    let config = ModelConfig::autoencoder(
+        4,
+        &[(3, Activation::Sigmoid)],
+        None,
+        Penalty::None,
+        Loss::Bce,
+    );
+    let model = Autoencoder::new(config, 2).unwrap();
+    let data = Dataset::from_f32(vec![0.25; 40], 4);
+    let e = model.evaluate(&data, 3);
+    assert_eq!((e.mse, e.fvu), (None, None));
+    assert_eq!(e.l0, 3.0, "a sigmoid is always above 0");
 }
 
 #[test]
@@ -91,8 +108,8 @@ fn a_perfect_reconstruction_explains_all_variance_and_a_silent_code_is_all_dead(
         width,
     );
     let e = model.evaluate(&data, 7);
-    assert_eq!(e.fvu, 0.0);
-    assert_eq!(e.mse, 0.0);
+    assert_eq!(e.fvu, Some(0.0));
+    assert_eq!(e.mse, Some(0.0));
     assert_eq!(e.l0, width as f64, "every code is positive");
     assert_eq!(e.dead_latents, 0);
 
@@ -102,5 +119,5 @@ fn a_perfect_reconstruction_explains_all_variance_and_a_silent_code_is_all_dead(
     let e = model.evaluate(&data, 7);
     assert_eq!(e.l0, 0.0);
     assert_eq!(e.dead_latents, width);
-    assert!(e.fvu > 1.0, "{}", e.fvu);
+    assert!(e.fvu.unwrap() > 1.0, "{:?}", e.fvu);
 }
