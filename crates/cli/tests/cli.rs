@@ -640,29 +640,23 @@ fn a_single_npy_or_safetensors_file_of_rows_trains_and_is_used_by_every_command(
     assert!(r.status.success(), "{stderr}");
     assert!(stdout.contains("samples:                 60"), "{stdout}");
     let codes = dir.path().join("codes.npy");
-    let r = sae(&[
-        "encode",
-        "--model",
-        model,
-        "--input",
-        &st,
-        "--output",
-        codes.to_str().unwrap(),
-    ]);
-    assert!(r.status.success(), "{:?}", text(&r));
+    let run_on = |command: &str, input: &str, output: &Path| {
+        let r = sae(&[
+            command,
+            "--model",
+            model,
+            "--input",
+            input,
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        assert!(r.status.success(), "{command}: {:?}", text(&r));
+    };
+    run_on("encode", &st, &codes);
     let codes = nn::Dataset::open(&codes, None).unwrap();
     assert_eq!((codes.len(), codes.features()), (60, 16));
     let png = dir.path().join("rec.png");
-    let r = sae(&[
-        "reconstruct",
-        "--model",
-        model,
-        "--input",
-        &npy,
-        "--output",
-        png.to_str().unwrap(),
-    ]);
-    assert!(r.status.success(), "{:?}", text(&r));
+    run_on("reconstruct", &npy, &png);
 
     let r = sae(&["info", &npy]);
     let (stdout, _) = text(&r);

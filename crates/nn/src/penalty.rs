@@ -97,18 +97,15 @@ impl Penalty {
     /// The penalty of a batch of coding activations `coding` (no gradient).
     pub(crate) fn value(&self, layout: Layout, coding: &[f32], scratch: &mut [f32]) -> f64 {
         match *self {
-            Self::Kl { target, weight } => {
-                kl_sparsity_penalty(layout, coding, target, weight, &mut scratch[..layout.cols])
+            Self::Kl { target, weight } | Self::Squared { target, weight } => {
+                let of_means = match self {
+                    Self::Kl { .. } => kl_sparsity_penalty,
+                    _ => squared_sparsity_penalty,
+                };
+                of_means(layout, coding, target, weight, &mut scratch[..layout.cols])
             }
             Self::L1 { weight } => l1_sparsity_penalty(layout, coding, weight),
             Self::L2 { weight } => l2_sparsity_penalty(layout, coding, weight),
-            Self::Squared { target, weight } => squared_sparsity_penalty(
-                layout,
-                coding,
-                target,
-                weight,
-                &mut scratch[..layout.cols],
-            ),
             Self::None => 0.0,
         }
     }
@@ -125,26 +122,21 @@ impl Penalty {
         scratch: &mut [f32],
     ) -> f64 {
         match *self {
-            Self::Kl { target, weight } => kl_sparsity_backward(
-                activation,
-                layout,
-                a,
-                grad,
-                target,
-                weight,
-                &mut scratch[..layout.cols],
-            ),
-            Self::L1 { weight } => l1_sparsity_backward(activation, layout, a, grad, weight),
-            Self::L2 { weight } => l2_sparsity_backward(activation, layout, a, grad, weight),
-            Self::Squared { target, weight } => squared_sparsity_backward(
-                activation,
-                layout,
-                a,
-                grad,
-                target,
-                weight,
-                &mut scratch[..layout.cols],
-            ),
+            Self::Kl { target, weight } | Self::Squared { target, weight } => {
+                let of_means = match self {
+                    Self::Kl { .. } => kl_sparsity_backward,
+                    _ => squared_sparsity_backward,
+                };
+                let scratch = &mut scratch[..layout.cols];
+                of_means(activation, layout, a, grad, target, weight, scratch)
+            }
+            Self::L1 { weight } | Self::L2 { weight } => {
+                let elementwise = match self {
+                    Self::L1 { .. } => l1_sparsity_backward,
+                    _ => l2_sparsity_backward,
+                };
+                elementwise(activation, layout, a, grad, weight)
+            }
             Self::None => {
                 activation_backward(activation, layout, a, grad);
                 0.0
