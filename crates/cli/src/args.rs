@@ -106,6 +106,10 @@ pub struct TrainArgs {
     /// Weight of the penalty (default: 0.05 for kl, 0.001 for l1 and l2, 0.5 for squared).
     #[arg(long, allow_negative_numbers = true)]
     pub sparsity_weight: Option<f32>,
+    /// Keep only the K largest coding activations of each row (a k-sparse autoencoder;
+    /// the coding layer must be relu). Trained by the forked step.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub top_k: Option<u32>,
     /// Encoder layers as units:activation, the last being the coding layer
     /// (activations: linear, relu, selu, sigmoid).
     #[arg(long, default_value = "100:selu,300:sigmoid")]

@@ -141,6 +141,9 @@ pub fn info(args: InfoArgs) -> Result<ExitCode> {
             activation_name(l.activation)
         );
     }
+    if let nn::Coding::TopK { k } = config.coding {
+        println!("  coding: keeps the {k} largest activations of each row");
+    }
     println!("  penalty: {:?}", config.penalty);
     println!("  loss: {:?}", config.loss);
     println!("  parameters: {}", config.parameter_count());

@@ -5,8 +5,8 @@ use crate::{data, plots, progress};
 use anyhow::{bail, Context, Result};
 use nn::config::{format_layers, parse_layers};
 use nn::{
-    Autoencoder, Control, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig, TrainError,
-    Trainer,
+    Autoencoder, Coding, Control, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig,
+    TrainError, Trainer,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::path::{Path, PathBuf};
@@ -55,8 +55,11 @@ pub fn configs(args: &TrainArgs, inputs: usize) -> Result<(ModelConfig, TrainCon
         LossKind::Bce => Loss::Bce,
         LossKind::Mse => Loss::Mse,
     };
-    let model = ModelConfig::autoencoder(inputs, &encoder, decoder.as_deref(), penalty, loss);
-    model.validate().context("--layers/--decoder")?;
+    let mut model = ModelConfig::autoencoder(inputs, &encoder, decoder.as_deref(), penalty, loss);
+    if let Some(k) = args.top_k {
+        model.coding = Coding::TopK { k: k as usize };
+    }
+    model.validate().context("--layers/--decoder/--top-k")?;
     let optimizer = match args.optimizer {
         OptimizerKind::Sgd => Optimizer::sgd(args.lr.unwrap_or(1.0)),
         OptimizerKind::Momentum => Optimizer::Sgd {

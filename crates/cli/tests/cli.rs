@@ -187,6 +187,80 @@ fn an_mse_model_reports_fvu_l0_and_dead_latents_instead_of_rounded_accuracy() {
 }
 
 #[test]
+fn a_top_k_coding_layer_keeps_at_most_k_active_units() {
+    let data = data_dir(60);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let base = |run: &Path, layers: &'static str, k: &'static str| -> Output {
+        sae(&[
+            "train",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--loss",
+            "mse",
+            "--layers",
+            layers,
+            "--top-k",
+            k,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--valid",
+            "12",
+            "--threads",
+            "2",
+        ])
+    };
+    let result = base(&run, "12:relu", "3");
+    let (stdout, stderr) = text(&result);
+    assert!(result.status.success(), "{stdout}\n{stderr}");
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("history.json")).unwrap()).unwrap();
+    let l0 = history[1]["l0"].as_f64().unwrap();
+    assert!(l0 > 0.0 && l0 <= 3.0, "{l0}");
+    let info = text(&sae(&[
+        "info",
+        run.join("model.safetensors").to_str().unwrap(),
+    ]))
+    .0;
+    assert!(info.contains("keeps the 3 largest"), "{info}");
+    // The codes written by `encode` hold at most k nonzero values a row.
+    let codes = out.path().join("codes.npy");
+    let encode = sae(&[
+        "encode",
+        "--model",
+        run.join("model.safetensors").to_str().unwrap(),
+        "--input",
+        data.path()
+            .join("train-images-idx3-ubyte")
+            .to_str()
+            .unwrap(),
+        "--output",
+        codes.to_str().unwrap(),
+    ]);
+    assert!(encode.status.success(), "{:?}", text(&encode));
+    let codes = nn::Dataset::open(&codes, None).unwrap();
+    let mut row = vec![0.0; 12];
+    for i in 0..codes.len() {
+        codes.gather_range(i..i + 1, &mut row);
+        assert!(row.iter().filter(|v| **v != 0.0).count() <= 3, "{row:?}");
+    }
+
+    for (layers, k, message) in [
+        ("12:sigmoid", "3", "must be relu"),
+        ("12:relu", "13", "keeps 13 of 12"),
+    ] {
+        let r = base(&out.path().join("bad"), layers, k);
+        let (_, stderr) = text(&r);
+        assert!(!r.status.success() && stderr.contains(message), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}
+
+#[test]
 fn trained_model_encodes_reconstructs_and_evaluates() {
     let data = data_dir(40);
     let out = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@
 //! - [`activation`]: fused dense-layer epilogue `act(acc + bias)` and its backward.
 //! - [`sparsity`]: KL, L1, L2 and squared mean-target activity penalties fused with the
 //!   coding layer's backward.
+//! - [`select`]: keep the `k` largest values of each row (a k-sparse coding layer).
 //! - [`output`]: fused sigmoid + binary cross-entropy (or squared error) output step.
 //! - [`gather`]: u8 rows of a memory-mapped dataset to a scaled f32 batch.
 //! - [`reduce`]: column sums (bias gradients), sums, `y += alpha x`.
@@ -35,6 +36,7 @@ pub mod matrix;
 pub mod optim;
 pub mod output;
 pub mod reduce;
+pub mod select;
 pub mod sparsity;
 
 pub use activation::Activation;

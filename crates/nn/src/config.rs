@@ -1,6 +1,7 @@
 //! The architecture of an autoencoder, its JSON form (stored in checkpoints), and the
 //! `--layers` notation `100:selu,300:sigmoid`.
 
+pub use crate::coding::Coding;
 use crate::error::ModelError;
 pub use crate::loss::Loss;
 pub use crate::penalty::Penalty;
@@ -70,6 +71,9 @@ pub struct ModelConfig {
     pub layers: Vec<LayerSpec>,
     /// Index into `layers` of the coding layer.
     pub coding_layer: usize,
+    /// What the coding layer does besides its activation.
+    #[serde(default, skip_serializing_if = "Coding::is_plain")]
+    pub coding: Coding,
     /// Penalty on the coding layer's output.
     pub penalty: Penalty,
     /// Reconstruction loss.
@@ -130,6 +134,7 @@ impl ModelConfig {
         Self {
             layers,
             coding_layer: encoder.len().saturating_sub(1),
+            coding: Coding::Plain,
             penalty,
             loss,
         }
@@ -220,6 +225,10 @@ impl ModelConfig {
                 self.layers.len() - 2
             ));
         }
+        let coding = &self.layers[self.coding_layer];
+        self.coding
+            .validate(coding.units, coding.activation)
+            .map_err(ModelError::Invalid)?;
         self.penalty.validate().map_err(ModelError::Invalid)?;
         if self.loss == Loss::Bce && last.activation != Activation::Sigmoid {
             return invalid(format!(

@@ -11,7 +11,7 @@
 //! - [`layer`], [`model`]: dense layers and the autoencoder's forward pass.
 //! - [`inference`]: evaluation and its metrics, encoding, decoding, reconstruction.
 //! - `step` (internal): the arithmetic of a training step, written once for every
-//!   engine; [`loss`], [`penalty`] and `coding` (internal) are its three dispatches.
+//!   engine; [`loss`], [`penalty`] and [`coding`] are its three dispatches.
 //! - [`params`]: a model's parameters as named tensors.
 //! - [`optimizer`]: SGD (with momentum, Nesterov) and Adam.
 //! - [`trainer`]: the training loop, its metrics, and progress observers.
@@ -19,6 +19,8 @@
 //! - `team` (internal): plain SGD epochs run by threads that each own a part of every
 //!   layer, meeting at barriers.
 //! - `barrier` (internal): the spinning barrier the team meets at.
+//! - [`synthetic`]: rows built from known sparse features, and how well a decoder
+//!   recovers them; [`geometric_median`]: Weiszfeld's iteration.
 //! - [`checkpoint`]: safetensors save and load.
 //! - [`error`]: what can go wrong, with the file and the reason.
 
@@ -28,10 +30,11 @@
 mod barrier;
 pub mod cache;
 pub mod checkpoint;
-mod coding;
+pub mod coding;
 pub mod config;
 pub mod dataset;
 pub mod error;
+pub mod geometric_median;
 pub mod idx;
 pub mod inference;
 pub mod layer;
@@ -44,11 +47,12 @@ pub mod params;
 pub mod penalty;
 pub mod source;
 mod step;
+pub mod synthetic;
 mod team;
 pub mod tensors;
 pub mod trainer;
 
-pub use config::{Activation, LayerSpec, Loss, ModelConfig, Penalty};
+pub use config::{Activation, Coding, LayerSpec, Loss, ModelConfig, Penalty};
 pub use dataset::Dataset;
 pub use error::{DataError, FileError, IdxError, ModelError, TrainError};
 pub use model::{Autoencoder, Evaluation};

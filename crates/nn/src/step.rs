@@ -3,7 +3,8 @@
 //! or columns, and when; the arithmetic of each stage is one of these calls:
 //!
 //! - forward, after each product `Z = X W`: [`StepPlan::forward_epilogue`], the bias and
-//!   the activation (the output layer keeps its logits under BCE);
+//!   the activation (the output layer keeps its logits under BCE), and the coding
+//!   layer's transform (through [`crate::coding`]);
 //! - the output step: [`StepPlan::output_step`], the loss's gradient `dZ` of the output
 //!   layer and its statistics (through [`Loss`]);
 //! - backward, after each input gradient `dA = dZ W^T` (with the layer's weights before
@@ -16,6 +17,7 @@
 //! `tests/gradients.rs` checks these against finite differences through the forked
 //! step, and `tests/engines.rs` checks every engine against that step.
 
+use crate::coding::Coding;
 use crate::config::ModelConfig;
 use crate::loss::Loss;
 use crate::penalty::Penalty;
@@ -42,6 +44,7 @@ pub(crate) struct LayerMath {
 pub(crate) struct StepPlan {
     layers: Vec<LayerMath>,
     coding_layer: usize,
+    coding: Coding,
     penalty: Penalty,
     loss: Loss,
 }
@@ -67,6 +70,7 @@ impl StepPlan {
         Self {
             layers,
             coding_layer: config.coding_layer,
+            coding: config.coding,
             penalty: config.penalty,
             loss: config.loss,
         }
@@ -83,10 +87,14 @@ impl StepPlan {
     }
 
     /// `out <- stored_activation(out + bias)` on `rows` rows of layer `l`'s output, each
-    /// as wide as `bias` (all of the layer's units, or one part of them).
+    /// as wide as `bias` (all of the layer's units, or, where the coding layer's columns
+    /// are independent, one part of them), then the coding layer's transform.
     pub(crate) fn forward_epilogue(&self, l: usize, out: &mut [f32], rows: usize, bias: &[f32]) {
         let layout = Layout::contiguous(rows, bias.len());
         bias_activation_forward(self.layers[l].stored, layout, out, bias);
+        if l == self.coding_layer {
+            self.coding.forward(layout, out);
+        }
     }
 
     /// The output step on rows of `width` of the output layer's columns, of a batch of

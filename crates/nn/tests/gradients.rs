@@ -5,7 +5,7 @@
 // Indices address the f32 gradients and the f64 parameter copy in step.
 #![allow(clippy::needless_range_loop)]
 
-use nn::config::{Activation, Loss, ModelConfig, Penalty};
+use nn::config::{Activation, Coding, Loss, ModelConfig, Penalty};
 use nn::layer::Dense;
 use nn::params::{bias_name, weight_name};
 use nn::trainer::loss_and_gradients;
@@ -26,6 +26,17 @@ fn act64(act: Activation, z: f64) -> f64 {
         Activation::Selu if z > 0.0 => SELU_LAMBDA * z,
         Activation::Selu => SELU_LAMBDA * SELU_ALPHA * z.exp_m1(),
         Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
+    }
+}
+
+/// Zeroes all but the `k` largest of each row of `width` values (ties to the lower index).
+fn keep_top_k(a: &mut [f64], width: usize, k: usize) {
+    for row in a.chunks_exact_mut(width) {
+        let mut order: Vec<usize> = (0..width).collect();
+        order.sort_by(|&i, &j| row[j].total_cmp(&row[i]).then(i.cmp(&j)));
+        for &j in &order[k.min(width)..] {
+            row[j] = 0.0;
+        }
     }
 }
 
@@ -52,6 +63,9 @@ fn loss64(config: &ModelConfig, params: &[(Vec<f64>, Vec<f64>)], x: &[f64], rows
             z.iter().map(|&v| act64(spec.activation, v)).collect()
         };
         if l == config.coding_layer {
+            if let Coding::TopK { k } = config.coding {
+                keep_top_k(&mut a, spec.units, k);
+            }
             coding = a.clone();
         }
     }

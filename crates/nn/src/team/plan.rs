@@ -28,10 +28,14 @@ pub(super) fn split_of(layer: usize) -> Split {
 
 /// Whether [`Team`] can train `model`: an even number of layers (so the output layer
 /// splits by outputs), as every autoencoder with a mirrored decoder has, and no
-/// parameters but the dense layers' (the shards hold only those).
+/// parameters but the dense layers' (the shards hold only those), and a coding layer
+/// whose columns are independent (the team splits it by columns).
 pub(crate) fn suits(model: &Autoencoder) -> bool {
     let layers = model.layer_count();
-    layers >= 2 && layers % 2 == 0 && model.parameters().len() == 2 * layers
+    layers >= 2
+        && layers % 2 == 0
+        && model.parameters().len() == 2 * layers
+        && model.config().coding.columns_independent()
 }
 
 /// The cut points of `n` items into `parts` aligned runs: `parts + 1` increasing values

@@ -1,8 +1,8 @@
 //! What the property tests share: random autoencoders (2 to 5 layers, the coding layer
-//! at any hidden layer, every activation, both losses, every penalty), with random
+//! at any hidden layer, plain or top-k, every activation, both losses, every penalty), with random
 //! biases and a batch of inputs.
 
-use nn::config::{Activation, LayerSpec, Loss, ModelConfig, Penalty};
+use nn::config::{Activation, Coding, LayerSpec, Loss, ModelConfig, Penalty};
 use nn::Autoencoder;
 use proptest::prelude::*;
 
@@ -48,9 +48,10 @@ pub fn case() -> impl Strategy<Value = Case> {
         any::<u64>(),
         1usize..=9,
         any::<prop::sample::Index>(),
+        proptest::option::weighted(0.25, any::<prop::sample::Index>()),
     )
         .prop_flat_map(
-            |(inputs, hidden, loss, out_act, penalty, seed, rows, coding)| {
+            |(inputs, hidden, loss, out_act, penalty, seed, rows, coding, top_k)| {
                 let mut layers = Vec::new();
                 let mut width = inputs;
                 for &(units, activation) in &hidden {
@@ -71,9 +72,21 @@ pub fn case() -> impl Strategy<Value = Case> {
                     units: inputs,
                     activation: output_activation,
                 });
+                let coding_layer = coding.index(hidden.len());
+                // A top-k coding layer keeps 1 to all of its ReLU units.
+                let coding = match top_k {
+                    Some(k) => {
+                        layers[coding_layer].activation = Activation::Relu;
+                        Coding::TopK {
+                            k: 1 + k.index(layers[coding_layer].units),
+                        }
+                    }
+                    None => Coding::Plain,
+                };
                 let config = ModelConfig {
-                    coding_layer: coding.index(hidden.len()),
+                    coding_layer,
                     layers,
+                    coding,
                     penalty,
                     loss,
                 };
