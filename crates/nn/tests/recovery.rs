@@ -1,0 +1,55 @@
+//! A top-k autoencoder trained on rows built from known sparse features finds them: the
+//! synthetic check of the sparse-autoencoder literature.
+
+use nn::config::{Activation, Coding, Loss, ModelConfig, Penalty};
+use nn::synthetic::{recovery, superposition, SuperpositionSpec};
+use nn::{Autoencoder, Dataset, Optimizer, TrainConfig, Trainer};
+
+#[test]
+fn a_top_k_autoencoder_recovers_the_features_of_synthetic_rows() {
+    let spec = SuperpositionSpec {
+        dim: 32,
+        features: 48,
+        rows: 24_000,
+        active: 3.0,
+        noise: 0.01,
+        seed: 3,
+    };
+    let truth = superposition(spec);
+    let data = Dataset::from_f32(truth.rows.clone(), spec.dim);
+    let (train, valid) = data.split_tail(2000).unwrap();
+    let latents = 96;
+    let mut config = ModelConfig::autoencoder(
+        spec.dim,
+        &[(latents, Activation::Relu)],
+        None,
+        Penalty::None,
+        Loss::Mse,
+    );
+    config.coding = Coding::TopK { k: 4 };
+    let model = Autoencoder::new(config, 1).unwrap();
+    let before = recovery(&truth.features, model.layer(1).weight, spec.dim);
+    let settings = TrainConfig {
+        epochs: 8,
+        batch_size: 64,
+        shuffle: true,
+        seed: 1,
+        optimizer: Optimizer::adam(2e-3),
+        threads: 2,
+    };
+    let mut trainer = Trainer::new(model, settings).unwrap();
+    let history = trainer.fit(&train, Some(&valid), &mut ()).unwrap().to_vec();
+    let last = history.last().unwrap();
+    let decoder = trainer.model().layer(1).weight.to_vec();
+    let found = recovery(&truth.features, &decoder, spec.dim);
+    eprintln!(
+        "fvu {:?}, l0 {:?}, dead {:?}, recovery {before:.4} before, {found:.4} after",
+        last.fvu, last.l0, last.dead_latents
+    );
+    // Measured on an AVX-512 machine: FVU 0.068, recovery 0.43 at initialisation and
+    // 0.9986 after; the bounds leave room for another instruction set's rounding.
+    assert!(last.l0.unwrap() <= 4.0);
+    assert!(last.fvu.unwrap() < 0.1, "{:?}", last.fvu);
+    assert!(before < 0.7, "{before}");
+    assert!(found > 0.95, "{found}");
+}
