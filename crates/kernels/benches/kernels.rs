@@ -96,155 +96,89 @@ fn elementwise(c: &mut Criterion) {
     }
 }
 
+/// The sparsity penalties, each fused with a sigmoid coding layer's backward.
+#[derive(Clone, Copy)]
+enum Penalty {
+    Kl,
+    L1,
+    L2,
+    Squared,
+}
+
+impl Penalty {
+    fn name(self) -> &'static str {
+        match self {
+            Penalty::Kl => "kl",
+            Penalty::L1 => "l1",
+            Penalty::L2 => "l2",
+            Penalty::Squared => "squared",
+        }
+    }
+
+    /// The kernel's step (`scratch` is used by the penalties of the column means only).
+    fn step(self, layout: Layout, a: &[f32], grad: &mut [f32], scratch: &mut [f32]) -> f64 {
+        let act = Activation::Sigmoid;
+        match self {
+            Penalty::Kl => sparsity::kl_sparsity_backward(act, layout, a, grad, 0.1, 0.05, scratch),
+            Penalty::L1 => sparsity::l1_sparsity_backward(act, layout, a, grad, 1e-3),
+            Penalty::L2 => sparsity::l2_sparsity_backward(act, layout, a, grad, 1e-3),
+            Penalty::Squared => {
+                sparsity::squared_sparsity_backward(act, layout, a, grad, 0.1, 0.05, scratch)
+            }
+        }
+    }
+
+    /// The reference's step.
+    fn reference(self, layout: Layout, a: &[f32], grad: &mut [f32]) -> f64 {
+        let act = Activation::Sigmoid;
+        match self {
+            Penalty::Kl => {
+                sparsity::reference::kl_sparsity_backward(act, layout, a, grad, 0.1, 0.05)
+            }
+            Penalty::L1 => sparsity::reference::l1_sparsity_backward(act, layout, a, grad, 1e-3),
+            Penalty::L2 => sparsity::reference::l2_sparsity_backward(act, layout, a, grad, 1e-3),
+            Penalty::Squared => {
+                sparsity::reference::squared_sparsity_backward(act, layout, a, grad, 0.1, 0.05)
+            }
+        }
+    }
+}
+
 fn sparsity_steps(c: &mut Criterion) {
-    let mut group = c.benchmark_group("kl_sigmoid_backward");
-    for width in WIDTHS {
-        let layout = Layout::contiguous(BATCH, width);
-        let a = data(layout.len(), 0.01, 0.3);
-        let grad = data(layout.len(), -1e-3, 1e-3);
-        let mut buf = grad.clone();
-        let mut scratch = vec![0.0; width];
-        group.throughput(Throughput::Elements(layout.len() as u64));
-        for (name, arch) in variants() {
-            group.bench_function(BenchmarkId::new(name, width), |b| {
-                isa::with_arch(arch, || {
-                    b.iter(|| {
-                        buf.copy_from_slice(&grad);
-                        sparsity::kl_sparsity_backward(
-                            Activation::Sigmoid,
-                            layout,
-                            &a,
-                            &mut buf,
-                            0.1,
-                            0.05,
-                            &mut scratch,
-                        )
-                    })
-                })
-            });
-        }
-        group.bench_function(BenchmarkId::new("reference", width), |b| {
-            b.iter(|| {
-                buf.copy_from_slice(&grad);
-                sparsity::reference::kl_sparsity_backward(
-                    Activation::Sigmoid,
-                    layout,
-                    &a,
-                    &mut buf,
-                    0.1,
-                    0.05,
-                )
-            })
-        });
-    }
-    group.finish();
-
-    let mut group = c.benchmark_group("l1_sigmoid_backward");
-    for width in WIDTHS {
-        let layout = Layout::contiguous(BATCH, width);
-        let a = data(layout.len(), 0.01, 0.3);
-        let grad = data(layout.len(), -1e-3, 1e-3);
-        let mut buf = grad.clone();
-        group.throughput(Throughput::Elements(layout.len() as u64));
-        for (name, arch) in variants() {
-            group.bench_function(BenchmarkId::new(name, width), |b| {
-                isa::with_arch(arch, || {
-                    b.iter(|| {
-                        buf.copy_from_slice(&grad);
-                        sparsity::l1_sparsity_backward(
-                            Activation::Sigmoid,
-                            layout,
-                            &a,
-                            &mut buf,
-                            1e-3,
-                        )
-                    })
-                })
-            });
-        }
-        group.bench_function(BenchmarkId::new("reference", width), |b| {
-            b.iter(|| {
-                buf.copy_from_slice(&grad);
-                sparsity::reference::l1_sparsity_backward(
-                    Activation::Sigmoid,
-                    layout,
-                    &a,
-                    &mut buf,
-                    1e-3,
-                )
-            })
-        });
-    }
-    group.finish();
-
     // The L2 and squared mean-target penalties at the reference model's coding layer only.
-    let width = 300;
-    let layout = Layout::contiguous(BATCH, width);
-    let a = data(layout.len(), 0.01, 0.3);
-    let grad = data(layout.len(), -1e-3, 1e-3);
-    let mut buf = grad.clone();
-    let mut scratch = vec![0.0; width];
-
-    let mut group = c.benchmark_group("l2_sigmoid_backward");
-    group.throughput(Throughput::Elements(layout.len() as u64));
-    for (name, arch) in variants() {
-        group.bench_function(BenchmarkId::new(name, width), |b| {
-            isa::with_arch(arch, || {
+    for (penalty, widths) in [
+        (Penalty::Kl, &WIDTHS[..]),
+        (Penalty::L1, &WIDTHS[..]),
+        (Penalty::L2, &[300][..]),
+        (Penalty::Squared, &[300][..]),
+    ] {
+        let mut group = c.benchmark_group(format!("{}_sigmoid_backward", penalty.name()));
+        for &width in widths {
+            let layout = Layout::contiguous(BATCH, width);
+            let a = data(layout.len(), 0.01, 0.3);
+            let grad = data(layout.len(), -1e-3, 1e-3);
+            let mut buf = grad.clone();
+            let mut scratch = vec![0.0; width];
+            group.throughput(Throughput::Elements(layout.len() as u64));
+            for (name, arch) in variants() {
+                group.bench_function(BenchmarkId::new(name, width), |b| {
+                    isa::with_arch(arch, || {
+                        b.iter(|| {
+                            buf.copy_from_slice(&grad);
+                            penalty.step(layout, &a, &mut buf, &mut scratch)
+                        })
+                    })
+                });
+            }
+            group.bench_function(BenchmarkId::new("reference", width), |b| {
                 b.iter(|| {
                     buf.copy_from_slice(&grad);
-                    sparsity::l2_sparsity_backward(Activation::Sigmoid, layout, &a, &mut buf, 1e-3)
+                    penalty.reference(layout, &a, &mut buf)
                 })
-            })
-        });
+            });
+        }
+        group.finish();
     }
-    group.bench_function(BenchmarkId::new("reference", width), |b| {
-        b.iter(|| {
-            buf.copy_from_slice(&grad);
-            sparsity::reference::l2_sparsity_backward(
-                Activation::Sigmoid,
-                layout,
-                &a,
-                &mut buf,
-                1e-3,
-            )
-        })
-    });
-    group.finish();
-
-    let mut group = c.benchmark_group("squared_sigmoid_backward");
-    group.throughput(Throughput::Elements(layout.len() as u64));
-    for (name, arch) in variants() {
-        group.bench_function(BenchmarkId::new(name, width), |b| {
-            isa::with_arch(arch, || {
-                b.iter(|| {
-                    buf.copy_from_slice(&grad);
-                    sparsity::squared_sparsity_backward(
-                        Activation::Sigmoid,
-                        layout,
-                        &a,
-                        &mut buf,
-                        0.1,
-                        0.05,
-                        &mut scratch,
-                    )
-                })
-            })
-        });
-    }
-    group.bench_function(BenchmarkId::new("reference", width), |b| {
-        b.iter(|| {
-            buf.copy_from_slice(&grad);
-            sparsity::reference::squared_sparsity_backward(
-                Activation::Sigmoid,
-                layout,
-                &a,
-                &mut buf,
-                0.1,
-                0.05,
-            )
-        })
-    });
-    group.finish();
 }
 
 fn output_step(c: &mut Criterion) {
