@@ -6,7 +6,10 @@
 //! `cargo bench -p kernels` (add a filter such as `-- gemm` to run a part).
 //! Throughput is in elements/s, and for the GEMM in FLOP/s (`2 m k n` per call).
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use kernels::activation::{self, Activation};
 use kernels::gemm::{gemm, MatMut, MatRef};
 use kernels::isa::{self, Arch};
@@ -33,6 +36,50 @@ fn variants() -> [(&'static str, Arch); 2] {
     ]
 }
 
+/// Benches one step at `size` as each of the [`variants`] of `kernel`, then as
+/// `reference`; both are handed `out`, the buffer they write.
+fn bench_each<K, R>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    size: usize,
+    out: &mut [f32],
+    mut kernel: impl FnMut(&mut [f32]) -> K,
+    mut reference: impl FnMut(&mut [f32]) -> R,
+) {
+    for (name, arch) in variants() {
+        group.bench_function(BenchmarkId::new(name, size), |b| {
+            isa::with_arch(arch, || b.iter(|| kernel(out)))
+        });
+    }
+    group.bench_function(BenchmarkId::new("reference", size), |b| {
+        b.iter(|| reference(out))
+    });
+}
+
+/// [`bench_each`] for a step that works in place: every call first restores the buffer
+/// to `start`.
+fn bench_in_place<K, R>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    size: usize,
+    start: &[f32],
+    mut kernel: impl FnMut(&mut [f32]) -> K,
+    mut reference: impl FnMut(&mut [f32]) -> R,
+) {
+    let mut buf = start.to_vec();
+    bench_each(
+        group,
+        size,
+        &mut buf,
+        |buf| {
+            buf.copy_from_slice(start);
+            kernel(buf)
+        },
+        |buf| {
+            buf.copy_from_slice(start);
+            reference(buf)
+        },
+    );
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(300))
@@ -47,24 +94,14 @@ fn elementwise(c: &mut Criterion) {
             let layout = Layout::contiguous(BATCH, width);
             let input = data(layout.len(), -3.0, 3.0);
             let bias = data(width, -0.5, 0.5);
-            let mut buf = input.clone();
             group.throughput(Throughput::Elements(layout.len() as u64));
-            for (name, arch) in variants() {
-                group.bench_function(BenchmarkId::new(name, width), |b| {
-                    isa::with_arch(arch, || {
-                        b.iter(|| {
-                            buf.copy_from_slice(&input);
-                            activation::bias_activation_forward(act, layout, &mut buf, &bias)
-                        })
-                    })
-                });
-            }
-            group.bench_function(BenchmarkId::new("reference", width), |b| {
-                b.iter(|| {
-                    buf.copy_from_slice(&input);
-                    activation::reference::bias_activation_forward(act, layout, &mut buf, &bias)
-                })
-            });
+            bench_in_place(
+                &mut group,
+                width,
+                &input,
+                |buf| activation::bias_activation_forward(act, layout, buf, &bias),
+                |buf| activation::reference::bias_activation_forward(act, layout, buf, &bias),
+            );
         }
         group.finish();
 
@@ -73,178 +110,92 @@ fn elementwise(c: &mut Criterion) {
             let layout = Layout::contiguous(BATCH, width);
             let out = data(layout.len(), -1.0, 1.0);
             let grad = data(layout.len(), -1.0, 1.0);
-            let mut buf = grad.clone();
             group.throughput(Throughput::Elements(layout.len() as u64));
-            for (name, arch) in variants() {
-                group.bench_function(BenchmarkId::new(name, width), |b| {
-                    isa::with_arch(arch, || {
-                        b.iter(|| {
-                            buf.copy_from_slice(&grad);
-                            activation::activation_backward(act, layout, &out, &mut buf)
-                        })
-                    })
-                });
-            }
-            group.bench_function(BenchmarkId::new("reference", width), |b| {
-                b.iter(|| {
-                    buf.copy_from_slice(&grad);
-                    activation::reference::activation_backward(act, layout, &out, &mut buf)
-                })
-            });
+            bench_in_place(
+                &mut group,
+                width,
+                &grad,
+                |buf| activation::activation_backward(act, layout, &out, buf),
+                |buf| activation::reference::activation_backward(act, layout, &out, buf),
+            );
         }
         group.finish();
     }
 }
 
+/// The sparsity penalties, each fused with a sigmoid coding layer's backward.
+#[derive(Clone, Copy)]
+enum Penalty {
+    Kl,
+    L1,
+    L2,
+    Squared,
+}
+
+impl Penalty {
+    fn name(self) -> &'static str {
+        match self {
+            Penalty::Kl => "kl",
+            Penalty::L1 => "l1",
+            Penalty::L2 => "l2",
+            Penalty::Squared => "squared",
+        }
+    }
+
+    /// The kernel's step (`scratch` is used by the penalties of the column means only).
+    fn step(self, layout: Layout, a: &[f32], grad: &mut [f32], scratch: &mut [f32]) -> f64 {
+        let act = Activation::Sigmoid;
+        match self {
+            Penalty::Kl => sparsity::kl_sparsity_backward(act, layout, a, grad, 0.1, 0.05, scratch),
+            Penalty::L1 => sparsity::l1_sparsity_backward(act, layout, a, grad, 1e-3),
+            Penalty::L2 => sparsity::l2_sparsity_backward(act, layout, a, grad, 1e-3),
+            Penalty::Squared => {
+                sparsity::squared_sparsity_backward(act, layout, a, grad, 0.1, 0.05, scratch)
+            }
+        }
+    }
+
+    /// The reference's step.
+    fn reference(self, layout: Layout, a: &[f32], grad: &mut [f32]) -> f64 {
+        let act = Activation::Sigmoid;
+        match self {
+            Penalty::Kl => {
+                sparsity::reference::kl_sparsity_backward(act, layout, a, grad, 0.1, 0.05)
+            }
+            Penalty::L1 => sparsity::reference::l1_sparsity_backward(act, layout, a, grad, 1e-3),
+            Penalty::L2 => sparsity::reference::l2_sparsity_backward(act, layout, a, grad, 1e-3),
+            Penalty::Squared => {
+                sparsity::reference::squared_sparsity_backward(act, layout, a, grad, 0.1, 0.05)
+            }
+        }
+    }
+}
+
 fn sparsity_steps(c: &mut Criterion) {
-    let mut group = c.benchmark_group("kl_sigmoid_backward");
-    for width in WIDTHS {
-        let layout = Layout::contiguous(BATCH, width);
-        let a = data(layout.len(), 0.01, 0.3);
-        let grad = data(layout.len(), -1e-3, 1e-3);
-        let mut buf = grad.clone();
-        let mut scratch = vec![0.0; width];
-        group.throughput(Throughput::Elements(layout.len() as u64));
-        for (name, arch) in variants() {
-            group.bench_function(BenchmarkId::new(name, width), |b| {
-                isa::with_arch(arch, || {
-                    b.iter(|| {
-                        buf.copy_from_slice(&grad);
-                        sparsity::kl_sparsity_backward(
-                            Activation::Sigmoid,
-                            layout,
-                            &a,
-                            &mut buf,
-                            0.1,
-                            0.05,
-                            &mut scratch,
-                        )
-                    })
-                })
-            });
-        }
-        group.bench_function(BenchmarkId::new("reference", width), |b| {
-            b.iter(|| {
-                buf.copy_from_slice(&grad);
-                sparsity::reference::kl_sparsity_backward(
-                    Activation::Sigmoid,
-                    layout,
-                    &a,
-                    &mut buf,
-                    0.1,
-                    0.05,
-                )
-            })
-        });
-    }
-    group.finish();
-
-    let mut group = c.benchmark_group("l1_sigmoid_backward");
-    for width in WIDTHS {
-        let layout = Layout::contiguous(BATCH, width);
-        let a = data(layout.len(), 0.01, 0.3);
-        let grad = data(layout.len(), -1e-3, 1e-3);
-        let mut buf = grad.clone();
-        group.throughput(Throughput::Elements(layout.len() as u64));
-        for (name, arch) in variants() {
-            group.bench_function(BenchmarkId::new(name, width), |b| {
-                isa::with_arch(arch, || {
-                    b.iter(|| {
-                        buf.copy_from_slice(&grad);
-                        sparsity::l1_sparsity_backward(
-                            Activation::Sigmoid,
-                            layout,
-                            &a,
-                            &mut buf,
-                            1e-3,
-                        )
-                    })
-                })
-            });
-        }
-        group.bench_function(BenchmarkId::new("reference", width), |b| {
-            b.iter(|| {
-                buf.copy_from_slice(&grad);
-                sparsity::reference::l1_sparsity_backward(
-                    Activation::Sigmoid,
-                    layout,
-                    &a,
-                    &mut buf,
-                    1e-3,
-                )
-            })
-        });
-    }
-    group.finish();
-
     // The L2 and squared mean-target penalties at the reference model's coding layer only.
-    let width = 300;
-    let layout = Layout::contiguous(BATCH, width);
-    let a = data(layout.len(), 0.01, 0.3);
-    let grad = data(layout.len(), -1e-3, 1e-3);
-    let mut buf = grad.clone();
-    let mut scratch = vec![0.0; width];
-
-    let mut group = c.benchmark_group("l2_sigmoid_backward");
-    group.throughput(Throughput::Elements(layout.len() as u64));
-    for (name, arch) in variants() {
-        group.bench_function(BenchmarkId::new(name, width), |b| {
-            isa::with_arch(arch, || {
-                b.iter(|| {
-                    buf.copy_from_slice(&grad);
-                    sparsity::l2_sparsity_backward(Activation::Sigmoid, layout, &a, &mut buf, 1e-3)
-                })
-            })
-        });
+    for (penalty, widths) in [
+        (Penalty::Kl, &WIDTHS[..]),
+        (Penalty::L1, &WIDTHS[..]),
+        (Penalty::L2, &[300][..]),
+        (Penalty::Squared, &[300][..]),
+    ] {
+        let mut group = c.benchmark_group(format!("{}_sigmoid_backward", penalty.name()));
+        for &width in widths {
+            let layout = Layout::contiguous(BATCH, width);
+            let a = data(layout.len(), 0.01, 0.3);
+            let grad = data(layout.len(), -1e-3, 1e-3);
+            let mut scratch = vec![0.0; width];
+            group.throughput(Throughput::Elements(layout.len() as u64));
+            bench_in_place(
+                &mut group,
+                width,
+                &grad,
+                |buf| penalty.step(layout, &a, buf, &mut scratch),
+                |buf| penalty.reference(layout, &a, buf),
+            );
+        }
+        group.finish();
     }
-    group.bench_function(BenchmarkId::new("reference", width), |b| {
-        b.iter(|| {
-            buf.copy_from_slice(&grad);
-            sparsity::reference::l2_sparsity_backward(
-                Activation::Sigmoid,
-                layout,
-                &a,
-                &mut buf,
-                1e-3,
-            )
-        })
-    });
-    group.finish();
-
-    let mut group = c.benchmark_group("squared_sigmoid_backward");
-    group.throughput(Throughput::Elements(layout.len() as u64));
-    for (name, arch) in variants() {
-        group.bench_function(BenchmarkId::new(name, width), |b| {
-            isa::with_arch(arch, || {
-                b.iter(|| {
-                    buf.copy_from_slice(&grad);
-                    sparsity::squared_sparsity_backward(
-                        Activation::Sigmoid,
-                        layout,
-                        &a,
-                        &mut buf,
-                        0.1,
-                        0.05,
-                        &mut scratch,
-                    )
-                })
-            })
-        });
-    }
-    group.bench_function(BenchmarkId::new("reference", width), |b| {
-        b.iter(|| {
-            buf.copy_from_slice(&grad);
-            sparsity::reference::squared_sparsity_backward(
-                Activation::Sigmoid,
-                layout,
-                &a,
-                &mut buf,
-                0.1,
-                0.05,
-            )
-        })
-    });
-    group.finish();
 }
 
 fn output_step(c: &mut Criterion) {
@@ -256,32 +207,14 @@ fn output_step(c: &mut Criterion) {
         let mut grad = vec![0.0; len];
         let scale = 1.0 / len as f32;
         group.throughput(Throughput::Elements(len as u64));
-        for (name, arch) in variants() {
-            group.bench_function(BenchmarkId::new(name, width), |b| {
-                isa::with_arch(arch, || {
-                    b.iter(|| {
-                        output::output_backward(
-                            OutputLoss::SigmoidBinaryCrossEntropy,
-                            &z,
-                            &x,
-                            &mut grad,
-                            scale,
-                        )
-                    })
-                })
-            });
-        }
-        group.bench_function(BenchmarkId::new("reference", width), |b| {
-            b.iter(|| {
-                output::reference::output_backward(
-                    OutputLoss::SigmoidBinaryCrossEntropy,
-                    &z,
-                    &x,
-                    Some(&mut grad),
-                    scale,
-                )
-            })
-        });
+        let loss = OutputLoss::SigmoidBinaryCrossEntropy;
+        bench_each(
+            &mut group,
+            width,
+            &mut grad,
+            |grad| output::output_backward(loss, &z, &x, grad, scale),
+            |grad| output::reference::output_backward(loss, &z, &x, Some(grad), scale),
+        );
     }
     group.finish();
 }
@@ -292,16 +225,13 @@ fn gather_and_reduce(c: &mut Criterion) {
     let rows: Vec<usize> = (0..BATCH).map(|i| (i * 1871) % 60_000).collect();
     let mut out = vec![0.0; BATCH * 784];
     group.throughput(Throughput::Elements(out.len() as u64));
-    for (name, arch) in variants() {
-        group.bench_function(BenchmarkId::new(name, 784), |b| {
-            isa::with_arch(arch, || {
-                b.iter(|| gather::gather_u8_rows(&source, 784, &rows, 1.0 / 255.0, &mut out))
-            })
-        });
-    }
-    group.bench_function(BenchmarkId::new("reference", 784), |b| {
-        b.iter(|| gather::reference::gather_u8_rows(&source, 784, &rows, 1.0 / 255.0, &mut out))
-    });
+    bench_each(
+        &mut group,
+        784,
+        &mut out,
+        |out| gather::gather_u8_rows(&source, 784, &rows, 1.0 / 255.0, out),
+        |out| gather::reference::gather_u8_rows(&source, 784, &rows, 1.0 / 255.0, out),
+    );
     group.finish();
 
     let mut group = c.benchmark_group("column_sums");
@@ -310,16 +240,13 @@ fn gather_and_reduce(c: &mut Criterion) {
         let m = data(layout.len(), -1.0, 1.0);
         let mut out = vec![0.0; width];
         group.throughput(Throughput::Elements(layout.len() as u64));
-        for (name, arch) in variants() {
-            group.bench_function(BenchmarkId::new(name, width), |b| {
-                isa::with_arch(arch, || {
-                    b.iter(|| reduce::column_sums(layout, &m, -0.01, 1.0, &mut out))
-                })
-            });
-        }
-        group.bench_function(BenchmarkId::new("reference", width), |b| {
-            b.iter(|| reduce::reference::column_sums(layout, &m, -0.01, 1.0, &mut out))
-        });
+        bench_each(
+            &mut group,
+            width,
+            &mut out,
+            |out| reduce::column_sums(layout, &m, -0.01, 1.0, out),
+            |out| reduce::reference::column_sums(layout, &m, -0.01, 1.0, out),
+        );
     }
     group.finish();
 }

@@ -101,9 +101,26 @@ impl<'a> MatRef<'a> {
     /// # Panics
     /// If `range` reaches past the last row.
     pub fn rows_range(self, range: core::ops::Range<usize>) -> Self {
+        self.take_rows(range, "MatRef::rows_range out of range")
+    }
+
+    /// Columns `range` of the view.
+    ///
+    /// # Panics
+    /// If the range is reversed or ends past the last column.
+    pub fn cols_range(self, range: core::ops::Range<usize>) -> Self {
+        // The columns of a view are the rows of its transpose.
+        self.t()
+            .take_rows(range, "MatRef::cols_range out of range")
+            .t()
+    }
+
+    /// The rows `range` (no copy); panics with `message` if the range is reversed or ends
+    /// past the last row.
+    fn take_rows(self, range: core::ops::Range<usize>, message: &str) -> Self {
         assert!(
             range.start <= range.end && range.end <= self.rows,
-            "MatRef::rows_range out of range"
+            "{message}"
         );
         // A view without columns has no element to start the rows at: its bounds check
         // covered none, so `range.start * row_stride` may lie past the slice.
@@ -116,28 +133,6 @@ impl<'a> MatRef<'a> {
         Self {
             data: &self.data[range.start * self.row_stride..],
             rows: range.len(),
-            ..self
-        }
-    }
-
-    /// Columns `range` of the view.
-    ///
-    /// # Panics
-    /// If the range is reversed or ends past the last column.
-    pub fn cols_range(self, range: core::ops::Range<usize>) -> Self {
-        assert!(
-            range.start <= range.end && range.end <= self.cols,
-            "MatRef::cols_range out of range"
-        );
-        if range.is_empty() || self.rows == 0 {
-            return Self {
-                cols: range.len(),
-                ..self
-            };
-        }
-        Self {
-            data: &self.data[range.start * self.col_stride..],
-            cols: range.len(),
             ..self
         }
     }

@@ -24,9 +24,17 @@ use pulp::{Simd, WithSimd};
 /// Keras' `epsilon()`: the mean activation is clipped to `[eps, 1 - eps]` before the logs.
 pub const KL_CLIP_EPS: f32 = 1e-7;
 
-/// Constants of the per-column KL step, splatted once. A method rather than a closure:
+/// The per-column step of a penalty of the column means: from a column sum, the column's
+/// term of the penalty and its gradient `dP/da_ij` (the same for every row `i`).
+///
+/// Implemented by structs of constants splatted once, with methods rather than closures:
 /// closures are compiled without the dispatched instruction set, so the intrinsics inside
 /// them would become calls.
+trait ColumnStep<S: Simd> {
+    fn column(&self, simd: S, sum: S::f32s) -> (S::f32s, S::f32s);
+}
+
+/// Constants of the per-column KL step.
 struct KlColumn<S: Simd> {
     inv_batch: S::f32s,
     p: S::f32s,
@@ -54,9 +62,11 @@ impl<S: Simd> KlColumn<S> {
             grad_scale: simd.splat_f32s(weight / (batch * batch)),
         }
     }
+}
 
-    /// From a column sum: the divergence term, and the gradient
-    /// `(q - p) / (q (1 - q)) = -p/q + (1-p)/(1-q)`, zero where `q` was clipped.
+impl<S: Simd> ColumnStep<S> for KlColumn<S> {
+    /// The divergence term, and the gradient `(q - p) / (q (1 - q)) = -p/q + (1-p)/(1-q)`,
+    /// zero where `q` was clipped.
     #[inline(always)]
     fn column(&self, simd: S, sum: S::f32s) -> (S::f32s, S::f32s) {
         let q = simd.mul_f32s(sum, self.inv_batch);
@@ -86,8 +96,122 @@ impl<S: Simd> KlColumn<S> {
     }
 }
 
-/// Turns column sums (in `scratch`) into the per-column KL gradient, returning the penalty.
-struct KlColumns<'a> {
+/// Constants of the per-column squared mean-target step.
+struct SquaredColumn<S: Simd> {
+    inv_batch: S::f32s,
+    p: S::f32s,
+    grad_scale: S::f32s,
+}
+
+impl<S: Simd> SquaredColumn<S> {
+    #[inline(always)]
+    fn new(simd: S, batch: f32, target: f32, weight: f32) -> Self {
+        Self {
+            inv_batch: simd.splat_f32s(1.0 / batch),
+            p: simd.splat_f32s(target),
+            grad_scale: simd.splat_f32s(2.0 * weight / (batch * batch)),
+        }
+    }
+}
+
+impl<S: Simd> ColumnStep<S> for SquaredColumn<S> {
+    /// The term `(q - p)^2`, and the gradient `(2 w / B^2) (q - p)`.
+    #[inline(always)]
+    fn column(&self, simd: S, sum: S::f32s) -> (S::f32s, S::f32s) {
+        let q = simd.mul_f32s(sum, self.inv_batch);
+        let diff = simd.sub_f32s(q, self.p);
+        (
+            simd.mul_f32s(diff, diff),
+            simd.mul_f32s(diff, self.grad_scale),
+        )
+    }
+}
+
+/// The penalties of the column means `q_j`.
+#[derive(Clone, Copy)]
+enum MeanPenalty {
+    Kl,
+    Squared,
+}
+
+impl MeanPenalty {
+    /// Sums the columns of `output` into `scratch` and returns the penalty; given `grad`
+    /// (and the layer's activation), leaves the per-column gradient in `scratch` and turns
+    /// `grad` into `dz = (grad + dP/da) * act'(z)`.
+    #[track_caller]
+    fn run(
+        self,
+        layout: Layout,
+        output: &[f32],
+        grad: Option<(Activation, &mut [f32])>,
+        target: f32,
+        weight: f32,
+        scratch: &mut [f32],
+    ) -> f64 {
+        let grad_slice = grad.as_ref().map(|(_, grad)| &**grad);
+        self.check(layout, output, grad_slice, target, scratch);
+        if layout.is_empty() {
+            return 0.0;
+        }
+        column_sums(layout, output, 1.0, 0.0, scratch);
+        let value = dispatch(MeanColumns {
+            penalty: self,
+            scratch,
+            rows: layout.rows,
+            target,
+            weight,
+            with_grad: grad.is_some(),
+        });
+        if let Some((act, grad)) = grad {
+            dispatch(AddColumnGradient {
+                act,
+                layout,
+                output,
+                grad,
+                column_grad: scratch,
+            });
+        }
+        value
+    }
+
+    /// Panics, naming the kernel, unless `output`, `scratch` and `grad` fit `layout` and
+    /// the target suits the penalty.
+    #[track_caller]
+    fn check(
+        self,
+        layout: Layout,
+        output: &[f32],
+        grad: Option<&[f32]>,
+        target: f32,
+        scratch: &[f32],
+    ) {
+        let (name, output_name, grad_name) = match self {
+            Self::Kl => ("kl sparsity", "kl sparsity: output", "kl sparsity: grad"),
+            Self::Squared => (
+                "squared sparsity",
+                "squared sparsity: output",
+                "squared sparsity: grad",
+            ),
+        };
+        layout.check(output.len(), output_name);
+        assert_eq!(scratch.len(), layout.cols, "{name}: scratch length != cols");
+        match self {
+            Self::Kl => assert!(
+                target > 0.0 && target < 1.0,
+                "{name}: target {target} outside (0, 1)"
+            ),
+            Self::Squared => assert!(target.is_finite(), "{name}: target {target} is not finite"),
+        }
+        if let Some(grad) = grad {
+            layout.check(grad.len(), grad_name);
+        }
+    }
+}
+
+/// Turns column sums (in `scratch`) into the penalty's per-column gradient, returning the
+/// penalty.
+struct MeanColumns<'a> {
+    penalty: MeanPenalty,
     scratch: &'a mut [f32],
     rows: usize,
     target: f32,
@@ -95,11 +219,12 @@ struct KlColumns<'a> {
     with_grad: bool,
 }
 
-impl WithSimd for KlColumns<'_> {
+impl WithSimd for MeanColumns<'_> {
     type Output = f64;
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> f64 {
         let Self {
+            penalty,
             scratch,
             rows,
             target,
@@ -107,37 +232,49 @@ impl WithSimd for KlColumns<'_> {
             with_grad,
         } = self;
         let batch = rows as f32;
-        let kl = KlColumn::new(simd, batch, target, weight);
-        let (head, tail) = S::as_mut_simd_f32s(scratch);
-        let mut divergence = simd.splat_f32s(0.0);
-        for v in head {
-            let (term, g) = kl.column(simd, *v);
-            divergence = simd.add_f32s(divergence, term);
-            if with_grad {
-                *v = g;
+        let total = match penalty {
+            MeanPenalty::Kl => {
+                let kl = KlColumn::new(simd, batch, target, weight);
+                column_terms(simd, &kl, scratch, with_grad)
             }
-        }
-        if !tail.is_empty() {
-            let (term, g) = kl.column(simd, simd.partial_load_f32s(tail));
-            // Lanes past the tail were loaded as zeros and must not count.
-            let live = simd.partial_load_f32s(&[1.0f32; 64][..tail.len()]);
-            divergence = simd.add_f32s(divergence, simd.mul_f32s(term, live));
-            if with_grad {
-                simd.partial_store_f32s(tail, g);
+            MeanPenalty::Squared => {
+                let squared = SquaredColumn::new(simd, batch, target, weight);
+                column_terms(simd, &squared, scratch, with_grad)
             }
-        }
-        f64::from(weight) / f64::from(batch) * f64::from(simd.reduce_sum_f32s(divergence))
+        };
+        f64::from(weight) / f64::from(batch) * f64::from(simd.reduce_sum_f32s(total))
     }
 }
 
-fn kl_columns(scratch: &mut [f32], rows: usize, target: f32, weight: f32, with_grad: bool) -> f64 {
-    dispatch(KlColumns {
-        scratch,
-        rows,
-        target,
-        weight,
-        with_grad,
-    })
+/// Runs `step` on every column sum in `scratch`, replacing each by its gradient if
+/// `with_grad`; returns the terms summed lane by lane.
+#[inline(always)]
+fn column_terms<S: Simd>(
+    simd: S,
+    step: &impl ColumnStep<S>,
+    scratch: &mut [f32],
+    with_grad: bool,
+) -> S::f32s {
+    let (head, tail) = S::as_mut_simd_f32s(scratch);
+    let mut total = simd.splat_f32s(0.0);
+    for v in head {
+        let (term, g) = step.column(simd, *v);
+        total = simd.add_f32s(total, term);
+        if with_grad {
+            *v = g;
+        }
+    }
+    if !tail.is_empty() {
+        let (term, g) = step.column(simd, simd.partial_load_f32s(tail));
+        // Lanes past the tail were loaded as zeros, which still make a term (the divergence
+        // from a mean of 0, or `p^2`) that must not count.
+        let live = simd.partial_load_f32s(&[1.0f32; 64][..tail.len()]);
+        total = simd.add_f32s(total, simd.mul_f32s(term, live));
+        if with_grad {
+            simd.partial_store_f32s(tail, g);
+        }
+    }
+    total
 }
 
 struct AddColumnGradient<'a> {
@@ -181,20 +318,6 @@ impl WithSimd for AddColumnGradient<'_> {
     }
 }
 
-#[track_caller]
-fn check_kl(layout: Layout, output: &[f32], target: f32, scratch: &[f32]) {
-    layout.check(output.len(), "kl sparsity: output");
-    assert_eq!(
-        scratch.len(),
-        layout.cols,
-        "kl sparsity: scratch length != cols"
-    );
-    assert!(
-        target > 0.0 && target < 1.0,
-        "kl sparsity: target {target} outside (0, 1)"
-    );
-}
-
 /// The KL sparsity penalty of a batch of coding activations `output` (no gradient).
 ///
 /// `scratch` (length `layout.cols`) receives the column sums. Returns 0 for an empty batch.
@@ -208,12 +331,7 @@ pub fn kl_sparsity_penalty(
     weight: f32,
     scratch: &mut [f32],
 ) -> f64 {
-    check_kl(layout, output, target, scratch);
-    if layout.is_empty() {
-        return 0.0;
-    }
-    column_sums(layout, output, 1.0, 0.0, scratch);
-    kl_columns(scratch, layout.rows, target, weight, false)
+    MeanPenalty::Kl.run(layout, output, None, target, weight, scratch)
 }
 
 /// The fused KL step: computes the penalty, and turns `grad` from `dL/da` into
@@ -233,339 +351,7 @@ pub fn kl_sparsity_backward(
     weight: f32,
     scratch: &mut [f32],
 ) -> f64 {
-    check_kl(layout, output, target, scratch);
-    layout.check(grad.len(), "kl sparsity: grad");
-    if layout.is_empty() {
-        return 0.0;
-    }
-    column_sums(layout, output, 1.0, 0.0, scratch);
-    let penalty = kl_columns(scratch, layout.rows, target, weight, true);
-    dispatch(AddColumnGradient {
-        act,
-        layout,
-        output,
-        grad,
-        column_grad: scratch,
-    });
-    penalty
-}
-
-/// `scale * sign(a)` (zero at zero); a method, not a closure, for the reason given at
-/// [`KlColumn`].
-struct SignScaled<S: Simd> {
-    zero: S::f32s,
-    plus: S::f32s,
-    minus: S::f32s,
-}
-
-impl<S: Simd> SignScaled<S> {
-    #[inline(always)]
-    fn of(&self, simd: S, a: S::f32s) -> S::f32s {
-        let s = simd.select_f32s(simd.greater_than_f32s(a, self.zero), self.plus, self.zero);
-        simd.select_f32s(simd.less_than_f32s(a, self.zero), self.minus, s)
-    }
-}
-
-struct L1<'a> {
-    act: Activation,
-    layout: Layout,
-    output: &'a [f32],
-    grad: Option<&'a mut [f32]>,
-    scale: f32,
-}
-
-impl WithSimd for L1<'_> {
-    type Output = f64;
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) -> f64 {
-        let Self {
-            act,
-            layout,
-            output,
-            mut grad,
-            scale,
-        } = self;
-        let zero = simd.splat_f32s(0.0);
-        let plus = simd.splat_f32s(scale);
-        let minus = simd.splat_f32s(-scale);
-        let sign_scaled = SignScaled { zero, plus, minus };
-        let mut total = 0.0f64;
-        monomorphise!(act, |act| {
-            for i in 0..layout.rows {
-                let range = layout.row(i);
-                let (a_head, a_tail) = S::as_simd_f32s(&output[range.clone()]);
-                let mut acc = simd.abs_f32s(simd.partial_load_f32s(a_tail));
-                for &a in a_head {
-                    acc = simd.add_f32s(acc, simd.abs_f32s(a));
-                }
-                total += f64::from(simd.reduce_sum_f32s(acc));
-                if let Some(grad) = grad.as_deref_mut() {
-                    let (g_head, g_tail) = S::as_mut_simd_f32s(&mut grad[range]);
-                    for (g, &a) in g_head.iter_mut().zip(a_head) {
-                        let d = act.derivative_from_output_simd(simd, a);
-                        *g = simd.mul_f32s(simd.add_f32s(*g, sign_scaled.of(simd, a)), d);
-                    }
-                    if !g_tail.is_empty() {
-                        let a = simd.partial_load_f32s(a_tail);
-                        let g = simd.partial_load_f32s(g_tail);
-                        let d = act.derivative_from_output_simd(simd, a);
-                        let dz = simd.mul_f32s(simd.add_f32s(g, sign_scaled.of(simd, a)), d);
-                        simd.partial_store_f32s(g_tail, dz);
-                    }
-                }
-            }
-        });
-        f64::from(scale) * total
-    }
-}
-
-/// The L1 activity penalty `(weight / B) * sum |a|` of a batch (no gradient).
-///
-/// # Panics
-/// If `output` is too short for `layout`.
-pub fn l1_sparsity_penalty(layout: Layout, output: &[f32], weight: f32) -> f64 {
-    layout.check(output.len(), "l1 sparsity: output");
-    if layout.is_empty() {
-        return 0.0;
-    }
-    dispatch(L1 {
-        act: Activation::Linear,
-        layout,
-        output,
-        grad: None,
-        scale: weight / layout.rows as f32,
-    })
-}
-
-/// The fused L1 step: returns the penalty and turns `grad` from `dL/da` into
-/// `dz = (dL/da + (weight / B) sign(a)) * act'(z)` using `output = act(z)`.
-///
-/// # Panics
-/// If `output` or `grad` is too short for `layout`.
-pub fn l1_sparsity_backward(
-    act: Activation,
-    layout: Layout,
-    output: &[f32],
-    grad: &mut [f32],
-    weight: f32,
-) -> f64 {
-    layout.check(output.len(), "l1 sparsity: output");
-    layout.check(grad.len(), "l1 sparsity: grad");
-    if layout.is_empty() {
-        return 0.0;
-    }
-    dispatch(L1 {
-        act,
-        layout,
-        output,
-        grad: Some(grad),
-        scale: weight / layout.rows as f32,
-    })
-}
-
-struct L2<'a> {
-    act: Activation,
-    layout: Layout,
-    output: &'a [f32],
-    grad: Option<&'a mut [f32]>,
-    scale: f32,
-}
-
-impl WithSimd for L2<'_> {
-    type Output = f64;
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) -> f64 {
-        let Self {
-            act,
-            layout,
-            output,
-            mut grad,
-            scale,
-        } = self;
-        // `2 w / B`: doubling is exact, so this is `scale`'s rounding alone.
-        let grad_scale = simd.splat_f32s(2.0 * scale);
-        let mut total = 0.0f64;
-        monomorphise!(act, |act| {
-            for i in 0..layout.rows {
-                let range = layout.row(i);
-                let (a_head, a_tail) = S::as_simd_f32s(&output[range.clone()]);
-                // Lanes past the tail load as zeros and add nothing.
-                let t = simd.partial_load_f32s(a_tail);
-                let mut acc = simd.mul_f32s(t, t);
-                for &a in a_head {
-                    acc = simd.mul_add_f32s(a, a, acc);
-                }
-                total += f64::from(simd.reduce_sum_f32s(acc));
-                if let Some(grad) = grad.as_deref_mut() {
-                    let (g_head, g_tail) = S::as_mut_simd_f32s(&mut grad[range]);
-                    for (g, &a) in g_head.iter_mut().zip(a_head) {
-                        let d = act.derivative_from_output_simd(simd, a);
-                        *g = simd.mul_f32s(simd.mul_add_f32s(grad_scale, a, *g), d);
-                    }
-                    if !g_tail.is_empty() {
-                        let a = simd.partial_load_f32s(a_tail);
-                        let g = simd.partial_load_f32s(g_tail);
-                        let d = act.derivative_from_output_simd(simd, a);
-                        let dz = simd.mul_f32s(simd.mul_add_f32s(grad_scale, a, g), d);
-                        simd.partial_store_f32s(g_tail, dz);
-                    }
-                }
-            }
-        });
-        f64::from(scale) * total
-    }
-}
-
-/// The L2 activity penalty `(weight / B) * sum a^2` of a batch (no gradient).
-///
-/// Each row's squares are summed in f32 (then the rows in f64), so an activation past
-/// about `1.8e19` in magnitude makes the penalty infinite.
-///
-/// # Panics
-/// If `output` is too short for `layout`.
-pub fn l2_sparsity_penalty(layout: Layout, output: &[f32], weight: f32) -> f64 {
-    layout.check(output.len(), "l2 sparsity: output");
-    if layout.is_empty() {
-        return 0.0;
-    }
-    dispatch(L2 {
-        act: Activation::Linear,
-        layout,
-        output,
-        grad: None,
-        scale: weight / layout.rows as f32,
-    })
-}
-
-/// The fused L2 step: returns the penalty and turns `grad` from `dL/da` into
-/// `dz = (dL/da + (2 weight / B) a) * act'(z)` using `output = act(z)`.
-///
-/// # Panics
-/// If `output` or `grad` is too short for `layout`.
-pub fn l2_sparsity_backward(
-    act: Activation,
-    layout: Layout,
-    output: &[f32],
-    grad: &mut [f32],
-    weight: f32,
-) -> f64 {
-    layout.check(output.len(), "l2 sparsity: output");
-    layout.check(grad.len(), "l2 sparsity: grad");
-    if layout.is_empty() {
-        return 0.0;
-    }
-    dispatch(L2 {
-        act,
-        layout,
-        output,
-        grad: Some(grad),
-        scale: weight / layout.rows as f32,
-    })
-}
-
-/// Constants of the per-column squared mean-target step, splatted once; a method, not a
-/// closure, for the reason given at [`KlColumn`].
-struct SquaredColumn<S: Simd> {
-    inv_batch: S::f32s,
-    p: S::f32s,
-    grad_scale: S::f32s,
-}
-
-impl<S: Simd> SquaredColumn<S> {
-    #[inline(always)]
-    fn new(simd: S, batch: f32, target: f32, weight: f32) -> Self {
-        Self {
-            inv_batch: simd.splat_f32s(1.0 / batch),
-            p: simd.splat_f32s(target),
-            grad_scale: simd.splat_f32s(2.0 * weight / (batch * batch)),
-        }
-    }
-
-    /// From a column sum: the term `(q - p)^2`, and the gradient `(2 w / B^2) (q - p)`.
-    #[inline(always)]
-    fn column(&self, simd: S, sum: S::f32s) -> (S::f32s, S::f32s) {
-        let q = simd.mul_f32s(sum, self.inv_batch);
-        let diff = simd.sub_f32s(q, self.p);
-        (
-            simd.mul_f32s(diff, diff),
-            simd.mul_f32s(diff, self.grad_scale),
-        )
-    }
-}
-
-/// Turns column sums (in `scratch`) into the per-column squared mean-target gradient,
-/// returning the penalty.
-struct SquaredColumns<'a> {
-    scratch: &'a mut [f32],
-    rows: usize,
-    target: f32,
-    weight: f32,
-    with_grad: bool,
-}
-
-impl WithSimd for SquaredColumns<'_> {
-    type Output = f64;
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) -> f64 {
-        let Self {
-            scratch,
-            rows,
-            target,
-            weight,
-            with_grad,
-        } = self;
-        let batch = rows as f32;
-        let squared = SquaredColumn::new(simd, batch, target, weight);
-        let (head, tail) = S::as_mut_simd_f32s(scratch);
-        let mut total = simd.splat_f32s(0.0);
-        for v in head {
-            let (term, g) = squared.column(simd, *v);
-            total = simd.add_f32s(total, term);
-            if with_grad {
-                *v = g;
-            }
-        }
-        if !tail.is_empty() {
-            let (term, g) = squared.column(simd, simd.partial_load_f32s(tail));
-            // Lanes past the tail were loaded as zeros (a term of `p^2`) and must not count.
-            let live = simd.partial_load_f32s(&[1.0f32; 64][..tail.len()]);
-            total = simd.add_f32s(total, simd.mul_f32s(term, live));
-            if with_grad {
-                simd.partial_store_f32s(tail, g);
-            }
-        }
-        f64::from(weight) / f64::from(batch) * f64::from(simd.reduce_sum_f32s(total))
-    }
-}
-
-fn squared_columns(
-    scratch: &mut [f32],
-    rows: usize,
-    target: f32,
-    weight: f32,
-    with_grad: bool,
-) -> f64 {
-    dispatch(SquaredColumns {
-        scratch,
-        rows,
-        target,
-        weight,
-        with_grad,
-    })
-}
-
-#[track_caller]
-fn check_squared(layout: Layout, output: &[f32], target: f32, scratch: &[f32]) {
-    layout.check(output.len(), "squared sparsity: output");
-    assert_eq!(
-        scratch.len(),
-        layout.cols,
-        "squared sparsity: scratch length != cols"
-    );
-    assert!(
-        target.is_finite(),
-        "squared sparsity: target {target} is not finite"
-    );
+    MeanPenalty::Kl.run(layout, output, Some((act, grad)), target, weight, scratch)
 }
 
 /// The squared mean-target penalty `(weight / B) * sum_j (q_j - target)^2` of a batch of
@@ -582,12 +368,7 @@ pub fn squared_sparsity_penalty(
     weight: f32,
     scratch: &mut [f32],
 ) -> f64 {
-    check_squared(layout, output, target, scratch);
-    if layout.is_empty() {
-        return 0.0;
-    }
-    column_sums(layout, output, 1.0, 0.0, scratch);
-    squared_columns(scratch, layout.rows, target, weight, false)
+    MeanPenalty::Squared.run(layout, output, None, target, weight, scratch)
 }
 
 /// The fused squared mean-target step: computes the penalty, and turns `grad` from
@@ -608,21 +389,241 @@ pub fn squared_sparsity_backward(
     weight: f32,
     scratch: &mut [f32],
 ) -> f64 {
-    check_squared(layout, output, target, scratch);
-    layout.check(grad.len(), "squared sparsity: grad");
-    if layout.is_empty() {
-        return 0.0;
+    MeanPenalty::Squared.run(layout, output, Some((act, grad)), target, weight, scratch)
+}
+
+/// The per-element step of an element-wise penalty, on one register of activations `a`;
+/// implemented by structs of constants splatted once, for the reason given at
+/// [`ColumnStep`].
+trait ElementStep<S: Simd> {
+    /// The terms of `a`, to start a row's sum.
+    fn terms(&self, simd: S, a: S::f32s) -> S::f32s;
+    /// `sum` plus the terms of `a`.
+    fn add_terms(&self, simd: S, sum: S::f32s, a: S::f32s) -> S::f32s;
+    /// `da + dP/da`.
+    fn add_gradient(&self, simd: S, da: S::f32s, a: S::f32s) -> S::f32s;
+}
+
+/// The L1 step: terms `|a|`, gradient `scale * sign(a)` (zero at zero).
+struct L1Element<S: Simd> {
+    zero: S::f32s,
+    plus: S::f32s,
+    minus: S::f32s,
+}
+
+impl<S: Simd> ElementStep<S> for L1Element<S> {
+    #[inline(always)]
+    fn terms(&self, simd: S, a: S::f32s) -> S::f32s {
+        simd.abs_f32s(a)
     }
-    column_sums(layout, output, 1.0, 0.0, scratch);
-    let penalty = squared_columns(scratch, layout.rows, target, weight, true);
-    dispatch(AddColumnGradient {
-        act,
-        layout,
-        output,
-        grad,
-        column_grad: scratch,
+
+    #[inline(always)]
+    fn add_terms(&self, simd: S, sum: S::f32s, a: S::f32s) -> S::f32s {
+        simd.add_f32s(sum, simd.abs_f32s(a))
+    }
+
+    #[inline(always)]
+    fn add_gradient(&self, simd: S, da: S::f32s, a: S::f32s) -> S::f32s {
+        let s = simd.select_f32s(simd.greater_than_f32s(a, self.zero), self.plus, self.zero);
+        let sign_scaled = simd.select_f32s(simd.less_than_f32s(a, self.zero), self.minus, s);
+        simd.add_f32s(da, sign_scaled)
+    }
+}
+
+/// The L2 step: terms `a^2` (fused into the sum), gradient `2 scale a` (fused into the
+/// addition).
+struct L2Element<S: Simd> {
+    grad_scale: S::f32s,
+}
+
+impl<S: Simd> ElementStep<S> for L2Element<S> {
+    #[inline(always)]
+    fn terms(&self, simd: S, a: S::f32s) -> S::f32s {
+        simd.mul_f32s(a, a)
+    }
+
+    #[inline(always)]
+    fn add_terms(&self, simd: S, sum: S::f32s, a: S::f32s) -> S::f32s {
+        simd.mul_add_f32s(a, a, sum)
+    }
+
+    #[inline(always)]
+    fn add_gradient(&self, simd: S, da: S::f32s, a: S::f32s) -> S::f32s {
+        simd.mul_add_f32s(self.grad_scale, a, da)
+    }
+}
+
+/// The element-wise penalties.
+#[derive(Clone, Copy)]
+enum ElementPenalty {
+    L1,
+    L2,
+}
+
+impl ElementPenalty {
+    /// Returns the penalty of `output`; given `grad` (and the layer's activation), turns
+    /// `grad` into `dz = (grad + dP/da) * act'(z)`.
+    #[track_caller]
+    fn run(
+        self,
+        layout: Layout,
+        output: &[f32],
+        grad: Option<(Activation, &mut [f32])>,
+        weight: f32,
+    ) -> f64 {
+        let (output_name, grad_name) = match self {
+            Self::L1 => ("l1 sparsity: output", "l1 sparsity: grad"),
+            Self::L2 => ("l2 sparsity: output", "l2 sparsity: grad"),
+        };
+        layout.check(output.len(), output_name);
+        if let Some((_, grad)) = &grad {
+            layout.check(grad.len(), grad_name);
+        }
+        if layout.is_empty() {
+            return 0.0;
+        }
+        let (act, grad) = match grad {
+            Some((act, grad)) => (act, Some(grad)),
+            None => (Activation::Linear, None),
+        };
+        dispatch(ElementWise {
+            penalty: self,
+            act,
+            layout,
+            output,
+            grad,
+            scale: weight / layout.rows as f32,
+        })
+    }
+}
+
+struct ElementWise<'a> {
+    penalty: ElementPenalty,
+    act: Activation,
+    layout: Layout,
+    output: &'a [f32],
+    grad: Option<&'a mut [f32]>,
+    scale: f32,
+}
+
+impl WithSimd for ElementWise<'_> {
+    type Output = f64;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> f64 {
+        let Self {
+            penalty,
+            act,
+            layout,
+            output,
+            grad,
+            scale,
+        } = self;
+        let total = match penalty {
+            ElementPenalty::L1 => {
+                let zero = simd.splat_f32s(0.0);
+                let plus = simd.splat_f32s(scale);
+                let minus = simd.splat_f32s(-scale);
+                let l1 = L1Element { zero, plus, minus };
+                element_rows(simd, &l1, act, layout, output, grad)
+            }
+            ElementPenalty::L2 => {
+                // `2 w / B`: doubling is exact, so this is `scale`'s rounding alone.
+                let grad_scale = simd.splat_f32s(2.0 * scale);
+                element_rows(simd, &L2Element { grad_scale }, act, layout, output, grad)
+            }
+        };
+        f64::from(scale) * total
+    }
+}
+
+/// Sums `step`'s terms over `output`, each row in f32 and the rows in f64; given `grad`,
+/// turns it into `dz = (grad + dP/da) * act'(z)`.
+#[inline(always)]
+fn element_rows<S: Simd>(
+    simd: S,
+    step: &impl ElementStep<S>,
+    act: Activation,
+    layout: Layout,
+    output: &[f32],
+    mut grad: Option<&mut [f32]>,
+) -> f64 {
+    let mut total = 0.0f64;
+    monomorphise!(act, |act| {
+        for i in 0..layout.rows {
+            let range = layout.row(i);
+            let (a_head, a_tail) = S::as_simd_f32s(&output[range.clone()]);
+            // Lanes past the tail load as zeros and add nothing.
+            let mut acc = step.terms(simd, simd.partial_load_f32s(a_tail));
+            for &a in a_head {
+                acc = step.add_terms(simd, acc, a);
+            }
+            total += f64::from(simd.reduce_sum_f32s(acc));
+            if let Some(grad) = grad.as_deref_mut() {
+                let (g_head, g_tail) = S::as_mut_simd_f32s(&mut grad[range]);
+                for (g, &a) in g_head.iter_mut().zip(a_head) {
+                    let d = act.derivative_from_output_simd(simd, a);
+                    *g = simd.mul_f32s(step.add_gradient(simd, *g, a), d);
+                }
+                if !g_tail.is_empty() {
+                    let a = simd.partial_load_f32s(a_tail);
+                    let g = simd.partial_load_f32s(g_tail);
+                    let d = act.derivative_from_output_simd(simd, a);
+                    let dz = simd.mul_f32s(step.add_gradient(simd, g, a), d);
+                    simd.partial_store_f32s(g_tail, dz);
+                }
+            }
+        }
     });
-    penalty
+    total
+}
+
+/// The L1 activity penalty `(weight / B) * sum |a|` of a batch (no gradient).
+///
+/// # Panics
+/// If `output` is too short for `layout`.
+pub fn l1_sparsity_penalty(layout: Layout, output: &[f32], weight: f32) -> f64 {
+    ElementPenalty::L1.run(layout, output, None, weight)
+}
+
+/// The fused L1 step: returns the penalty and turns `grad` from `dL/da` into
+/// `dz = (dL/da + (weight / B) sign(a)) * act'(z)` using `output = act(z)`.
+///
+/// # Panics
+/// If `output` or `grad` is too short for `layout`.
+pub fn l1_sparsity_backward(
+    act: Activation,
+    layout: Layout,
+    output: &[f32],
+    grad: &mut [f32],
+    weight: f32,
+) -> f64 {
+    ElementPenalty::L1.run(layout, output, Some((act, grad)), weight)
+}
+
+/// The L2 activity penalty `(weight / B) * sum a^2` of a batch (no gradient).
+///
+/// Each row's squares are summed in f32 (then the rows in f64), so an activation past
+/// about `1.8e19` in magnitude makes the penalty infinite.
+///
+/// # Panics
+/// If `output` is too short for `layout`.
+pub fn l2_sparsity_penalty(layout: Layout, output: &[f32], weight: f32) -> f64 {
+    ElementPenalty::L2.run(layout, output, None, weight)
+}
+
+/// The fused L2 step: returns the penalty and turns `grad` from `dL/da` into
+/// `dz = (dL/da + (2 weight / B) a) * act'(z)` using `output = act(z)`.
+///
+/// # Panics
+/// If `output` or `grad` is too short for `layout`.
+pub fn l2_sparsity_backward(
+    act: Activation,
+    layout: Layout,
+    output: &[f32],
+    grad: &mut [f32],
+    weight: f32,
+) -> f64 {
+    ElementPenalty::L2.run(layout, output, Some((act, grad)), weight)
 }
 
 /// Scalar references for this module's kernels, in f64 where it matters.

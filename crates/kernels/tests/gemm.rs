@@ -44,6 +44,27 @@ enum Pattern {
     TransposeB,
 }
 
+impl Pattern {
+    /// The shapes A and B are stored in for an `m x k` by `k x n` product, before the
+    /// transposes the pattern applies.
+    fn stored_shapes(self, m: usize, k: usize, n: usize) -> ((usize, usize), (usize, usize)) {
+        match self {
+            Pattern::Plain => ((m, k), (k, n)),
+            Pattern::TransposeA => ((k, m), (k, n)),
+            Pattern::TransposeB => ((m, k), (n, k)),
+        }
+    }
+
+    /// The product's operands from views of the stored A and B.
+    fn operands<'a>(self, a: MatRef<'a>, b: MatRef<'a>) -> (MatRef<'a>, MatRef<'a>) {
+        match self {
+            Pattern::Plain => (a, b),
+            Pattern::TransposeA => (a.t(), b),
+            Pattern::TransposeB => (a, b.t()),
+        }
+    }
+}
+
 fn values(len: usize) -> impl Strategy<Value = Vec<f32>> {
     proptest::collection::vec(-2.0f32..2.0, len)
 }
@@ -60,12 +81,7 @@ proptest! {
         beta in prop_oneof![Just(0.0f32), Just(1.0), -2.0f32..2.0],
         seed in values(3 * 72 * 72),
     ) {
-        // Stored shapes, before the transposes the pattern applies.
-        let (a_shape, b_shape) = match pattern {
-            Pattern::Plain => ((m, k), (k, n)),
-            Pattern::TransposeA => ((k, m), (k, n)),
-            Pattern::TransposeB => ((m, k), (n, k)),
-        };
+        let (a_shape, b_shape) = pattern.stored_shapes(m, k, n);
         let a_data = seed[..sa.len(a_shape.0, a_shape.1)].to_vec();
         let b_data = seed[5184..5184 + sb.len(b_shape.0, b_shape.1)].to_vec();
         let c_init = seed[2 * 5184..2 * 5184 + sc.len(m, n)].to_vec();
@@ -73,13 +89,7 @@ proptest! {
             let (rs, cs) = s.strides(r, c);
             MatRef::new(data, r, c, rs, cs).unwrap()
         };
-        let mut a = view(&a_data, a_shape, sa);
-        let mut b = view(&b_data, b_shape, sb);
-        match pattern {
-            Pattern::Plain => {}
-            Pattern::TransposeA => a = a.t(),
-            Pattern::TransposeB => b = b.t(),
-        }
+        let (a, b) = pattern.operands(view(&a_data, a_shape, sa), view(&b_data, b_shape, sb));
         let (rs, cs) = sc.strides(m, n);
         let mut want = c_init.clone();
         reference::gemm(alpha, a, b, beta, MatMut::new(&mut want, m, n, rs, cs).unwrap());
@@ -97,6 +107,36 @@ fn patterned(len: usize, salt: usize) -> Vec<f32> {
     (0..len)
         .map(|i| (((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5) * 2.0)
         .collect()
+}
+
+/// Patterned A and B of an `m x k` by `k x n` product, stored by rows in the shapes
+/// `pattern` gives them.
+struct Operands {
+    pattern: Pattern,
+    a_shape: (usize, usize),
+    b_shape: (usize, usize),
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl Operands {
+    fn new(pattern: Pattern, m: usize, k: usize, n: usize) -> Self {
+        let (a_shape, b_shape) = pattern.stored_shapes(m, k, n);
+        Self {
+            pattern,
+            a_shape,
+            b_shape,
+            a: patterned(a_shape.0 * a_shape.1, 1),
+            b: patterned(b_shape.0 * b_shape.1, 2),
+        }
+    }
+
+    /// The product's operands, `m x k` and `k x n`.
+    fn views(&self) -> (MatRef<'_>, MatRef<'_>) {
+        let a = MatRef::row_major(&self.a, self.a_shape.0, self.a_shape.1).unwrap();
+        let b = MatRef::row_major(&self.b, self.b_shape.0, self.b_shape.1).unwrap();
+        self.pattern.operands(a, b)
+    }
 }
 
 /// Every element of `got` within f32 rounding of `want`, relative to the magnitude of
@@ -144,21 +184,9 @@ fn the_products_of_a_training_step_match_the_naive_loop() {
     }
     shapes.push((Pattern::Plain, 37, 1200, 401));
     for (pattern, m, k, n) in shapes {
-        let (a_shape, b_shape) = match pattern {
-            Pattern::Plain => ((m, k), (k, n)),
-            Pattern::TransposeA => ((k, m), (k, n)),
-            Pattern::TransposeB => ((m, k), (n, k)),
-        };
-        let a_data = patterned(a_shape.0 * a_shape.1, 1);
-        let b_data = patterned(b_shape.0 * b_shape.1, 2);
+        let operands = Operands::new(pattern, m, k, n);
+        let (a, b) = operands.views();
         let c_init = patterned(m * n, 3);
-        let mut a = MatRef::row_major(&a_data, a_shape.0, a_shape.1).unwrap();
-        let mut b = MatRef::row_major(&b_data, b_shape.0, b_shape.1).unwrap();
-        match pattern {
-            Pattern::Plain => {}
-            Pattern::TransposeA => a = a.t(),
-            Pattern::TransposeB => b = b.t(),
-        }
         let (alpha, beta) = (-0.01, 1.0);
         let mut want = c_init.clone();
         reference::gemm(
@@ -196,21 +224,9 @@ fn every_instruction_set_matches_the_naive_loop_at_tile_and_block_edges() {
                     for pattern in [Pattern::Plain, Pattern::TransposeA, Pattern::TransposeB] {
                         for (c_column_major, alpha, beta) in [(false, -0.5, 1.0), (true, 1.5, 0.0)]
                         {
-                            let (a_shape, b_shape) = match pattern {
-                                Pattern::Plain => ((m, k), (k, n)),
-                                Pattern::TransposeA => ((k, m), (k, n)),
-                                Pattern::TransposeB => ((m, k), (n, k)),
-                            };
-                            let a_data = patterned(a_shape.0 * a_shape.1, 1);
-                            let b_data = patterned(b_shape.0 * b_shape.1, 2);
+                            let operands = Operands::new(pattern, m, k, n);
+                            let (a, b) = operands.views();
                             let c_init = patterned(m * n, 3);
-                            let mut a = MatRef::row_major(&a_data, a_shape.0, a_shape.1).unwrap();
-                            let mut b = MatRef::row_major(&b_data, b_shape.0, b_shape.1).unwrap();
-                            match pattern {
-                                Pattern::Plain => {}
-                                Pattern::TransposeA => a = a.t(),
-                                Pattern::TransposeB => b = b.t(),
-                            }
                             let (rs, cs) = if c_column_major { (1, m) } else { (n, 1) };
                             let mut want = c_init.clone();
                             reference::gemm(
@@ -485,17 +501,8 @@ fn every_instruction_set_computes_the_same_bits() {
     ] {
         for pattern in [Pattern::Plain, Pattern::TransposeB] {
             for (alpha, beta) in [(1.0, 0.0), (-0.01, 1.0), (0.5, -1.5)] {
-                let (a_shape, b_shape) = match pattern {
-                    Pattern::Plain | Pattern::TransposeA => ((m, k), (k, n)),
-                    Pattern::TransposeB => ((m, k), (n, k)),
-                };
-                let a_data = patterned(a_shape.0 * a_shape.1, 1);
-                let b_data = patterned(b_shape.0 * b_shape.1, 2);
-                let a = MatRef::row_major(&a_data, m, k).unwrap();
-                let mut b = MatRef::row_major(&b_data, b_shape.0, b_shape.1).unwrap();
-                if let Pattern::TransposeB = pattern {
-                    b = b.t();
-                }
+                let operands = Operands::new(pattern, m, k, n);
+                let (a, b) = operands.views();
                 let run = |arch| {
                     let mut c = patterned(m * n, 3);
                     kernels::isa::with_arch(arch, || {
@@ -584,20 +591,8 @@ fn products_write_only_their_own_columns_and_rows_of_c() {
         for (m, k, n) in shapes {
             let size = (above + m + below, left + n + right);
             for pattern in [Pattern::Plain, Pattern::TransposeA, Pattern::TransposeB] {
-                let (a_shape, b_shape) = match pattern {
-                    Pattern::Plain => ((m, k), (k, n)),
-                    Pattern::TransposeA => ((k, m), (k, n)),
-                    Pattern::TransposeB => ((m, k), (n, k)),
-                };
-                let a_data = patterned(a_shape.0 * a_shape.1, 1);
-                let b_data = patterned(b_shape.0 * b_shape.1, 2);
-                let mut a = MatRef::row_major(&a_data, a_shape.0, a_shape.1).unwrap();
-                let mut b = MatRef::row_major(&b_data, b_shape.0, b_shape.1).unwrap();
-                match pattern {
-                    Pattern::Plain => {}
-                    Pattern::TransposeA => a = a.t(),
-                    Pattern::TransposeB => b = b.t(),
-                }
+                let operands = Operands::new(pattern, m, k, n);
+                let (a, b) = operands.views();
                 for column_major in [false, true] {
                     let (rs, cs) = if column_major {
                         (1, size.0)

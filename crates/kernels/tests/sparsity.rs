@@ -156,54 +156,26 @@ mod checks {
         grad: &[f32],
         weight: f32,
     ) -> Result<(), String> {
-        let mut want = grad.to_vec();
-        let want_penalty = reference::l2_sparsity_backward(act, layout, output, &mut want, weight);
-        let want_value = reference::l2_sparsity_penalty(layout, output, weight);
-        if want_value != want_penalty {
-            return Err(format!("reference value {want_value} != {want_penalty}"));
-        }
         let scale = f64::from(weight) / layout.rows.max(1) as f64;
-        let penalty_tol = (layout.cols + 2) as f64 * EPS * want_penalty.abs()
-            + scale * layout.len() as f64 * f64::from(f32::from_bits(1))
-            + 1e-300;
-        for arch in arches() {
-            let name = isa::name(arch);
-            let mut got = grad.to_vec();
-            let (penalty, value_only) = isa::with_arch(arch, || {
-                let p = sparsity::l2_sparsity_backward(act, layout, output, &mut got, weight);
-                (p, sparsity::l2_sparsity_penalty(layout, output, weight))
-            });
-            if penalty.to_bits() != value_only.to_bits() {
-                return Err(format!(
-                    "{name}: backward's penalty {penalty:e} != value-only {value_only:e}"
-                ));
-            }
-            if !(penalty == want_penalty || (penalty - want_penalty).abs() <= penalty_tol) {
-                return Err(format!(
-                    "{name} {act:?} {layout:?}: penalty {penalty:e}, want {want_penalty:e} (tolerance {penalty_tol:e})"
-                ));
-            }
-            for (k, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                let column = k % layout.row_stride.max(1);
-                if column >= layout.cols {
-                    // Padding between rows is neither read nor written.
-                    if g.to_bits() != grad[k].to_bits() {
-                        return Err(format!("{name}: padding element {k} was written"));
-                    }
-                    continue;
-                }
-                let d = f64::from(derivative_from_output(act, output[k]).abs());
-                let penalty_grad = 2.0 * scale * f64::from(output[k]);
-                let tol = 4.0 * EPS * (f64::from(grad[k]).abs() + penalty_grad.abs()) * d
-                    + TINY * (1.0 + d);
-                if !(g == w || (f64::from(g) - f64::from(w)).abs() <= tol) {
-                    return Err(format!(
-                        "{name} {act:?} {layout:?} at {k}: got {g:e}, want {w:e} (tolerance {tol:e})"
-                    ));
-                }
-            }
-        }
-        Ok(())
+        let reference_step = |want: &mut [f32]| {
+            let p = reference::l2_sparsity_backward(act, layout, output, want, weight);
+            (p, reference::l2_sparsity_penalty(layout, output, weight))
+        };
+        let penalty_tol = |want_penalty: f64| {
+            (layout.cols + 2) as f64 * EPS * want_penalty.abs()
+                + scale * layout.len() as f64 * f64::from(f32::from_bits(1))
+                + 1e-300
+        };
+        let step = |got: &mut [f32]| {
+            let p = sparsity::l2_sparsity_backward(act, layout, output, got, weight);
+            (p, sparsity::l2_sparsity_penalty(layout, output, weight))
+        };
+        let tol = |k: usize, _column: usize| {
+            let d = f64::from(derivative_from_output(act, output[k]).abs());
+            let penalty_grad = 2.0 * scale * f64::from(output[k]);
+            4.0 * EPS * (f64::from(grad[k]).abs() + penalty_grad.abs()) * d + TINY * (1.0 + d)
+        };
+        on_every_arch(act, layout, grad, reference_step, penalty_tol, step, tol)
     }
 
     /// The squared mean-target step against [`reference::squared_sparsity_backward`].
@@ -221,13 +193,12 @@ mod checks {
         target: f32,
         weight: f32,
     ) -> Result<(), String> {
-        let mut want = grad.to_vec();
-        let want_penalty =
-            reference::squared_sparsity_backward(act, layout, output, &mut want, target, weight);
-        let want_value = reference::squared_sparsity_penalty(layout, output, target, weight);
-        if want_value != want_penalty {
-            return Err(format!("reference value {want_value} != {want_penalty}"));
-        }
+        let reference_step = |want: &mut [f32]| {
+            let penalty =
+                reference::squared_sparsity_backward(act, layout, output, want, target, weight);
+            let value = reference::squared_sparsity_penalty(layout, output, target, weight);
+            (penalty, value)
+        };
         let batch = layout.rows.max(1) as f64;
         let (p, w) = (f64::from(target), f64::from(weight));
         let grad_scale = 2.0 * w / (batch * batch);
@@ -241,36 +212,66 @@ mod checks {
                 (q - p, dq + EPS * (q - p).abs())
             })
             .collect();
-        let penalty_tol = w / batch
-            * columns
-                .iter()
-                .map(|&(diff, d)| 2.0 * diff.abs() * d + d * d)
-                .sum::<f64>()
-            + (layout.cols + 2) as f64 * EPS * want_penalty.abs()
-            + 1e-300;
+        let penalty_tol = |want_penalty: f64| {
+            w / batch
+                * columns
+                    .iter()
+                    .map(|&(diff, d)| 2.0 * diff.abs() * d + d * d)
+                    .sum::<f64>()
+                + (layout.cols + 2) as f64 * EPS * want_penalty.abs()
+                + 1e-300
+        };
+        let step = |got: &mut [f32]| {
+            let mut scratch = vec![f32::NAN; layout.cols];
+            let penalty = sparsity::squared_sparsity_backward(
+                act,
+                layout,
+                output,
+                got,
+                target,
+                weight,
+                &mut scratch,
+            );
+            let value =
+                sparsity::squared_sparsity_penalty(layout, output, target, weight, &mut scratch);
+            (penalty, value)
+        };
+        let tol = |k: usize, column: usize| {
+            let (diff, d_diff) = columns[column];
+            let penalty_grad = grad_scale * diff;
+            let grad_tol = grad_scale * (d_diff + 2.0 * EPS * diff.abs());
+            let d = f64::from(derivative_from_output(act, output[k]).abs());
+            d * (grad_tol + 2.0 * EPS * (f64::from(grad[k]).abs() + penalty_grad.abs()))
+                + TINY * (1.0 + d)
+        };
+        on_every_arch(act, layout, grad, reference_step, penalty_tol, step, tol)
+    }
+
+    /// A step against its reference, from `da = grad`. `reference_step` and `step` each
+    /// turn `da` into `dz` and return their backward's penalty and their value-only
+    /// penalty. The reference's two penalties are equal; on every instruction set the
+    /// kernels' two have the same bits and are within `penalty_tol(reference's penalty)`
+    /// of the reference's; each `dz[k]`, of column `column`, is within `tol(k, column)`
+    /// of the reference's; and the padding between rows is neither read nor written.
+    fn on_every_arch(
+        act: Activation,
+        layout: Layout,
+        grad: &[f32],
+        reference_step: impl FnOnce(&mut [f32]) -> (f64, f64),
+        penalty_tol: impl FnOnce(f64) -> f64,
+        step: impl Fn(&mut [f32]) -> (f64, f64),
+        tol: impl Fn(usize, usize) -> f64,
+    ) -> Result<(), String> {
+        let mut want = grad.to_vec();
+        let (want_penalty, want_value) = reference_step(&mut want);
+        if want_value != want_penalty {
+            return Err(format!("reference value {want_value} != {want_penalty}"));
+        }
+        let penalty_tol = penalty_tol(want_penalty);
         for arch in arches() {
             let name = isa::name(arch);
             let mut got = grad.to_vec();
-            let mut scratch = vec![f32::NAN; layout.cols];
-            let (penalty, value_only) = isa::with_arch(arch, || {
-                let penalty = sparsity::squared_sparsity_backward(
-                    act,
-                    layout,
-                    output,
-                    &mut got,
-                    target,
-                    weight,
-                    &mut scratch,
-                );
-                let value = sparsity::squared_sparsity_penalty(
-                    layout,
-                    output,
-                    target,
-                    weight,
-                    &mut scratch,
-                );
-                (penalty, value)
-            });
+            let (penalty, value_only) = isa::with_arch(arch, || step(&mut got));
             if penalty.to_bits() != value_only.to_bits() {
                 return Err(format!(
                     "{name}: backward's penalty {penalty:e} != value-only {value_only:e}"
@@ -284,18 +285,13 @@ mod checks {
             for (k, (&g, &want_k)) in got.iter().zip(&want).enumerate() {
                 let column = k % layout.row_stride.max(1);
                 if column >= layout.cols {
+                    // Padding between rows is neither read nor written.
                     if g.to_bits() != grad[k].to_bits() {
                         return Err(format!("{name}: padding element {k} was written"));
                     }
                     continue;
                 }
-                let (diff, d_diff) = columns[column];
-                let penalty_grad = grad_scale * diff;
-                let grad_tol = grad_scale * (d_diff + 2.0 * EPS * diff.abs());
-                let d = f64::from(derivative_from_output(act, output[k]).abs());
-                let tol = d
-                    * (grad_tol + 2.0 * EPS * (f64::from(grad[k]).abs() + penalty_grad.abs()))
-                    + TINY * (1.0 + d);
+                let tol = tol(k, column);
                 if !(g == want_k || (f64::from(g) - f64::from(want_k)).abs() <= tol) {
                     return Err(format!(
                         "{name} {act:?} {layout:?} at {k}: got {g:e}, want {want_k:e} (tolerance {tol:e})"
