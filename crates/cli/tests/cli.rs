@@ -9,22 +9,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn train_small(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["--layers", "8:selu,6:sigmoid", "--epochs", "3"];
+    args.extend_from_slice(extra);
+    train_with(data, out, &args)
+}
+
+/// `sae train` on `data` into `out`, in batches of 8 with 12 validation samples.
+fn train_with(data: &Path, out: &Path, flags: &[&str]) -> Output {
     let mut args = vec![
         "train",
         "--data",
         data.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-        "--layers",
-        "8:selu,6:sigmoid",
-        "--epochs",
-        "3",
         "--batch-size",
         "8",
         "--valid",
         "12",
     ];
-    args.extend_from_slice(extra);
+    args.extend_from_slice(flags);
     sae(&args)
 }
 
@@ -142,12 +145,7 @@ fn an_mse_model_reports_fvu_l0_and_dead_latents_instead_of_rounded_accuracy() {
     let data = data_dir(60);
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("run");
-    let result = sae(&[
-        "train",
-        "--data",
-        data.path().to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
+    let flags = [
         "--loss",
         "mse",
         "--layers",
@@ -156,11 +154,8 @@ fn an_mse_model_reports_fvu_l0_and_dead_latents_instead_of_rounded_accuracy() {
         "l1",
         "--epochs",
         "2",
-        "--batch-size",
-        "8",
-        "--valid",
-        "12",
-    ]);
+    ];
+    let result = train_with(data.path(), &run, &flags);
     let (stdout, stderr) = text(&result);
     assert!(result.status.success(), "{stdout}\n{stderr}");
     for key in ["val_loss: ", "mse: ", "fvu: ", "l0: ", "dead_latents: "] {
@@ -192,27 +187,14 @@ fn a_top_k_coding_layer_keeps_at_most_k_active_units() {
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("run");
     let base = |run: &Path, layers: &'static str, k: &'static str| -> Output {
-        sae(&[
-            "train",
-            "--data",
-            data.path().to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--loss",
-            "mse",
-            "--layers",
-            layers,
-            "--top-k",
-            k,
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--valid",
-            "12",
-            "--threads",
-            "2",
-        ])
+        let flags = [
+            "--loss", "mse", "--layers", layers, "--top-k", k, "--epochs", "2",
+        ];
+        train_with(
+            data.path(),
+            run,
+            &[&flags[..], &["--threads", "2"]].concat(),
+        )
     };
     let result = base(&run, "12:relu", "3");
     let (stdout, stderr) = text(&result);
