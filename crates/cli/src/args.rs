@@ -205,6 +205,11 @@ pub struct EncodeArgs {
     /// Where to write the codings: .npy, or IDX f32 for any other extension.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Write each row's active (nonzero) codes instead, as two .npy files beside
+    /// FILE: `FILE.indices.npy` (int32, -1 pads a row with fewer) and `FILE.values.npy`
+    /// (float32, 0 pads), both rows x the largest count in a row, largest value first.
+    #[arg(long)]
+    pub top: bool,
     #[command(flatten)]
     pub threads: InferenceThreads,
 }

@@ -86,6 +86,9 @@ pub fn encode(args: EncodeArgs) -> Result<ExitCode> {
     let threads = nn::parallel::Threads::new(args.threads.count())?;
     let codings = model.encode_with(&threads, &data, nn::inference::INFERENCE_BATCH);
     let (rows, cols) = (data.len(), model.coding_width());
+    if args.top {
+        return write_active_codes(&args.output, &codings, cols);
+    }
     let bytes = if args.output.extension().is_some_and(|e| e == "npy") {
         nn::npy::encode_f32(&[rows, cols], &codings)
     } else {
@@ -94,6 +97,51 @@ pub fn encode(args: EncodeArgs) -> Result<ExitCode> {
     nn::checkpoint::write_atomic(&args.output, &bytes)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     println!("wrote {rows} x {cols} codings to {}", args.output.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `encode --top`: each row's nonzero codes, largest first, as `FILE.indices.npy` and
+/// `FILE.values.npy`, padded to the largest count in a row.
+fn write_active_codes(output: &Path, codings: &[f32], cols: usize) -> Result<ExitCode> {
+    let mut active: Vec<Vec<(usize, f32)>> = codings
+        .chunks_exact(cols)
+        .map(|row| {
+            row.iter()
+                .copied()
+                .enumerate()
+                .filter(|&(_, v)| v != 0.0)
+                .collect()
+        })
+        .collect();
+    for row in &mut active {
+        row.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    }
+    let rows = active.len();
+    let width = active.iter().map(Vec::len).max().unwrap_or(0);
+    let (mut indices, mut values) = (Vec::new(), Vec::new());
+    for row in &active {
+        for slot in 0..width {
+            let (index, value) = row.get(slot).map_or((-1, 0.0), |&(j, v)| (j as i32, v));
+            indices.extend_from_slice(&index.to_le_bytes());
+            values.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    let beside = |suffix: &str| {
+        let mut name = output.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    for (path, descr, bytes) in [
+        (beside(".indices.npy"), "<i4", indices),
+        (beside(".values.npy"), "<f4", values),
+    ] {
+        nn::checkpoint::write_atomic(&path, &nn::npy::encode(descr, &[rows, width], &bytes))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!(
+        "wrote the active codes of {rows} rows (at most {width} a row) to {0}.indices.npy and {0}.values.npy",
+        output.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

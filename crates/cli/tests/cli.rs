@@ -231,6 +231,63 @@ fn a_top_k_coding_layer_keeps_at_most_k_active_units() {
         assert!(row.iter().filter(|v| **v != 0.0).count() <= 3, "{row:?}");
     }
 
+    // --top: each row's active codes, largest first, the same values as the dense codes.
+    let top = out.path().join("top");
+    let encode = sae(&[
+        "encode",
+        "--model",
+        run.join("model.safetensors").to_str().unwrap(),
+        "--input",
+        data.path()
+            .join("train-images-idx3-ubyte")
+            .to_str()
+            .unwrap(),
+        "--output",
+        top.to_str().unwrap(),
+        "--top",
+    ]);
+    assert!(encode.status.success(), "{:?}", text(&encode));
+    // A version 1.0 .npy: the header's length at bytes 8-9, the data after it.
+    let npy = |suffix: &str| -> (String, Vec<[u8; 4]>) {
+        let bytes = std::fs::read(out.path().join(format!("top{suffix}"))).unwrap();
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let header = String::from_utf8(bytes[10..10 + header_len].to_vec()).unwrap();
+        let data = bytes[10 + header_len..]
+            .chunks_exact(4)
+            .map(|c| c.try_into().unwrap())
+            .collect();
+        (header, data)
+    };
+    let (index_header, indices) = npy(".indices.npy");
+    let (value_header, values) = npy(".values.npy");
+    assert!(index_header.contains("'<i4'"), "{index_header}");
+    assert!(value_header.contains("'<f4'"), "{value_header}");
+    let width = indices.len() / codes.len();
+    assert!(
+        width <= 3 && indices.len() == values.len(),
+        "{index_header}"
+    );
+    for i in 0..codes.len() {
+        codes.gather_range(i..i + 1, &mut row);
+        let mut previous = f32::INFINITY;
+        for slot in 0..width {
+            let index = i32::from_le_bytes(indices[i * width + slot]);
+            let value = f32::from_le_bytes(values[i * width + slot]);
+            if index < 0 {
+                assert_eq!(value, 0.0);
+                continue;
+            }
+            assert_eq!(value, row[index as usize], "row {i}");
+            assert!(value <= previous && value != 0.0);
+            previous = value;
+        }
+        let active = row.iter().filter(|v| **v != 0.0).count();
+        let listed = (0..width)
+            .filter(|&s| i32::from_le_bytes(indices[i * width + s]) >= 0)
+            .count();
+        assert_eq!(active, listed, "row {i}");
+    }
+
     for (layers, k, message) in [
         ("12:sigmoid", "3", "must be relu"),
         ("12:relu", "13", "keeps 13 of 12"),
