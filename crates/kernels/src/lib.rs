@@ -12,6 +12,7 @@
 //! - [`gather`]: u8 rows of a memory-mapped dataset to a scaled f32 batch.
 //! - [`reduce`]: column sums (bias gradients), sums, `y += alpha x`.
 //! - [`optim`]: SGD with momentum and Adam updates.
+//! - [`sparse_rows`]: the latents a sparse autoencoder keeps, by row and by latent.
 //! - [`mod@gemm`]: validated strided `C <- alpha A B + beta C`, register-tiled for the
 //!   products of training and inference, through `matrixmultiply` for larger ones.
 //!
@@ -30,6 +31,7 @@ pub mod math;
 pub mod optim;
 pub mod output;
 pub mod reduce;
+pub mod sparse_rows;
 pub mod sparsity;
 
 pub use activation::Activation;
