@@ -13,6 +13,7 @@
 //! - [`reduce`]: column sums (bias gradients), sums, `y += alpha x`.
 //! - [`optim`]: SGD with momentum and Adam updates.
 //! - [`sparse_rows`]: the latents a sparse autoencoder keeps, by row and by latent.
+//! - [`topk`]: top-k, batch top-k, threshold and masked selection fused with bias and ReLU.
 //! - [`mod@gemm`]: validated strided `C <- alpha A B + beta C`, register-tiled for the
 //!   products of training and inference, through `matrixmultiply` for larger ones.
 //!
@@ -33,6 +34,7 @@ pub mod output;
 pub mod reduce;
 pub mod sparse_rows;
 pub mod sparsity;
+pub mod topk;
 
 pub use activation::Activation;
 pub use gemm::{gemm, GemmError, MatMut, MatRef};
