@@ -14,6 +14,7 @@
 //! - [`optim`]: SGD with momentum and Adam updates.
 //! - [`sparse_rows`]: the latents a sparse autoencoder keeps, by row and by latent.
 //! - [`topk`]: top-k, batch top-k, threshold and masked selection fused with bias and ReLU.
+//! - [`sparse`]: sparse-times-dense products of the kept latents with a decoder's rows.
 //! - [`mod@gemm`]: validated strided `C <- alpha A B + beta C`, register-tiled for the
 //!   products of training and inference, through `matrixmultiply` for larger ones.
 //!
@@ -32,6 +33,7 @@ pub mod math;
 pub mod optim;
 pub mod output;
 pub mod reduce;
+pub mod sparse;
 pub mod sparse_rows;
 pub mod sparsity;
 pub mod topk;
