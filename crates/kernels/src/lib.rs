@@ -15,6 +15,7 @@
 //! - [`sparse_rows`]: the latents a sparse autoencoder keeps, by row and by latent.
 //! - [`topk`]: top-k, batch top-k, threshold and masked selection fused with bias and ReLU.
 //! - [`sparse`]: sparse-times-dense products of the kept latents with a decoder's rows.
+//! - [`unit_norm`]: row norms, normalisation and the gradient projection for unit rows.
 //! - [`mod@gemm`]: validated strided `C <- alpha A B + beta C`, register-tiled for the
 //!   products of training and inference, through `matrixmultiply` for larger ones.
 //!
@@ -37,6 +38,7 @@ pub mod sparse;
 pub mod sparse_rows;
 pub mod sparsity;
 pub mod topk;
+pub mod unit_norm;
 
 pub use activation::Activation;
 pub use gemm::{gemm, GemmError, MatMut, MatRef};
