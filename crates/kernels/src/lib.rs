@@ -14,13 +14,18 @@
 //! - [`gather`]: u8 rows of a memory-mapped dataset to a scaled f32 batch.
 //! - [`reduce`]: column sums (bias gradients), sums, `y += alpha x`.
 //! - [`optim`]: SGD with momentum and Adam updates.
+//! - [`sparse_rows`]: the latents a sparse autoencoder keeps, by row and by latent.
+//! - [`topk`]: top-k, batch top-k, threshold and masked selection fused with bias and ReLU.
+//! - [`sparse`]: sparse-times-dense products of the kept latents with a decoder's rows.
+//! - [`unit_norm`]: row norms, normalisation and the gradient projection for unit rows.
 //! - [`matrix`]: strided matrix views ([`MatRef`], [`MatMut`]), validated when built, that
 //!   split by rows or columns for threads.
 //! - [`mod@gemm`]: `C <- alpha A B + beta C` on those views, register-tiled for the
 //!   products of training and inference, through `matrixmultiply` for larger ones.
 //!
-//! No kernel allocates, except the GEMM's per-thread buffer on a thread's first product
-//! and `matrixmultiply`'s packing buffers. Shape preconditions are checked up front and violations panic
+//! No kernel allocates, except the GEMM's per-thread buffer on a thread's first product,
+//! `matrixmultiply`'s packing buffers, and the selections' caller-owned `SelectScratch`
+//! and `SparseRows`, which grow until they have held the largest batch. Shape preconditions are checked up front and violations panic
 //! with a message naming the kernel (GEMM returns an error instead).
 
 #![warn(missing_docs)]
@@ -37,7 +42,11 @@ pub mod optim;
 pub mod output;
 pub mod reduce;
 pub mod select;
+pub mod sparse;
+pub mod sparse_rows;
 pub mod sparsity;
+pub mod topk;
+pub mod unit_norm;
 
 pub use activation::Activation;
 pub use gemm::{gemm, GemmError};
