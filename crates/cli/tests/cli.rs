@@ -210,20 +210,24 @@ fn a_top_k_coding_layer_keeps_at_most_k_active_units() {
     .0;
     assert!(info.contains("keeps the 3 largest"), "{info}");
     // The codes written by `encode` hold at most k nonzero values a row.
+    let model = run.join("model.safetensors");
+    let images = data.path().join("train-images-idx3-ubyte");
+    let encode = |output: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "encode",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            images.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let r = sae(&args);
+        assert!(r.status.success(), "{:?}", text(&r));
+    };
     let codes = out.path().join("codes.npy");
-    let encode = sae(&[
-        "encode",
-        "--model",
-        run.join("model.safetensors").to_str().unwrap(),
-        "--input",
-        data.path()
-            .join("train-images-idx3-ubyte")
-            .to_str()
-            .unwrap(),
-        "--output",
-        codes.to_str().unwrap(),
-    ]);
-    assert!(encode.status.success(), "{:?}", text(&encode));
+    encode(&codes, &[]);
     let codes = nn::Dataset::open(&codes, None).unwrap();
     let mut row = vec![0.0; 12];
     for i in 0..codes.len() {
@@ -232,21 +236,7 @@ fn a_top_k_coding_layer_keeps_at_most_k_active_units() {
     }
 
     // --top: each row's active codes, largest first, the same values as the dense codes.
-    let top = out.path().join("top");
-    let encode = sae(&[
-        "encode",
-        "--model",
-        run.join("model.safetensors").to_str().unwrap(),
-        "--input",
-        data.path()
-            .join("train-images-idx3-ubyte")
-            .to_str()
-            .unwrap(),
-        "--output",
-        top.to_str().unwrap(),
-        "--top",
-    ]);
-    assert!(encode.status.success(), "{:?}", text(&encode));
+    encode(&out.path().join("top"), &["--top"]);
     // A version 1.0 .npy: the header's length at bytes 8-9, the data after it.
     let npy = |suffix: &str| -> (String, Vec<[u8; 4]>) {
         let bytes = std::fs::read(out.path().join(format!("top{suffix}"))).unwrap();
