@@ -78,6 +78,10 @@ pub struct ModelConfig {
     pub penalty: Penalty,
     /// Reconstruction loss.
     pub loss: Loss,
+    /// What makes the model a sparse autoencoder of interpretability research, if it is
+    /// one (see [`crate::sae`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sae: Option<crate::sae::SaeConfig>,
 }
 
 impl ModelConfig {
@@ -137,6 +141,7 @@ impl ModelConfig {
             coding: Coding::Plain,
             penalty,
             loss,
+            sae: None,
         }
     }
 
@@ -230,6 +235,9 @@ impl ModelConfig {
             .validate(coding.units, coding.activation)
             .map_err(ModelError::Invalid)?;
         self.penalty.validate().map_err(ModelError::Invalid)?;
+        if let Some(sae) = &self.sae {
+            self.validate_sae(sae).map_err(ModelError::Invalid)?;
+        }
         if self.loss == Loss::Bce && last.activation != Activation::Sigmoid {
             return invalid(format!(
                 "binary cross-entropy needs a sigmoid output layer, found {}",

@@ -201,8 +201,17 @@ impl Autoencoder {
             let x = &mut x[..rows * width];
             data.gather_range(start..start + rows, x);
             self.forward(x, rows, &mut acts);
+            let sae = self.config().sae;
+            if sae.is_some() {
+                let last = self.layer_count() - 1;
+                self.finish_output(&mut acts.outputs[last][..rows * width]);
+            }
             let (stats, penalty) = self.batch_loss(x, rows, &acts, &mut scratch);
-            sums.loss += self.plan().batch_loss(&stats, penalty, rows) * rows as f64;
+            sums.loss += match sae {
+                // An SAE's loss: the squared error of a scaled row, summed over the row.
+                Some(sae) => stats.loss_sum * f64::from(sae.input_scale).powi(2),
+                None => self.plan().batch_loss(&stats, penalty, rows) * rows as f64,
+            };
             sums.rounded_equal += stats.rounded_equal;
             let coding = &acts.outputs[self.config().coding_layer][..rows * units];
             sums.coding += kernels::reduce::sum(coding);
@@ -261,6 +270,11 @@ impl Autoencoder {
         let activation = self.config().layers[last].activation;
         if self.plan().layer(last).stored != activation {
             activation_forward(activation, out);
+        }
+        // An SAE reconstructs the scaled row: back to the input's units.
+        if let Some(sae) = &self.config().sae {
+            let unscale = 1.0 / sae.input_scale;
+            out.iter_mut().for_each(|v| *v *= unscale);
         }
     }
 

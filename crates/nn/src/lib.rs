@@ -19,6 +19,8 @@
 //! - `team` (internal): plain SGD epochs run by threads that each own a part of every
 //!   layer, meeting at barriers.
 //! - `barrier` (internal): the spinning barrier the team meets at.
+//! - [`sae`]: the sparse autoencoders of interpretability (TopK, ReLU+L1): their
+//!   configuration, initialisation and sparse training step.
 //! - [`synthetic`]: rows built from known sparse features, and how well a decoder
 //!   recovers them; [`geometric_median`]: Weiszfeld's iteration.
 //! - [`checkpoint`]: safetensors save and load.
@@ -45,6 +47,7 @@ pub mod optimizer;
 pub mod parallel;
 pub mod params;
 pub mod penalty;
+pub mod sae;
 pub mod source;
 mod step;
 pub mod synthetic;

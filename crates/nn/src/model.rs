@@ -38,6 +38,8 @@ pub struct Activations {
     /// Layer outputs, `capacity x units` each. The output layer holds logits when the
     /// loss is BCE (the sigmoid is fused into the loss).
     pub outputs: Vec<Vec<f32>>,
+    /// A sparse autoencoder's prepared input (`s x - b_dec`); empty for other models.
+    sae_input: Vec<f32>,
 }
 
 impl Activations {
@@ -50,6 +52,10 @@ impl Activations {
                 .iter()
                 .map(|l| vec![0.0; capacity * l.units])
                 .collect(),
+            sae_input: match config.sae {
+                Some(_) => vec![0.0; capacity * config.input_width()],
+                None => Vec::new(),
+            },
         }
     }
 
@@ -285,7 +291,24 @@ impl Autoencoder {
             let spec = layer.spec;
             let (before, rest) = acts.outputs.split_at_mut(l);
             let prev: &[f32] = if l == range.start {
-                &input[..rows * spec.inputs]
+                let input = &input[..rows * spec.inputs];
+                match &self.config.sae {
+                    Some(sae) if l == 0 => {
+                        // An SAE encodes the scaled row, less b_dec where it says so.
+                        let prepared = &mut acts.sae_input[..input.len()];
+                        let b_dec = self.layer(1).bias;
+                        for ((p, &v), &b) in
+                            prepared.iter_mut().zip(input).zip(b_dec.iter().cycle())
+                        {
+                            *p = v * sae.input_scale;
+                            if sae.apply_b_dec_to_input {
+                                *p -= b;
+                            }
+                        }
+                        prepared
+                    }
+                    _ => input,
+                }
             } else {
                 &before[l - 1][..rows * spec.inputs]
             };

@@ -61,6 +61,15 @@ impl Optimizer {
         }
     }
 
+    /// The same optimizer at learning rate `lr` (a schedule's step).
+    pub fn with_learning_rate(&self, lr: f32) -> Self {
+        let mut scaled = *self;
+        match &mut scaled {
+            Self::Sgd { lr: rate, .. } | Self::Adam { lr: rate, .. } => *rate = lr,
+        }
+        scaled
+    }
+
     /// Whether the update is the plain `w -= lr g` that fuses into the GEMM.
     pub fn is_plain_sgd(&self) -> bool {
         matches!(self, Self::Sgd { momentum, .. } if *momentum == 0.0)

@@ -53,3 +53,68 @@ fn a_top_k_autoencoder_recovers_the_features_of_synthetic_rows() {
     assert!(before < 0.7, "{before}");
     assert!(found > 0.95, "{found}");
 }
+
+/// Trains an SAE of `arch` on the synthetic rows; returns `(fvu, l0, dead, recovery)`.
+fn train_sae(sae: nn::sae::SaeConfig, epochs: usize) -> (f64, f64, usize, f64) {
+    let spec = SuperpositionSpec {
+        dim: 32,
+        features: 48,
+        rows: 24_000,
+        active: 3.0,
+        noise: 0.01,
+        seed: 3,
+    };
+    let truth = superposition(spec);
+    let data = Dataset::from_f32(truth.rows.clone(), spec.dim);
+    let (train, valid) = data.split_tail(2000).unwrap();
+    let latents = 96;
+    let sample = &truth.rows[..4096 * spec.dim];
+    let sae = nn::sae::SaeConfig {
+        input_scale: nn::sae::input_scale(sample, spec.dim),
+        ..sae
+    };
+    let config = ModelConfig::sae(spec.dim, latents, sae);
+    let model = Autoencoder::new_sae(config, 1, sample).unwrap();
+    let settings = TrainConfig {
+        epochs,
+        batch_size: 64,
+        shuffle: true,
+        seed: 1,
+        optimizer: Optimizer::adam(2e-4 * (16384.0f32 / latents as f32).sqrt()),
+        threads: 2,
+    };
+    let mut trainer = Trainer::new(model, settings).unwrap();
+    assert_eq!(trainer.engine(), nn::Engine::Sparse);
+    let history = trainer.fit(&train, Some(&valid), &mut ()).unwrap().to_vec();
+    let last = history.last().unwrap();
+    let found = recovery(&truth.features, trainer.model().layer(1).weight, spec.dim);
+    let result = (
+        last.fvu.unwrap(),
+        last.l0.unwrap(),
+        last.dead_latents.unwrap(),
+        found,
+    );
+    eprintln!("{:?}: fvu, l0, dead, recovery = {result:?}", sae.arch);
+    result
+}
+
+#[test]
+fn a_topk_sae_recovers_the_features_of_synthetic_rows() {
+    let mut sae = nn::sae::SaeConfig::topk(4, 32);
+    sae.lr_warmup_steps = 100;
+    sae.dead_after_rows = 20_000;
+    let (fvu, l0, _, found) = train_sae(sae, 6);
+    assert!(l0 <= 4.0);
+    assert!(fvu < 0.1, "{fvu}");
+    assert!(found > 0.95, "{found}");
+}
+
+#[test]
+fn a_relu_sae_recovers_the_features_of_synthetic_rows() {
+    let mut sae = nn::sae::SaeConfig::relu(0.5, 200);
+    sae.lr_warmup_steps = 100;
+    let (fvu, l0, _, found) = train_sae(sae, 6);
+    assert!(fvu < 0.2, "{fvu}");
+    assert!(l0 < 20.0, "{l0}");
+    assert!(found > 0.9, "{found}");
+}

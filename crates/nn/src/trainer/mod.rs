@@ -32,6 +32,7 @@ use crate::loss::Loss;
 use crate::model::Autoencoder;
 use crate::optimizer::OptimizerState;
 use crate::parallel::Threads;
+use crate::sae::{DeadLatents, SaeStep};
 use crate::team::{self, Epoch, Team};
 use forked::Workspace;
 use kernels::output::OutputStats;
@@ -57,8 +58,19 @@ pub enum Engine {
     /// barriers: plain SGD on batches of up to 1024 rows, models with an even number
     /// of dense layers and no other parameters.
     Team,
-    /// Each product split across the threads and joined: any model and optimizer.
+    /// Each product split across the threads and joined: any model but a sparse
+    /// autoencoder, any optimizer.
     Forked,
+    /// A sparse autoencoder's step ([`crate::sae`]): the encoder's product split across
+    /// the threads, then only the kept latents; the one engine for those models.
+    Sparse,
+}
+
+/// The sparse engine's state: its buffers, the dead latents' counts, the batch.
+struct SparseEngine {
+    step: SaeStep,
+    dead: DeadLatents,
+    batch: Vec<f32>,
 }
 
 /// Trains an [`Autoencoder`] and keeps its optimizer state and history.
@@ -69,6 +81,7 @@ pub struct Trainer {
     state: OptimizerState,
     work: Workspace,
     team: Option<Team>,
+    sparse: Option<SparseEngine>,
     history: Vec<EpochMetrics>,
     position: Option<EpochPosition>,
 }
@@ -77,7 +90,9 @@ impl Trainer {
     /// A trainer for `model` on the engine that runs it fastest (the team where it can,
     /// the forked step otherwise); allocates every buffer a step needs.
     pub fn new(model: Autoencoder, config: TrainConfig) -> Result<Self, TrainError> {
-        let engine = if team_runs(&model, &config) {
+        let engine = if model.config().sae.is_some() {
+            Engine::Sparse
+        } else if team_runs(&model, &config) {
             Engine::Team
         } else {
             Engine::Forked
@@ -99,13 +114,33 @@ impl Trainer {
                  with an even number of dense layers and no other parameters; this is not one"
             )));
         }
+        let sae = model.config().sae.is_some();
+        if sae != (engine == Engine::Sparse) {
+            return Err(TrainError::Invalid(
+                "sparse autoencoders train on the sparse engine, and only they do".into(),
+            ));
+        }
         let state = OptimizerState::new(&config.optimizer, model.parameters());
         let threads = Threads::new(config.threads)?;
         let team =
             (engine == Engine::Team).then(|| Team::new(&model, threads.count(), config.batch_size));
-        // A team keeps its step buffers in its parts; the forked step's would go unused.
-        let step_rows = if team.is_some() { 0 } else { config.batch_size };
-        let work = Workspace::new(&model, step_rows, !config.optimizer.is_plain_sgd());
+        let sparse = sae.then(|| SparseEngine {
+            step: SaeStep::new(&model, config.batch_size),
+            dead: DeadLatents::new(model.coding_width()),
+            batch: Vec::new(),
+        });
+        // The team and the sparse engine keep their own step buffers; the forked step's
+        // would go unused.
+        let step_rows = if engine == Engine::Forked {
+            config.batch_size
+        } else {
+            0
+        };
+        let work = Workspace::new(
+            &model,
+            step_rows,
+            engine == Engine::Forked && !config.optimizer.is_plain_sgd(),
+        );
         Ok(Self {
             model,
             config,
@@ -113,6 +148,7 @@ impl Trainer {
             state,
             work,
             team,
+            sparse,
             history: Vec::new(),
             position: None,
         })
@@ -122,6 +158,8 @@ impl Trainer {
     pub fn engine(&self) -> Engine {
         if self.team.is_some() {
             Engine::Team
+        } else if self.sparse.is_some() {
+            Engine::Sparse
         } else {
             Engine::Forked
         }
@@ -165,6 +203,14 @@ impl Trainer {
         };
         trainer.history = state.history;
         trainer.position = state.position;
+        if let (Some(sparse), Some(dead)) = (trainer.sparse.as_mut(), state.dead_latents) {
+            if dead.rows_since_fired.len() != trainer.model.coding_width() {
+                return Err(TrainError::Invalid(
+                    "the dead latents' counts do not fit the model".into(),
+                ));
+            }
+            sparse.dead = dead;
+        }
         Ok(trainer)
     }
 
@@ -187,6 +233,7 @@ impl Trainer {
             history: self.history.clone(),
             position: self.position,
             optimizer_iterations: self.state.iterations,
+            dead_latents: self.sparse.as_ref().map(|s| s.dead.clone()),
         }
     }
 
@@ -309,6 +356,9 @@ impl Trainer {
                 };
                 team.train(&self.threads, &mut self.model, &epoch_steps, &mut step_end)
             }
+            None if self.sparse.is_some() => {
+                self.train_sparse_steps(train, first_step..steps, &mut tally)
+            }
             None => self.train_steps(train, first_step..steps, &mut tally),
         };
         self.position = tally.stopped_at.take();
@@ -360,6 +410,51 @@ impl Trainer {
                 &mut self.state,
             );
             tally.step_end(step, rows, stats, penalty)?;
+        }
+        Ok(())
+    }
+}
+
+impl Trainer {
+    /// Steps `steps` of the epoch of a sparse autoencoder, with its learning-rate
+    /// warm-up.
+    fn train_sparse_steps(
+        &mut self,
+        train: &Dataset,
+        steps: Range<usize>,
+        tally: &mut EpochTally<'_>,
+    ) -> Result<(), TrainError> {
+        let batch = self.config.batch_size;
+        let sparse = self.sparse.as_mut().expect("a sparse engine");
+        let warmup = self.model.config().sae.map_or(0, |s| s.lr_warmup_steps);
+        for step in steps {
+            let start = step * batch;
+            let rows = batch.min(train.len() - start);
+            let taken = self.state.iterations;
+            let lr_scale = if warmup == 0 {
+                1.0
+            } else {
+                ((taken + 1) as f32 / warmup as f32).min(1.0)
+            };
+            let stats = sparse.step.train(
+                &self.threads,
+                &mut self.model,
+                train,
+                &self.work.order[start..start + rows],
+                &mut sparse.batch,
+                &self.config.optimizer,
+                lr_scale,
+                &mut self.state,
+                &mut sparse.dead,
+            );
+            // The loss of an SAE is per row (summed over its values), as its trainers
+            // report it.
+            let width = self.model.input_width() as f64;
+            let output = OutputStats {
+                loss_sum: stats.squared_error * width,
+                ..OutputStats::default()
+            };
+            tally.step_end(step, rows, output, stats.penalty)?;
         }
         Ok(())
     }

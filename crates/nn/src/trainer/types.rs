@@ -132,6 +132,9 @@ pub struct TrainerState {
     pub position: Option<EpochPosition>,
     /// Optimizer steps taken (Adam's `t`).
     pub optimizer_iterations: u64,
+    /// A sparse autoencoder's counts of the rows since each latent fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_latents: Option<crate::sae::DeadLatents>,
 }
 
 /// Whether training should go on.

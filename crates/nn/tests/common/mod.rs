@@ -89,6 +89,7 @@ pub fn case() -> impl Strategy<Value = Case> {
                     coding,
                     penalty,
                     loss,
+                    sae: None,
                 };
                 let bias_count: usize = config.layers.iter().map(|l| l.units).sum();
                 (

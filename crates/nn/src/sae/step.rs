@@ -1,0 +1,486 @@
+//! One training step of a sparse autoencoder, sparse after the encoder's product: the
+//! dense `Z = X' W_enc` (a GEMM, split across the threads), then only the kept latents
+//! enter the decoder, the latents' gradients and the weight gradients (gathers and
+//! scatters of `k` rows per sample, `crates/kernels`' `topk` and `sparse`).
+//!
+//! With `t = s x` (the scaled row), `x' = t - b_dec` (or `t`), `f` the code and
+//! `x^ = f W_dec + b_dec`, the loss of a batch of `B` rows is
+//! `(1/B) sum_b |x^_b - t_b|^2` plus:
+//! - `topk`, AuxK: with the residual `r = t - x^` (a constant), `e^` the reconstruction
+//!   of `r` by the `k_aux` largest activations of the dead latents (no bias),
+//!   `c * sum |e^ - r|^2 / sum |r - mean(r)|^2`;
+//! - `relu`: `(lambda_t / B) sum_b sum_j f_bj |W_dec,j|`, `lambda_t` warmed up linearly.
+//!
+//! `tests/sae.rs` checks these gradients against central differences of an f64 model.
+
+use super::{Arch, SaeConfig};
+use crate::dataset::Dataset;
+use crate::model::Autoencoder;
+use crate::optimizer::{Optimizer, OptimizerState};
+use crate::parallel::Threads;
+use crate::params::Parameters;
+use kernels::sparse::{dots_at_entries, scatter_outer_add, sparse_times_dense, sum_by_latent};
+use kernels::sparse_rows::{LatentIndex, SparseRows};
+use kernels::topk::{threshold_rows, top_k_rows_among, top_k_rows_relu_in_place};
+use kernels::topk::{SelectScratch, Threshold};
+use kernels::unit_norm::{normalize_rows, remove_parallel_component, row_norms};
+use kernels::{Layout, MatMut, MatRef};
+use serde::{Deserialize, Serialize};
+
+/// For each latent, the training rows since it last fired: the dead latents are those
+/// past [`SaeConfig::dead_after_rows`]. Saved with a run, so a resumed run sees the same.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeadLatents {
+    /// Rows since each latent last fired.
+    pub rows_since_fired: Vec<u64>,
+}
+
+impl DeadLatents {
+    /// Every one of `latents` fresh.
+    pub fn new(latents: usize) -> Self {
+        Self {
+            rows_since_fired: vec![0; latents],
+        }
+    }
+
+    /// The latents that have not fired in `after` rows, in increasing order, into `out`.
+    fn dead_into(&self, after: u64, out: &mut Vec<u32>) {
+        out.clear();
+        out.extend(
+            (0..self.rows_since_fired.len() as u32)
+                .filter(|&j| self.rows_since_fired[j as usize] >= after),
+        );
+    }
+
+    /// How many latents have not fired in `after` rows.
+    pub fn count(&self, after: u64) -> usize {
+        self.rows_since_fired
+            .iter()
+            .filter(|&&r| r >= after)
+            .count()
+    }
+
+    fn record(&mut self, codes: &SparseRows, rows: usize, counts: &mut [u32]) {
+        codes.count_latents(counts);
+        for (since, &fired) in self.rows_since_fired.iter_mut().zip(counts.iter()) {
+            *since = if fired > 0 { 0 } else { *since + rows as u64 };
+        }
+    }
+}
+
+/// What one step measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepStats {
+    /// `sum_b |x^_b - t_b|^2` over the batch.
+    pub squared_error: f64,
+    /// The penalty terms (AuxK, L1), already in the loss's units.
+    pub penalty: f64,
+    /// Latents kept, summed over the rows.
+    pub active: usize,
+}
+
+/// The buffers of an SAE's step, sized for a batch once.
+pub struct SaeStep {
+    rows: usize,
+    target: Vec<f32>,
+    input: Vec<f32>,
+    z: Vec<f32>,
+    codes: SparseRows,
+    index: LatentIndex,
+    scratch: SelectScratch,
+    recon: Vec<f32>,
+    dout: Vec<f32>,
+    dvalues: Vec<f32>,
+    aux_codes: SparseRows,
+    aux_index: LatentIndex,
+    aux_recon: Vec<f32>,
+    aux_dvalues: Vec<f32>,
+    dead: Vec<u32>,
+    encoder_t: Vec<f32>,
+    norms: Vec<f32>,
+    counts: Vec<u32>,
+    /// The gradient of the last step, under the parameters' names.
+    pub grads: Parameters,
+}
+
+fn sae_of(model: &Autoencoder) -> SaeConfig {
+    model.config().sae.expect("an SAE model")
+}
+
+impl SaeStep {
+    /// Buffers for `model` (an SAE) and batches of up to `rows` rows.
+    pub fn new(model: &Autoencoder, rows: usize) -> Self {
+        let (d, n) = (model.input_width(), model.coding_width());
+        Self {
+            rows,
+            target: vec![0.0; rows * d],
+            input: vec![0.0; rows * d],
+            z: vec![0.0; rows * n],
+            codes: SparseRows::new(n),
+            index: LatentIndex::new(),
+            scratch: SelectScratch::new(),
+            recon: vec![0.0; rows * d],
+            dout: vec![0.0; rows * d],
+            dvalues: Vec::new(),
+            aux_codes: SparseRows::new(n),
+            aux_index: LatentIndex::new(),
+            aux_recon: vec![0.0; rows * d],
+            aux_dvalues: Vec::new(),
+            dead: Vec::new(),
+            encoder_t: vec![0.0; n * d],
+            norms: vec![0.0; n],
+            counts: vec![0; n],
+            grads: model.parameters().zeros_like(),
+        }
+    }
+
+    /// The loss's gradient at the `rows` raw rows `x` into [`SaeStep::grads`], with
+    /// `dead` saying which latents AuxK may use and `step` the optimizer steps taken
+    /// (for the L1 warm-up).
+    pub fn gradients(
+        &mut self,
+        threads: &Threads,
+        model: &Autoencoder,
+        x: &[f32],
+        rows: usize,
+        dead: &DeadLatents,
+        step: u64,
+    ) -> StepStats {
+        assert!(
+            rows <= self.rows,
+            "batch of {rows} exceeds the step's {}",
+            self.rows
+        );
+        let sae = sae_of(model);
+        let (d, n) = (model.input_width(), model.coding_width());
+        let (encoder, decoder) = (model.layer(0), model.layer(1));
+        let (b_enc, b_dec) = (encoder.bias, decoder.bias);
+        let rows_d = Layout::contiguous(rows, d);
+        let rows_n = Layout::contiguous(rows, n);
+        let latents_d = Layout::contiguous(n, d);
+        let scale = 1.0 / rows as f32;
+
+        // Forward: scaled targets, the encoder's input, the product, the selection.
+        let target = &mut self.target[..rows * d];
+        let input = &mut self.input[..rows * d];
+        for ((t, i), (&v, b)) in target
+            .iter_mut()
+            .zip(input.iter_mut())
+            .zip(x.iter().zip(b_dec.iter().cycle()))
+        {
+            *t = v * sae.input_scale;
+            *i = if sae.apply_b_dec_to_input { *t - b } else { *t };
+        }
+        let z = &mut self.z[..rows * n];
+        let a = MatRef::row_major(input, rows, d).expect("sized");
+        let c = MatMut::row_major(z, rows, n).expect("sized");
+        threads
+            .gemm(1.0, a, encoder.weight_view(), 0.0, c)
+            .expect("shapes chain");
+        match sae.arch {
+            Arch::TopK => {
+                let (k, scratch) = (sae.k, &mut self.scratch);
+                top_k_rows_relu_in_place(rows_n, z, b_enc, k, scratch, &mut self.codes);
+            }
+            Arch::Relu => threshold_rows(
+                rows_n,
+                z,
+                b_enc,
+                Threshold::Global(0.0),
+                &mut self.scratch,
+                &mut self.codes,
+            ),
+        }
+        self.index.rebuild(&self.codes);
+        let recon = &mut self.recon[..rows * d];
+        sparse_times_dense(
+            &self.codes,
+            decoder.weight,
+            latents_d,
+            Some(b_dec),
+            recon,
+            rows_d,
+        );
+
+        // The reconstruction's loss and its gradient.
+        let dout = &mut self.dout[..rows * d];
+        let mut squared_error = 0.0f64;
+        for ((g, &r), &t) in dout.iter_mut().zip(recon.iter()).zip(target.iter()) {
+            let e = r - t;
+            squared_error += f64::from(e) * f64::from(e);
+            *g = 2.0 * scale * e;
+        }
+        let mut penalty = 0.0;
+        let nnz = self.codes.nnz();
+        self.dvalues.resize(nnz, 0.0);
+        dots_at_entries(
+            &self.codes,
+            dout,
+            rows_d,
+            decoder.weight,
+            latents_d,
+            &mut self.dvalues,
+        );
+
+        // Zeroed gradients; the decoder's from the reconstruction first. (Taken out of
+        // `self` for the step, so that the AuxK pass can borrow the rest.)
+        let mut grads = std::mem::take(&mut self.grads);
+        for t in grads.iter_mut() {
+            t.values.fill(0.0);
+        }
+        let (enc_w, enc_b, dec_w, dec_b) = grad_tensors(&mut grads);
+        let values = self.codes.values();
+        scatter_outer_add(
+            &self.index,
+            values,
+            dout,
+            rows_d,
+            1.0,
+            0..n,
+            dec_w,
+            latents_d,
+        );
+        for row in dout.chunks_exact(d) {
+            for (g, &v) in dec_b.iter_mut().zip(row) {
+                *g += v;
+            }
+        }
+
+        if sae.arch == Arch::Relu && sae.l1_coefficient > 0.0 {
+            let warm = if sae.l1_warmup_steps == 0 {
+                1.0
+            } else {
+                (step as f32 / sae.l1_warmup_steps as f32).min(1.0)
+            };
+            let lambda = sae.l1_coefficient * warm * scale;
+            row_norms(latents_d, decoder.weight, &mut self.norms);
+            let mut l1 = 0.0f64;
+            for j in 0..n {
+                let (_, entries) = self.index.latent(j);
+                let mut sum = 0.0f32;
+                for &e in entries {
+                    let v = values[e as usize];
+                    sum += v;
+                    self.dvalues[e as usize] += lambda * self.norms[j];
+                }
+                l1 += f64::from(sum) * f64::from(self.norms[j]);
+                if self.norms[j] > 0.0 && sum != 0.0 {
+                    let factor = lambda * sum / self.norms[j];
+                    let w = &decoder.weight[j * d..(j + 1) * d];
+                    for (g, &wv) in dec_w[j * d..(j + 1) * d].iter_mut().zip(w) {
+                        *g += factor * wv;
+                    }
+                }
+            }
+            penalty += f64::from(lambda) * l1;
+        }
+
+        // AuxK: the dead latents' largest activations reconstruct the residual.
+        self.aux_codes.clear(n);
+        self.aux_dvalues.clear();
+        if sae.arch == Arch::TopK && sae.auxk_coefficient > 0.0 {
+            dead.dead_into(sae.dead_after_rows, &mut self.dead);
+            if !self.dead.is_empty() {
+                penalty += self.auxk(&sae, decoder.weight, rows, d, n, dec_w);
+            }
+        }
+
+        // The encoder's gradients: dz = df on the kept (positive) entries.
+        let input = &self.input[..rows * d];
+        self.encoder_t.fill(0.0);
+        let (index, aux_index) = (&self.index, &self.aux_index);
+        let enc_t = &mut self.encoder_t;
+        let with_aux = self.aux_codes.nnz() > 0;
+        scatter_outer_add(
+            index,
+            &self.dvalues,
+            input,
+            rows_d,
+            1.0,
+            0..n,
+            enc_t,
+            latents_d,
+        );
+        if with_aux {
+            let aux = &self.aux_dvalues;
+            scatter_outer_add(aux_index, aux, input, rows_d, 1.0, 0..n, enc_t, latents_d);
+        }
+        for (j, row) in self.encoder_t.chunks_exact(d).enumerate() {
+            for (i, &g) in row.iter().enumerate() {
+                enc_w[i * n + j] = g;
+            }
+        }
+        sum_by_latent(index, &self.dvalues, 1.0, 0..n, enc_b);
+        if with_aux {
+            sum_by_latent(aux_index, &self.aux_dvalues, 1.0, 0..n, enc_b);
+        }
+        if sae.apply_b_dec_to_input {
+            // x' = t - b_dec: b_dec's gradient through the encoder is -W_enc db_enc.
+            for (i, g) in dec_b.iter_mut().enumerate() {
+                let row = &encoder.weight[i * n..(i + 1) * n];
+                let dot: f32 = row.iter().zip(enc_b.iter()).map(|(w, b)| w * b).sum();
+                *g -= dot;
+            }
+        }
+        self.grads = grads;
+        StepStats {
+            squared_error,
+            penalty,
+            active: nnz,
+        }
+    }
+
+    /// AuxK's loss; adds its gradients to `dec_w` and its latent gradients to
+    /// `aux_dvalues` (aligned with `aux_codes`).
+    fn auxk(
+        &mut self,
+        sae: &SaeConfig,
+        decoder: &[f32],
+        rows: usize,
+        d: usize,
+        n: usize,
+        dec_w: &mut [f32],
+    ) -> f64 {
+        let rows_d = Layout::contiguous(rows, d);
+        let latents_d = Layout::contiguous(n, d);
+        let activations = &self.z[..rows * n];
+        let k_aux = sae.k_aux.min(self.dead.len());
+        let rows_n = Layout::contiguous(rows, n);
+        top_k_rows_among(
+            rows_n,
+            activations,
+            &self.dead,
+            k_aux,
+            &mut self.scratch,
+            &mut self.aux_codes,
+        );
+        let aux = &mut self.aux_recon[..rows * d];
+        sparse_times_dense(&self.aux_codes, decoder, latents_d, None, aux, rows_d);
+        // r = t - x^ = -dout * B / 2, kept constant.
+        let (target, recon) = (&self.target[..rows * d], &self.recon[..rows * d]);
+        let mut mean = vec![0.0f64; d];
+        for (t_row, r_row) in target.chunks_exact(d).zip(recon.chunks_exact(d)) {
+            for ((m, &t), &r) in mean.iter_mut().zip(t_row).zip(r_row) {
+                *m += f64::from(t - r) / rows as f64;
+            }
+        }
+        let (mut numerator, mut variance) = (0.0f64, 0.0f64);
+        for ((t_row, r_row), a_row) in target
+            .chunks_exact(d)
+            .zip(recon.chunks_exact(d))
+            .zip(aux.chunks_exact(d))
+        {
+            for (((&t, &r), &a), &m) in t_row.iter().zip(r_row).zip(a_row).zip(&mean) {
+                let residual = f64::from(t - r);
+                numerator += (f64::from(a) - residual).powi(2);
+                variance += (residual - m).powi(2);
+            }
+        }
+        if variance <= 0.0 {
+            self.aux_codes.clear(n);
+            return 0.0;
+        }
+        let loss = f64::from(sae.auxk_coefficient) * numerator / variance;
+        if self.aux_codes.nnz() == 0 {
+            // No dead latent is active: the loss is a constant, with no gradient.
+            self.aux_codes.clear(n);
+            return loss;
+        }
+        let factor = (2.0 * f64::from(sae.auxk_coefficient) / variance) as f32;
+        // The gradient of AuxK's loss with respect to e^, in place of e^.
+        for ((a_row, t_row), r_row) in aux
+            .chunks_exact_mut(d)
+            .zip(target.chunks_exact(d))
+            .zip(recon.chunks_exact(d))
+        {
+            for ((a, &t), &r) in a_row.iter_mut().zip(t_row).zip(r_row) {
+                *a = factor * (*a - (t - r));
+            }
+        }
+        self.aux_dvalues.resize(self.aux_codes.nnz(), 0.0);
+        dots_at_entries(
+            &self.aux_codes,
+            aux,
+            rows_d,
+            decoder,
+            latents_d,
+            &mut self.aux_dvalues,
+        );
+        self.aux_index.rebuild(&self.aux_codes);
+        let values = self.aux_codes.values();
+        scatter_outer_add(
+            &self.aux_index,
+            values,
+            aux,
+            rows_d,
+            1.0,
+            0..n,
+            dec_w,
+            latents_d,
+        );
+        f64::from(sae.auxk_coefficient) * numerator / variance
+    }
+
+    /// One optimizer step on the rows at positions `batch` of `order` in `train`: the
+    /// gradients, the decoder's projection, the update at `lr_scale` times the
+    /// optimizer's rate, the renormalisation, and the dead latents' counts.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn train(
+        &mut self,
+        threads: &Threads,
+        model: &mut Autoencoder,
+        train: &Dataset,
+        rows: &[usize],
+        x: &mut Vec<f32>,
+        optimizer: &Optimizer,
+        lr_scale: f32,
+        state: &mut OptimizerState,
+        dead: &mut DeadLatents,
+    ) -> StepStats {
+        let sae = sae_of(model);
+        let (d, n) = (model.input_width(), model.coding_width());
+        x.resize(rows.len() * d, 0.0);
+        train.gather(rows, x);
+        let stats = self.gradients(threads, model, x, rows.len(), dead, state.iterations);
+        let latents_d = Layout::contiguous(n, d);
+        if sae.unit_norm_decoder {
+            let (_, _, dec_w, _) = grad_tensors(&mut self.grads);
+            remove_parallel_component(latents_d, model.layer(1).weight, dec_w);
+        }
+        state.advance();
+        let scaled = optimizer.with_learning_rate(optimizer.learning_rate() * lr_scale);
+        let params = model.parameters_mut().iter_mut();
+        for (slot, (param, grad)) in params.zip(self.grads.iter()).enumerate() {
+            state.apply(&scaled, slot, &grad.values, &mut param.values);
+        }
+        if sae.unit_norm_decoder {
+            normalize_rows(latents_d, model.layer_mut(1).weight);
+        }
+        dead.record(&self.codes, rows.len(), &mut self.counts);
+        stats
+    }
+}
+
+/// The four gradient tensors, mutable: `(W_enc, b_enc, W_dec, b_dec)`.
+fn grad_tensors(grads: &mut Parameters) -> (&mut [f32], &mut [f32], &mut [f32], &mut [f32]) {
+    let mut tensors = grads.iter_mut();
+    let mut next = || tensors.next().expect("four tensors").values.as_mut_slice();
+    (next(), next(), next(), next())
+}
+
+/// The SAE's loss (reconstruction plus penalties, as [`SaeStep::gradients`] defines it)
+/// at `rows` raw rows `x`, and its gradient, leaving the model unchanged.
+pub fn loss_and_gradients(
+    model: &Autoencoder,
+    x: &[f32],
+    rows: usize,
+    dead: &DeadLatents,
+    step: u64,
+) -> (f64, Parameters) {
+    let mut work = SaeStep::new(model, rows);
+    let stats = work.gradients(&Threads::sequential(), model, x, rows, dead, step);
+    (
+        stats.squared_error / rows as f64 + stats.penalty,
+        work.grads,
+    )
+}
