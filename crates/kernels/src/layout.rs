@@ -53,10 +53,12 @@ impl Layout {
         }
     }
 
-    /// The index range of row `i` in the slice.
+    /// The index range of row `i` in the slice. Rows of no columns are `0..0`: a
+    /// matrix without columns needs no elements ([`Layout::required_len`]), so its rows
+    /// must index even an empty slice.
     #[inline(always)]
     pub fn row(&self, i: usize) -> core::ops::Range<usize> {
-        let start = i * self.row_stride;
+        let start = if self.cols == 0 { 0 } else { i * self.row_stride };
         start..start + self.cols
     }
 
@@ -76,5 +78,21 @@ impl Layout {
             self.cols,
             self.row_stride
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Layout;
+
+    #[test]
+    fn rows_of_a_matrix_without_columns_index_an_empty_slice() {
+        let empty: [f32; 0] = [];
+        let layout = Layout::strided(4, 0, 3);
+        assert_eq!(layout.required_len(), 0);
+        for i in 0..4 {
+            assert!(empty[layout.row(i)].is_empty());
+        }
+        assert_eq!(Layout::strided(3, 2, 5).row(2), 10..12);
     }
 }
