@@ -88,15 +88,18 @@ pub struct TrainArgs {
     /// Passes over the training set [default: 10]; with --resume, the new total.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub epochs: Option<u32>,
-    /// Samples per training step.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub batch_size: u32,
-    /// Learning rate (default: 1.0 for sgd and momentum, 0.001 for adam).
+    /// Samples per training step [default: 32; 4096 with --arch].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub batch_size: Option<u32>,
+    /// Learning rate (default: 1.0 for sgd and momentum, 0.001 for adam; with --arch,
+    /// 2e-4 / sqrt(latents / 16384)).
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
-    /// Optimizer.
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
-    pub optimizer: OptimizerKind,
+    /// Optimizer [default: sgd; adam with --arch].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    #[command(flatten)]
+    pub sae: SaeArgs,
     /// Sparsity penalty on the coding layer.
     #[arg(long, value_enum, default_value_t = SparsityKind::Kl)]
     pub sparsity: SparsityKind,
@@ -147,6 +150,45 @@ pub struct TrainArgs {
     /// No progress bars or epoch lines; errors only.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ArchKind {
+    /// ReLU codes with an L1 penalty weighted by the decoder rows' norms.
+    Relu,
+    /// The k largest ReLU codes of each row, with AuxK.
+    Topk,
+}
+
+/// A sparse autoencoder of interpretability research, on rows of floats.
+#[derive(Args, Debug)]
+pub struct SaeArgs {
+    /// Train a sparse autoencoder of this architecture (one hidden layer of --latents,
+    /// a linear decoder, MSE, Adam; see README). --layers, --decoder, --top-k,
+    /// --sparsity and --loss describe the book's models and do not apply.
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchKind>,
+    /// Latents [default: 8 x the input width].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), requires = "arch")]
+    pub latents: Option<u32>,
+    /// topk: latents kept per row [default: 32, or --latents if fewer].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), requires = "arch")]
+    pub k: Option<u32>,
+    /// relu: the L1 coefficient [default: 5].
+    #[arg(long, allow_negative_numbers = true, requires = "arch")]
+    pub l1_coefficient: Option<f32>,
+    /// relu: steps over which the L1 coefficient rises from 0 [default: 2000].
+    #[arg(long, requires = "arch")]
+    pub l1_warmup: Option<u64>,
+    /// topk: the AuxK loss's coefficient, 0 for none [default: 1/32].
+    #[arg(long, allow_negative_numbers = true, requires = "arch")]
+    pub auxk_coefficient: Option<f32>,
+    /// topk: a latent that has not fired for this many rows is dead [default: 10000000].
+    #[arg(long, value_name = "ROWS", requires = "arch")]
+    pub dead_after: Option<u64>,
+    /// Steps over which the learning rate rises from 0 [default: 1000].
+    #[arg(long, value_name = "STEPS", requires = "arch")]
+    pub lr_warmup: Option<u64>,
 }
 
 #[derive(Args, Debug)]

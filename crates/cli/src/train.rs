@@ -1,9 +1,10 @@
 //! `sae train`: the reference run by default, with its files and pictures.
 
-use crate::args::{LossKind, OptimizerKind, SparsityKind, TrainArgs};
+use crate::args::{ArchKind, LossKind, OptimizerKind, SparsityKind, TrainArgs};
 use crate::{data, plots, progress};
 use anyhow::{bail, Context, Result};
 use nn::config::{format_layers, parse_layers};
+use nn::sae::SaeConfig;
 use nn::{
     Autoencoder, Coding, Control, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig,
     TrainError, Trainer,
@@ -17,6 +18,9 @@ use std::time::Instant;
 
 /// The model and training settings the flags describe, checked before any data is read.
 pub fn configs(args: &TrainArgs, inputs: usize) -> Result<(ModelConfig, TrainConfig)> {
+    if let Some(arch) = args.sae.arch {
+        return sae_configs(args, arch, inputs);
+    }
     let encoder = parse_layers(&args.layers).map_err(|e| anyhow::anyhow!("--layers: {e}"))?;
     let decoder = args
         .decoder
@@ -60,27 +64,73 @@ pub fn configs(args: &TrainArgs, inputs: usize) -> Result<(ModelConfig, TrainCon
         model.coding = Coding::TopK { k: k as usize };
     }
     model.validate().context("--layers/--decoder/--top-k")?;
-    let optimizer = match args.optimizer {
+    let batch_size = args.batch_size.unwrap_or(32) as usize;
+    let optimizer = optimizer(args, OptimizerKind::Sgd, 1e-3)?;
+    Ok((model, train_config(args, batch_size, optimizer)))
+}
+
+/// The settings of a sparse autoencoder (SAE.md's defaults where a flag is absent).
+fn sae_configs(
+    args: &TrainArgs,
+    arch: ArchKind,
+    inputs: usize,
+) -> Result<(ModelConfig, TrainConfig)> {
+    let flags = &args.sae;
+    let latents = flags.latents.map_or(8 * inputs, |n| n as usize);
+    let mut sae = match arch {
+        ArchKind::Topk => {
+            let k = flags.k.map_or(32.min(latents), |k| k as usize);
+            SaeConfig::topk(k, inputs)
+        }
+        ArchKind::Relu => SaeConfig::relu(
+            flags.l1_coefficient.unwrap_or(5.0),
+            flags.l1_warmup.unwrap_or(2000),
+        ),
+    };
+    if let Some(c) = flags.auxk_coefficient {
+        sae.auxk_coefficient = c;
+    }
+    if let Some(rows) = flags.dead_after {
+        sae.dead_after_rows = rows;
+    }
+    if let Some(steps) = flags.lr_warmup {
+        sae.lr_warmup_steps = steps;
+    }
+    let model = ModelConfig::sae(inputs, latents, sae);
+    model.validate().context("--arch")?;
+    let batch_size = args.batch_size.unwrap_or(4096) as usize;
+    let lr = 2e-4 / (latents as f32 / 16384.0).sqrt();
+    let optimizer = optimizer(args, OptimizerKind::Adam, lr)?;
+    Ok((model, train_config(args, batch_size, optimizer)))
+}
+
+/// The optimizer the flags ask for: `default` when none, `adam_lr` for Adam unless
+/// `--lr` says otherwise.
+fn optimizer(args: &TrainArgs, default: OptimizerKind, adam_lr: f32) -> Result<Optimizer> {
+    let optimizer = match args.optimizer.unwrap_or(default) {
         OptimizerKind::Sgd => Optimizer::sgd(args.lr.unwrap_or(1.0)),
         OptimizerKind::Momentum => Optimizer::Sgd {
             lr: args.lr.unwrap_or(1.0),
             momentum: 0.9,
             nesterov: false,
         },
-        OptimizerKind::Adam => Optimizer::adam(args.lr.unwrap_or(1e-3)),
+        OptimizerKind::Adam => Optimizer::adam(args.lr.unwrap_or(adam_lr)),
     };
     optimizer
         .validate()
         .map_err(|e| anyhow::anyhow!("--lr: {e}"))?;
-    let train = TrainConfig {
+    Ok(optimizer)
+}
+
+fn train_config(args: &TrainArgs, batch_size: usize, optimizer: Optimizer) -> TrainConfig {
+    TrainConfig {
         epochs: args.epochs.unwrap_or(10) as usize,
-        batch_size: args.batch_size as usize,
+        batch_size,
         shuffle: true,
         seed: args.seed,
         optimizer,
         threads: args.thread_count(),
-    };
-    Ok((model, train))
+    }
 }
 
 /// Creates `dir` and proves a file can be written there, before any training.
@@ -165,7 +215,8 @@ fn save_model(path: &Path, trainer: &Trainer, valid: usize) -> Result<()> {
 
 /// A new trainer from the flags, or the one saved in `--resume DIR`, with the number of
 /// validation samples and the output directory.
-fn trainer_for(args: &TrainArgs, features: usize) -> Result<(Trainer, usize, PathBuf)> {
+fn trainer_for(args: &TrainArgs, rows: &Dataset) -> Result<(Trainer, usize, PathBuf)> {
+    let features = rows.features();
     if let Some(dir) = &args.resume {
         let path = dir.join("model.safetensors");
         let (mut trainer, metadata) = nn::checkpoint::load_training(&path)?;
@@ -187,8 +238,18 @@ fn trainer_for(args: &TrainArgs, features: usize) -> Result<(Trainer, usize, Pat
         }
         return Ok((trainer, valid, dir.clone()));
     }
-    let (model_config, train_config) = configs(args, features)?;
-    let model = Autoencoder::new(model_config, args.seed)?;
+    let (mut model_config, train_config) = configs(args, features)?;
+    let model = match &mut model_config.sae {
+        Some(sae) => {
+            // SAE.md: the input scale and b_dec's geometric median from the first batch.
+            let count = train_config.batch_size.min(rows.len());
+            let mut sample = vec![0.0; count * features];
+            rows.gather_range(0..count, &mut sample);
+            sae.input_scale = nn::sae::input_scale(&sample, features);
+            Autoencoder::new_sae(model_config, args.seed, &sample)?
+        }
+        None => Autoencoder::new(model_config, args.seed)?,
+    };
     let out = args.out.clone().unwrap_or_else(default_out_dir);
     Ok((Trainer::new(model, train_config)?, args.valid, out))
 }
@@ -197,7 +258,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let (images_path, labels_path) = data::training_files(&args.data)?;
     let images = data::open_rows(&images_path, &args.data.tensor)?;
-    let (mut trainer, valid_count, out) = trainer_for(&args, images.features())?;
+    data::refuse_non_finite(&images)?;
+    let (mut trainer, valid_count, out) = trainer_for(&args, &images)?;
     if valid_count >= images.len() {
         bail!(
             "--valid {valid_count} leaves no training samples: {} holds {}",
@@ -208,7 +270,6 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Some(labels) = labels_path {
         nn::dataset::open_labels(&labels, None, &images)?;
     }
-    data::refuse_non_finite(&images)?;
     let (train, valid) = images.split_tail(valid_count)?;
     let valid = (!valid.is_empty()).then_some(valid);
     prepare_out_dir(&out)?;
@@ -225,7 +286,22 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         };
         println!(
             "{verb} {} ({} parameters; coding layer {} units) on {} samples, validating on {}; writing to {}",
-            format_layers(&encoder.iter().map(|l| (l.units, l.activation)).collect::<Vec<_>>()),
+            match &model_config.sae {
+                Some(sae) => format!(
+                    "a {} sparse autoencoder{} ({} -> {} latents",
+                    sae.arch.name(),
+                    if sae.arch == nn::sae::Arch::TopK {
+                        format!(" keeping {}", sae.k)
+                    } else {
+                        String::new()
+                    },
+                    model_config.input_width(),
+                    model_config.coding_width()
+                ) + ")",
+                None => format_layers(
+                    &encoder.iter().map(|l| (l.units, l.activation)).collect::<Vec<_>>()
+                ),
+            },
             model_config.parameter_count(),
             model_config.coding_width(),
             train.len(),

@@ -58,7 +58,11 @@ impl Layout {
     /// must index even an empty slice.
     #[inline(always)]
     pub fn row(&self, i: usize) -> core::ops::Range<usize> {
-        let start = if self.cols == 0 { 0 } else { i * self.row_stride };
+        let start = if self.cols == 0 {
+            0
+        } else {
+            i * self.row_stride
+        };
         start..start + self.cols
     }
 
