@@ -27,6 +27,10 @@ pub enum Coding {
         /// Activations kept per row.
         k: usize,
     },
+    /// Only the activations above their latent's threshold are kept: JumpReLU, and the
+    /// inference of BatchTopK (with one threshold for every latent). The thresholds are
+    /// a tensor of the model ([`crate::sae`] names it); the activation must be ReLU.
+    Threshold,
 }
 
 impl Coding {
@@ -39,6 +43,11 @@ impl Coding {
     pub fn validate(&self, units: usize, activation: Activation) -> Result<(), String> {
         match *self {
             Self::Plain => Ok(()),
+            Self::Threshold if activation != Activation::Relu => Err(format!(
+                "a thresholded coding layer must be relu, found {}",
+                crate::config::activation_name(activation)
+            )),
+            Self::Threshold => Ok(()),
             Self::TopK { k } => {
                 if k == 0 || k > units {
                     return Err(format!(
@@ -63,10 +72,20 @@ impl Coding {
     }
 
     /// The coding layer's forward after its activation, on rows of `activated` laid out
-    /// as `layout`.
-    pub(crate) fn forward(&self, layout: Layout, activated: &mut [f32]) {
+    /// as `layout`; `thresholds` holds each latent's threshold for
+    /// [`Coding::Threshold`].
+    pub(crate) fn forward(&self, layout: Layout, activated: &mut [f32], thresholds: &[f32]) {
         match *self {
             Self::Plain => {}
+            Self::Threshold => {
+                for i in 0..layout.rows {
+                    for (a, &theta) in activated[layout.row(i)].iter_mut().zip(thresholds) {
+                        if *a <= theta {
+                            *a = 0.0;
+                        }
+                    }
+                }
+            }
             Self::TopK { k } => ROW_SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
                 if scratch.len() < layout.cols {

@@ -167,6 +167,10 @@ impl ModelConfig {
                     (crate::params::bias_name(l), vec![spec.units]),
                 ]
             })
+            .chain(self.sae.and_then(|sae| {
+                let name = sae.threshold_tensor()?;
+                Some((name.to_string(), vec![self.coding_width()]))
+            }))
             .collect()
     }
 

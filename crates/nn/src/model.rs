@@ -40,6 +40,8 @@ pub struct Activations {
     pub outputs: Vec<Vec<f32>>,
     /// A sparse autoencoder's prepared input (`s x - b_dec`); empty for other models.
     sae_input: Vec<f32>,
+    /// A sparse autoencoder's per-latent thresholds, where its coding layer has them.
+    sae_thresholds: Vec<f32>,
 }
 
 impl Activations {
@@ -54,6 +56,10 @@ impl Activations {
                 .collect(),
             sae_input: match config.sae {
                 Some(_) => vec![0.0; capacity * config.input_width()],
+                None => Vec::new(),
+            },
+            sae_thresholds: match config.sae {
+                Some(_) => vec![0.0; config.coding_width()],
                 None => Vec::new(),
             },
         }
@@ -286,6 +292,9 @@ impl Autoencoder {
             "batch of {rows} exceeds buffers of {}",
             acts.capacity
         );
+        if let Some(sae) = &self.config.sae {
+            sae.thresholds(&self.params, &mut acts.sae_thresholds);
+        }
         for l in range.clone() {
             let layer = self.layer(l);
             let spec = layer.spec;
@@ -315,8 +324,9 @@ impl Autoencoder {
             let out = &mut rest[0][..rows * spec.units];
             let bias = layer.bias;
             let plan = &self.plan;
+            let thresholds = &acts.sae_thresholds;
             let epilogue = |part: &mut [f32], _first: usize, part_rows: usize| {
-                plan.forward_epilogue(l, part, part_rows, bias);
+                plan.forward_epilogue_with(l, part, part_rows, bias, thresholds);
             };
             product(prev, layer.weight_view(), out, &epilogue).expect("shapes chain");
         }

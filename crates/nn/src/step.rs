@@ -90,10 +90,23 @@ impl StepPlan {
     /// as wide as `bias` (all of the layer's units, or, where the coding layer's columns
     /// are independent, one part of them), then the coding layer's transform.
     pub(crate) fn forward_epilogue(&self, l: usize, out: &mut [f32], rows: usize, bias: &[f32]) {
+        self.forward_epilogue_with(l, out, rows, bias, &[]);
+    }
+
+    /// [`StepPlan::forward_epilogue`] of a coding layer whose transform reads the
+    /// latents' `thresholds`.
+    pub(crate) fn forward_epilogue_with(
+        &self,
+        l: usize,
+        out: &mut [f32],
+        rows: usize,
+        bias: &[f32],
+        thresholds: &[f32],
+    ) {
         let layout = Layout::contiguous(rows, bias.len());
         bias_activation_forward(self.layers[l].stored, layout, out, bias);
         if l == self.coding_layer {
-            self.coding.forward(layout, out);
+            self.coding.forward(layout, out, thresholds);
         }
     }
 

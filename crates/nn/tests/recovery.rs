@@ -118,3 +118,31 @@ fn a_relu_sae_recovers_the_features_of_synthetic_rows() {
     assert!(l0 < 20.0, "{l0}");
     assert!(found > 0.9, "{found}");
 }
+
+#[test]
+fn a_batchtopk_sae_recovers_the_features_and_infers_with_its_threshold() {
+    let mut sae = nn::sae::SaeConfig::batchtopk(4, 32);
+    sae.lr_warmup_steps = 100;
+    sae.dead_after_rows = 20_000;
+    let (fvu, l0, _, found) = train_sae(sae, 6);
+    // Inference keeps what exceeds the running threshold: about k a row, not exactly.
+    assert!(l0 > 2.0 && l0 < 6.0, "{l0}");
+    assert!(fvu < 0.1, "{fvu}");
+    assert!(found > 0.95, "{found}");
+}
+
+#[test]
+fn a_jumprelu_sae_recovers_the_features_of_synthetic_rows() {
+    // Thresholds learn slowly from SAELens' 0.01 on rows of this scale (codes near 1;
+    // at 0.01 the L0 stayed at 94 of 96 after 2000 steps): start them at 0.5 with a
+    // kernel as wide, as `--initial-threshold` and `--bandwidth` allow.
+    let mut sae = nn::sae::SaeConfig::jumprelu(1.0);
+    sae.lr_warmup_steps = 100;
+    sae.initial_threshold = 0.5;
+    sae.bandwidth = 0.5;
+    let (fvu, l0, _, found) = train_sae(sae, 6);
+    // Measured: FVU 0.069, L0 2.27, recovery 0.998.
+    assert!(fvu < 0.1, "{fvu}");
+    assert!(l0 < 4.0, "{l0}");
+    assert!(found > 0.95, "{found}");
+}

@@ -15,6 +15,15 @@
 //!   AuxK on the dead latents.
 //! - `relu`: `relu(z)`, with the penalty `lambda * sum_j f_j |W_dec,j|` (mean over rows),
 //!   `lambda` warmed up linearly.
+//! - `batchtopk`: in training the `k * B` largest of `relu(z)` over the whole batch; a
+//!   running threshold `theta <- 0.99 theta + 0.01 min_kept` (SAELens' rule; the first
+//!   batch sets it) is saved as the tensor `threshold` and used for inference, where a
+//!   code is kept when it exceeds it. Unit-norm decoder and AuxK as `topk`.
+//! - `jumprelu`: `f = z H(z - theta_j)` with `theta = exp(log_threshold)` a learned
+//!   tensor, and the penalty `l0_coefficient * mean_b #{f_b > 0}`; decoder rows at unit
+//!   norm; `theta`'s gradient
+//!   is SAELens' straight-through estimate with a rectangle kernel of width
+//!   `bandwidth` (see `step.rs`).
 //!
 //! The training step is in `step.rs` (a sparse step: only the kept latents enter the
 //! decoder and the gradients); initialisation here.
@@ -41,6 +50,12 @@ pub enum Arch {
     /// The `k` largest activations of each row.
     #[serde(rename = "topk")]
     TopK,
+    /// The `k * B` largest activations of a batch; a threshold at inference.
+    #[serde(rename = "batchtopk")]
+    BatchTopK,
+    /// A learned threshold per latent.
+    #[serde(rename = "jumprelu")]
+    JumpRelu,
 }
 
 impl Arch {
@@ -49,6 +64,8 @@ impl Arch {
         match self {
             Self::Relu => "relu",
             Self::TopK => "topk",
+            Self::BatchTopK => "batchtopk",
+            Self::JumpRelu => "jumprelu",
         }
     }
 }
@@ -81,6 +98,12 @@ pub struct SaeConfig {
     pub dead_after_rows: u64,
     /// Steps over which the learning rate rises linearly to its value.
     pub lr_warmup_steps: u64,
+    /// `jumprelu`: the L0 penalty's coefficient.
+    pub l0_coefficient: f32,
+    /// `jumprelu`: the width of the rectangle kernel of the thresholds' gradient.
+    pub bandwidth: f32,
+    /// `jumprelu`: every latent's threshold at initialisation.
+    pub initial_threshold: f32,
 }
 
 /// SAE.md's defaults: a latent is dead after 10 million rows without firing.
@@ -88,6 +111,16 @@ pub const DEAD_AFTER_ROWS: u64 = 10_000_000;
 
 /// SAE.md's learning-rate warm-up, in steps.
 pub const LR_WARMUP_STEPS: u64 = 1000;
+
+/// SAELens' JumpReLU defaults: initial threshold, bandwidth, L0 coefficient.
+pub const JUMPRELU_THRESHOLD: f32 = 0.01;
+/// See [`JUMPRELU_THRESHOLD`].
+pub const JUMPRELU_BANDWIDTH: f32 = 0.05;
+/// See [`JUMPRELU_THRESHOLD`].
+pub const JUMPRELU_L0_COEFFICIENT: f32 = 1.0;
+
+/// BatchTopK's running threshold keeps this share of itself at each step (SAELens).
+pub const THRESHOLD_DECAY: f32 = 0.99;
 
 /// SAE.md's AuxK coefficient, `1/32`.
 pub const AUXK_COEFFICIENT: f32 = 1.0 / 32.0;
@@ -107,6 +140,57 @@ impl SaeConfig {
             k_aux: (d / 2).max(1),
             dead_after_rows: DEAD_AFTER_ROWS,
             lr_warmup_steps: LR_WARMUP_STEPS,
+            l0_coefficient: 0.0,
+            bandwidth: JUMPRELU_BANDWIDTH,
+            initial_threshold: JUMPRELU_THRESHOLD,
+        }
+    }
+
+    /// A BatchTopK SAE keeping `k` latents a row on average over a batch.
+    pub fn batchtopk(k: usize, d: usize) -> Self {
+        Self {
+            arch: Arch::BatchTopK,
+            ..Self::topk(k, d)
+        }
+    }
+
+    /// A JumpReLU SAE with SAELens' defaults and L0 coefficient `l0`.
+    pub fn jumprelu(l0: f32) -> Self {
+        Self {
+            arch: Arch::JumpRelu,
+            apply_b_dec_to_input: true,
+            // Not among SAE.md's choices for JumpReLU; on synthetic rows (tests/recovery.rs)
+            // free decoder rows recovered 0.65-0.73 of the features where unit rows
+            // recovered 0.92-0.998.
+            unit_norm_decoder: true,
+            l0_coefficient: l0,
+            ..Self::relu(0.0, 0)
+        }
+    }
+
+    /// The name of the model's threshold tensor, for the architectures that have one.
+    pub fn threshold_tensor(&self) -> Option<&'static str> {
+        match self.arch {
+            Arch::BatchTopK => Some("threshold"),
+            Arch::JumpRelu => Some("log_threshold"),
+            Arch::Relu | Arch::TopK => None,
+        }
+    }
+
+    /// Each latent's inference threshold from `params` into `out` (untouched for the
+    /// architectures without one).
+    pub(crate) fn thresholds(&self, params: &Parameters, out: &mut [f32]) {
+        match self.arch {
+            Arch::BatchTopK => {
+                out.copy_from_slice(params.values("threshold").expect("a threshold"))
+            }
+            Arch::JumpRelu => {
+                let logs = params.values("log_threshold").expect("a log threshold");
+                for (t, &l) in out.iter_mut().zip(logs) {
+                    *t = l.exp();
+                }
+            }
+            Arch::Relu | Arch::TopK => {}
         }
     }
 
@@ -125,6 +209,9 @@ impl SaeConfig {
             k_aux: 0,
             dead_after_rows: DEAD_AFTER_ROWS,
             lr_warmup_steps: LR_WARMUP_STEPS,
+            l0_coefficient: 0.0,
+            bandwidth: JUMPRELU_BANDWIDTH,
+            initial_threshold: JUMPRELU_THRESHOLD,
         }
     }
 
@@ -133,6 +220,7 @@ impl SaeConfig {
         match self.arch {
             Arch::TopK => Coding::TopK { k: self.k },
             Arch::Relu => Coding::Plain,
+            Arch::BatchTopK | Arch::JumpRelu => Coding::Threshold,
         }
     }
 
@@ -145,7 +233,7 @@ impl SaeConfig {
             return Err(format!("input scale {} must be positive", self.input_scale));
         }
         match self.arch {
-            Arch::TopK => {
+            Arch::TopK | Arch::BatchTopK => {
                 if self.k == 0 || self.k > latents {
                     return Err(format!(
                         "k {} must lie between 1 and the {latents} latents",
@@ -170,6 +258,21 @@ impl SaeConfig {
                     return Err(format!(
                         "L1 coefficient {} must be finite and non-negative",
                         self.l1_coefficient
+                    ));
+                }
+            }
+            Arch::JumpRelu => {
+                let positive = |v: f32| v > 0.0 && v.is_finite();
+                if !(self.l0_coefficient >= 0.0 && self.l0_coefficient.is_finite()) {
+                    return Err(format!(
+                        "L0 coefficient {} must be finite and non-negative",
+                        self.l0_coefficient
+                    ));
+                }
+                if !positive(self.bandwidth) || !positive(self.initial_threshold) {
+                    return Err(format!(
+                        "bandwidth {} and initial threshold {} must be positive",
+                        self.bandwidth, self.initial_threshold
                     ));
                 }
             }
@@ -240,10 +343,7 @@ impl Autoencoder {
         let (d, latents) = (config.input_width(), config.coding_width());
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(0);
-        let row_norm = match sae.arch {
-            Arch::TopK => 1.0,
-            Arch::Relu => 0.1,
-        };
+        let row_norm = if sae.unit_norm_decoder { 1.0 } else { 0.1 };
         let mut decoder = vec![0.0f32; latents * d];
         for row in decoder.chunks_exact_mut(d) {
             let values: Vec<f64> = (0..d).map(|_| standard_normal(&mut rng)).collect();
@@ -260,13 +360,22 @@ impl Autoencoder {
         }
         let scaled: Vec<f32> = sample.iter().map(|&v| v * sae.input_scale).collect();
         let b_dec = geometric_median(&scaled, d).unwrap_or_else(|| vec![0.0; d]);
-        let params = Parameters::new(vec![
+        let mut tensors = vec![
             Tensor::new(weight_name(0), vec![d, latents], encoder),
             Tensor::new(bias_name(0), vec![latents], vec![0.0; latents]),
             Tensor::new(weight_name(1), vec![latents, d], decoder),
             Tensor::new(bias_name(1), vec![d], b_dec),
-        ])
-        .map_err(ModelError::Invalid)?;
+        ];
+        if let Some(name) = sae.threshold_tensor() {
+            // BatchTopK's running threshold starts unset (the first batch sets it);
+            // JumpReLU's log-threshold at SAELens' initial threshold.
+            let value = match sae.arch {
+                Arch::JumpRelu => sae.initial_threshold.ln(),
+                _ => 0.0,
+            };
+            tensors.push(Tensor::new(name, vec![latents], vec![value; latents]));
+        }
+        let params = Parameters::new(tensors).map_err(ModelError::Invalid)?;
         Self::from_parameters(config, params)
     }
 }

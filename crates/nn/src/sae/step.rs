@@ -9,11 +9,19 @@
 //! - `topk`, AuxK: with the residual `r = t - x^` (a constant), `e^` the reconstruction
 //!   of `r` by the `k_aux` largest activations of the dead latents (no bias),
 //!   `c * sum |e^ - r|^2 / sum |r - mean(r)|^2`;
-//! - `relu`: `(lambda_t / B) sum_b sum_j f_bj |W_dec,j|`, `lambda_t` warmed up linearly.
+//! - `relu`: `(lambda_t / B) sum_b sum_j f_bj |W_dec,j|`, `lambda_t` warmed up linearly;
+//! - `jumprelu`: `(c / B) sum_b #{j : z_bj > theta_j}`. Its thresholds' gradient is
+//!   SAELens' straight-through estimate, chained through `theta = exp(log_threshold)`:
+//!   with the rectangle `K(u) = [|u| < 1/2]` and `g_bj = dL/df_bj`,
+//!   `dL/dtheta_j = sum_b K((z_bj - theta_j)/eps) (-(theta_j/eps) g_bj - c/(B eps))`, and
+//!   `dL/dlog_threshold_j = theta_j dL/dtheta_j`; `z`'s gradient is `g` where kept.
+//!
+//! `batchtopk` trains on the `k B` largest activations of the batch, with AuxK as
+//! `topk`; its running threshold is updated after the step (`SaeStep::train`).
 //!
 //! `tests/sae.rs` checks these gradients against central differences of an f64 model.
 
-use super::{Arch, SaeConfig};
+use super::{Arch, SaeConfig, THRESHOLD_DECAY};
 use crate::dataset::Dataset;
 use crate::model::Autoencoder;
 use crate::optimizer::{Optimizer, OptimizerState};
@@ -21,7 +29,9 @@ use crate::parallel::Threads;
 use crate::params::Parameters;
 use kernels::sparse::{dots_at_entries, scatter_outer_add, sparse_times_dense, sum_by_latent};
 use kernels::sparse_rows::{LatentIndex, SparseRows};
-use kernels::topk::{threshold_rows, top_k_rows_among, top_k_rows_relu_in_place};
+use kernels::topk::{
+    batch_top_k_relu_in_place, threshold_rows, top_k_rows_among, top_k_rows_relu_in_place,
+};
 use kernels::topk::{SelectScratch, Threshold};
 use kernels::unit_norm::{normalize_rows, remove_parallel_component, row_norms};
 use kernels::{Layout, MatMut, MatRef};
@@ -77,6 +87,8 @@ pub struct StepStats {
     pub penalty: f64,
     /// Latents kept, summed over the rows.
     pub active: usize,
+    /// `batchtopk`: the smallest activation kept in the batch, if any was.
+    pub batch_threshold: Option<f32>,
 }
 
 /// The buffers of an SAE's step, sized for a batch once.
@@ -99,6 +111,9 @@ pub struct SaeStep {
     encoder_t: Vec<f32>,
     norms: Vec<f32>,
     counts: Vec<u32>,
+    thetas: Vec<f32>,
+    window: SparseRows,
+    window_grads: Vec<f32>,
     /// The gradient of the last step, under the parameters' names.
     pub grads: Parameters,
 }
@@ -130,6 +145,9 @@ impl SaeStep {
             encoder_t: vec![0.0; n * d],
             norms: vec![0.0; n],
             counts: vec![0; n],
+            thetas: vec![0.0; n],
+            window: SparseRows::new(n),
+            window_grads: Vec::new(),
             grads: model.parameters().zeros_like(),
         }
     }
@@ -177,10 +195,21 @@ impl SaeStep {
         threads
             .gemm(1.0, a, encoder.weight_view(), 0.0, c)
             .expect("shapes chain");
+        let mut batch_threshold = None;
         match sae.arch {
             Arch::TopK => {
                 let (k, scratch) = (sae.k, &mut self.scratch);
                 top_k_rows_relu_in_place(rows_n, z, b_enc, k, scratch, &mut self.codes);
+            }
+            Arch::BatchTopK => {
+                let (k, scratch) = (sae.k, &mut self.scratch);
+                batch_threshold =
+                    batch_top_k_relu_in_place(rows_n, z, b_enc, k, scratch, &mut self.codes);
+            }
+            Arch::JumpRelu => {
+                sae.thresholds(model.parameters(), &mut self.thetas);
+                let thetas = Threshold::PerLatent(&self.thetas);
+                threshold_rows(rows_n, z, b_enc, thetas, &mut self.scratch, &mut self.codes);
             }
             Arch::Relu => threshold_rows(
                 rows_n,
@@ -228,7 +257,7 @@ impl SaeStep {
         for t in grads.iter_mut() {
             t.values.fill(0.0);
         }
-        let (enc_w, enc_b, dec_w, dec_b) = grad_tensors(&mut grads);
+        let (enc_w, enc_b, dec_w, dec_b, threshold_grad) = grad_tensors(&mut grads);
         let values = self.codes.values();
         scatter_outer_add(
             &self.index,
@@ -275,10 +304,16 @@ impl SaeStep {
             penalty += f64::from(lambda) * l1;
         }
 
+        if sae.arch == Arch::JumpRelu {
+            let grad = threshold_grad.expect("a log threshold");
+            penalty += self.jump_thresholds(&sae, decoder.weight, b_enc, rows, d, n, grad);
+        }
+
         // AuxK: the dead latents' largest activations reconstruct the residual.
         self.aux_codes.clear(n);
         self.aux_dvalues.clear();
-        if sae.arch == Arch::TopK && sae.auxk_coefficient > 0.0 {
+        let top = matches!(sae.arch, Arch::TopK | Arch::BatchTopK);
+        if top && sae.auxk_coefficient > 0.0 {
             dead.dead_into(sae.dead_after_rows, &mut self.dead);
             if !self.dead.is_empty() {
                 penalty += self.auxk(&sae, decoder.weight, rows, d, n, dec_w);
@@ -327,7 +362,53 @@ impl SaeStep {
             squared_error,
             penalty,
             active: nnz,
+            batch_threshold,
         }
+    }
+
+    /// JumpReLU's L0 penalty, and its thresholds' straight-through gradient into
+    /// `grad` (see the module doc), from the pre-activations in `self.z` (bias not yet
+    /// added) and the reconstruction's gradient in `self.dout`.
+    #[allow(clippy::too_many_arguments)]
+    fn jump_thresholds(
+        &mut self,
+        sae: &SaeConfig,
+        decoder: &[f32],
+        b_enc: &[f32],
+        rows: usize,
+        d: usize,
+        n: usize,
+        grad: &mut [f32],
+    ) -> f64 {
+        let eps = sae.bandwidth;
+        let l0 = sae.l0_coefficient / rows as f32;
+        // The entries within half a bandwidth of their threshold, kept or not.
+        self.window.clear(n);
+        for row in self.z[..rows * n].chunks_exact(n) {
+            for (j, (&z, &b)) in row.iter().zip(b_enc).enumerate() {
+                if ((z + b - self.thetas[j]) / eps).abs() < 0.5 {
+                    self.window.push(j as u32, 1.0);
+                }
+            }
+            self.window.end_row();
+        }
+        let (rows_d, latents_d) = (Layout::contiguous(rows, d), Layout::contiguous(n, d));
+        self.window_grads.resize(self.window.nnz(), 0.0);
+        let dout = &self.dout[..rows * d];
+        dots_at_entries(
+            &self.window,
+            dout,
+            rows_d,
+            decoder,
+            latents_d,
+            &mut self.window_grads,
+        );
+        for (&j, &g) in self.window.indices().iter().zip(&self.window_grads) {
+            let theta = self.thetas[j as usize];
+            let dtheta = -(theta / eps) * g - l0 / eps;
+            grad[j as usize] += theta * dtheta;
+        }
+        f64::from(l0) * self.codes.nnz() as f64
     }
 
     /// AuxK's loss; adds its gradients to `dec_w` and its latent gradients to
@@ -444,7 +525,7 @@ impl SaeStep {
         let stats = self.gradients(threads, model, x, rows.len(), dead, state.iterations);
         let latents_d = Layout::contiguous(n, d);
         if sae.unit_norm_decoder {
-            let (_, _, dec_w, _) = grad_tensors(&mut self.grads);
+            let (_, _, dec_w, _, _) = grad_tensors(&mut self.grads);
             remove_parallel_component(latents_d, model.layer(1).weight, dec_w);
         }
         state.advance();
@@ -456,16 +537,39 @@ impl SaeStep {
         if sae.unit_norm_decoder {
             normalize_rows(latents_d, model.layer_mut(1).weight);
         }
+        if let Some(smallest) = stats.batch_threshold {
+            let theta = model
+                .parameters_mut()
+                .iter_mut()
+                .nth(4)
+                .expect("a threshold");
+            for t in &mut theta.values {
+                *t = if *t == 0.0 {
+                    smallest
+                } else {
+                    THRESHOLD_DECAY * *t + (1.0 - THRESHOLD_DECAY) * smallest
+                };
+            }
+        }
         dead.record(&self.codes, rows.len(), &mut self.counts);
         stats
     }
 }
 
-/// The four gradient tensors, mutable: `(W_enc, b_enc, W_dec, b_dec)`.
-fn grad_tensors(grads: &mut Parameters) -> (&mut [f32], &mut [f32], &mut [f32], &mut [f32]) {
-    let mut tensors = grads.iter_mut();
-    let mut next = || tensors.next().expect("four tensors").values.as_mut_slice();
-    (next(), next(), next(), next())
+/// The gradient tensors, mutable: `(W_enc, b_enc, W_dec, b_dec, threshold)`.
+type GradTensors<'a> = (
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+    Option<&'a mut [f32]>,
+);
+
+fn grad_tensors(grads: &mut Parameters) -> GradTensors<'_> {
+    let mut tensors = grads.iter_mut().map(|t| t.values.as_mut_slice());
+    let mut next = || tensors.next().expect("four tensors");
+    let (a, b, c, d) = (next(), next(), next(), next());
+    (a, b, c, d, tensors.next())
 }
 
 /// The SAE's loss (reconstruction plus penalties, as [`SaeStep::gradients`] defines it)
