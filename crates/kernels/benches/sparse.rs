@@ -10,34 +10,29 @@
 //! Throughput: elements/s for the selections (`B x N` pre-activations read) and the
 //! row-norm kernels (`N x d`); FLOP/s for the products (`2 d` per kept entry) and the GEMM.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use kernels::gemm::{gemm, MatMut, MatRef};
 use kernels::isa::{self, Arch};
 use kernels::sparse_rows::{LatentIndex, SparseRows};
 use kernels::topk::{self, SelectScratch, Threshold};
 use kernels::{sparse, unit_norm, Layout};
 use std::hint::black_box;
+use std::ops::Range;
 use std::time::Duration;
+
+#[path = "../tests/sae_data/mod.rs"]
+mod sae_data;
+
+use sae_data::gaussian;
 
 const D: usize = 512;
 const N: usize = 8192;
 const K: usize = 32;
 const BATCH: usize = 256;
 const K_AUX: usize = 256;
-
-/// Reproducible roughly Gaussian values (a sum of four uniforms from a xorshift stream).
-fn gaussian(len: usize, seed: u64, mean: f32, sd: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    (0..len)
-        .map(|_| mean + sd * 1.7 * (uniform() + uniform() + uniform() + uniform() - 2.0))
-        .collect()
-}
 
 /// The dispatched kernel and the same kernel on pulp's scalar path.
 fn variants() -> [(&'static str, Arch); 2] {
@@ -47,11 +42,52 @@ fn variants() -> [(&'static str, Arch); 2] {
     ]
 }
 
+/// The dispatched kernel only.
+fn simd_only() -> [(&'static str, Arch); 1] {
+    [variants()[0]]
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1000))
         .sample_size(10)
+}
+
+/// A benchmark group whose throughput is `elements` a run.
+fn throughput_group<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+    elements: usize,
+) -> BenchmarkGroup<'c, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(elements as u64));
+    group
+}
+
+/// Which implementation a benchmark runs.
+#[derive(Clone, Copy)]
+enum Impl {
+    Kernel,
+    Reference,
+}
+
+/// Times `run(Impl::Kernel)` on each of `arches` (named after it), then
+/// `run(Impl::Reference)` as "reference".
+fn kernel_and_reference<R>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    arches: &[(&'static str, Arch)],
+    shape: &str,
+    mut run: impl FnMut(Impl) -> R,
+) {
+    for &(name, arch) in arches {
+        group.bench_function(BenchmarkId::new(name, shape), |b| {
+            isa::with_arch(arch, || b.iter(|| run(Impl::Kernel)))
+        });
+    }
+    group.bench_function(BenchmarkId::new("reference", shape), |b| {
+        b.iter(|| run(Impl::Reference))
+    });
 }
 
 /// Pre-activations `z` (`B x N`, a third of them positive after the bias) and the bias.
@@ -70,11 +106,10 @@ fn selections(c: &mut Criterion) {
     let mut out = SparseRows::new(N);
     let shape = format!("{BATCH}x{N}_k{K}");
 
-    let mut group = c.benchmark_group("encoder_product");
+    let mut group = throughput_group(c, "encoder_product", 2 * BATCH * D * N);
     let x = gaussian(BATCH * D, 3, 0.0, 1.0);
     let w_enc = gaussian(D * N, 4, 0.0, 0.05);
     let mut zz = vec![0.0; BATCH * N];
-    group.throughput(Throughput::Elements((2 * BATCH * D * N) as u64));
     group.bench_function(BenchmarkId::new("flops", format!("{BATCH}x{D}x{N}")), |b| {
         b.iter(|| {
             let a = MatRef::row_major(&x, BATCH, D).unwrap();
@@ -92,15 +127,11 @@ fn selections(c: &mut Criterion) {
     });
     group.finish();
 
-    let mut group = c.benchmark_group("top_k_rows");
-    group.throughput(Throughput::Elements(layout.len() as u64));
-    for (name, arch) in variants() {
-        group.bench_function(BenchmarkId::new(name, &shape), |b| {
-            isa::with_arch(arch, || {
-                b.iter(|| topk::top_k_rows(layout, &z, &bias, K, &mut scratch, &mut out))
-            })
-        });
-    }
+    let mut group = throughput_group(c, "top_k_rows", layout.len());
+    kernel_and_reference(&mut group, &variants(), &shape, |run| match run {
+        Impl::Kernel => topk::top_k_rows(layout, &z, &bias, K, &mut scratch, &mut out),
+        Impl::Reference => topk::reference::top_k_rows(layout, &z, &bias, K, &mut out),
+    });
     // With a zero bias, writing relu(z) back is idempotent, so every iteration sees the
     // same values.
     let zero_bias = vec![0.0; N];
@@ -117,30 +148,21 @@ fn selections(c: &mut Criterion) {
             )
         })
     });
-    group.bench_function(BenchmarkId::new("reference", &shape), |b| {
-        b.iter(|| topk::reference::top_k_rows(layout, &z, &bias, K, &mut out))
-    });
     group.finish();
 
-    let mut group = c.benchmark_group("batch_top_k");
-    group.throughput(Throughput::Elements(layout.len() as u64));
-    group.bench_function(BenchmarkId::new("simd", &shape), |b| {
-        b.iter(|| topk::batch_top_k(layout, &z, &bias, K, &mut scratch, &mut out))
-    });
-    group.bench_function(BenchmarkId::new("reference", &shape), |b| {
-        b.iter(|| topk::reference::batch_top_k(layout, &z, &bias, K, &mut out))
+    let mut group = throughput_group(c, "batch_top_k", layout.len());
+    kernel_and_reference(&mut group, &simd_only(), &shape, |run| match run {
+        Impl::Kernel => topk::batch_top_k(layout, &z, &bias, K, &mut scratch, &mut out),
+        Impl::Reference => topk::reference::batch_top_k(layout, &z, &bias, K, &mut out),
     });
     group.finish();
 
     // A global threshold that keeps about 32 of the 8192 latents a row.
     let theta = Threshold::Global(2.3);
-    let mut group = c.benchmark_group("threshold_rows");
-    group.throughput(Throughput::Elements(layout.len() as u64));
-    group.bench_function(BenchmarkId::new("simd", &shape), |b| {
-        b.iter(|| topk::threshold_rows(layout, &z, &bias, theta, &mut scratch, &mut out))
-    });
-    group.bench_function(BenchmarkId::new("reference", &shape), |b| {
-        b.iter(|| topk::reference::threshold_rows(layout, &z, &bias, theta, &mut out))
+    let mut group = throughput_group(c, "threshold_rows", layout.len());
+    kernel_and_reference(&mut group, &simd_only(), &shape, |run| match run {
+        Impl::Kernel => topk::threshold_rows(layout, &z, &bias, theta, &mut scratch, &mut out),
+        Impl::Reference => topk::reference::threshold_rows(layout, &z, &bias, theta, &mut out),
     });
     group.finish();
 
@@ -153,17 +175,25 @@ fn selections(c: &mut Criterion) {
     );
     let dead: Vec<u32> = (0..N as u32).step_by(2).collect();
     let aux_shape = format!("{BATCH}x{}_k{K_AUX}", dead.len());
-    let mut group = c.benchmark_group("top_k_rows_among");
-    group.throughput(Throughput::Elements((BATCH * dead.len()) as u64));
-    group.bench_function(BenchmarkId::new("simd", &aux_shape), |b| {
-        b.iter(|| {
-            topk::top_k_rows_among(layout, &activations, &dead, K_AUX, &mut scratch, &mut out)
-        })
-    });
-    group.bench_function(BenchmarkId::new("reference", &aux_shape), |b| {
-        b.iter(|| topk::reference::top_k_rows_among(layout, &activations, &dead, K_AUX, &mut out))
+    let mut group = throughput_group(c, "top_k_rows_among", BATCH * dead.len());
+    kernel_and_reference(&mut group, &simd_only(), &aux_shape, |run| {
+        let a = &activations;
+        match run {
+            Impl::Kernel => topk::top_k_rows_among(layout, a, &dead, K_AUX, &mut scratch, &mut out),
+            Impl::Reference => topk::reference::top_k_rows_among(layout, a, &dead, K_AUX, &mut out),
+        }
     });
     group.finish();
+}
+
+/// `scatter_outer_add` or its reference, by what it reads the entries from: the kernel's
+/// `LatentIndex` or the reference's `SparseRows`.
+type Scatter<E> = fn(&E, &[f32], &[f32], Layout, f32, Range<usize>, &mut [f32], Layout);
+
+/// `scatter` at the benchmark's shape: all the latents of `x`'s rows, into `g` (`N x D`).
+fn scatter_with<E>(scatter: Scatter<E>, entries: &E, values: &[f32], x: &[f32], g: &mut [f32]) {
+    let (x_layout, g_layout) = (Layout::contiguous(BATCH, D), Layout::contiguous(N, D));
+    scatter(entries, values, x, x_layout, 1e-6, 0..N, g, g_layout)
 }
 
 fn products(c: &mut Criterion) {
@@ -176,98 +206,45 @@ fn products(c: &mut Criterion) {
     let x_layout = Layout::contiguous(BATCH, D);
     let x = gaussian(x_layout.len(), 6, 0.0, 1.0);
     let b_dec = gaussian(D, 7, 0.0, 0.1);
-    let flops = (2 * codes.nnz() * D) as u64;
+    let flops = 2 * codes.nnz() * D;
     let shape = format!("{BATCH}x{N}x{D}_k{K}");
 
-    let mut group = c.benchmark_group("sparse_times_dense");
-    group.throughput(Throughput::Elements(flops));
+    let mut group = throughput_group(c, "sparse_times_dense", flops);
     let mut out = vec![0.0; x.len()];
-    for (name, arch) in variants() {
-        group.bench_function(BenchmarkId::new(name, &shape), |b| {
-            isa::with_arch(arch, || {
-                b.iter(|| {
-                    sparse::sparse_times_dense(
-                        &codes,
-                        &w,
-                        w_layout,
-                        Some(&b_dec),
-                        &mut out,
-                        x_layout,
-                    )
-                })
-            })
-        });
-    }
-    group.bench_function(BenchmarkId::new("reference", &shape), |b| {
-        b.iter(|| {
-            sparse::reference::sparse_times_dense(
-                &codes,
-                &w,
-                w_layout,
-                Some(&b_dec),
-                &mut out,
-                x_layout,
-            )
-        })
+    kernel_and_reference(&mut group, &variants(), &shape, |run| {
+        let product = match run {
+            Impl::Kernel => sparse::sparse_times_dense,
+            Impl::Reference => sparse::reference::sparse_times_dense,
+        };
+        product(&codes, &w, w_layout, Some(&b_dec), &mut out, x_layout)
     });
     group.finish();
 
-    let mut group = c.benchmark_group("dots_at_entries");
-    group.throughput(Throughput::Elements(flops));
+    let mut group = throughput_group(c, "dots_at_entries", flops);
     let mut grads = vec![0.0; codes.nnz()];
-    for (name, arch) in variants() {
-        group.bench_function(BenchmarkId::new(name, &shape), |b| {
-            isa::with_arch(arch, || {
-                b.iter(|| sparse::dots_at_entries(&codes, &x, x_layout, &w, w_layout, &mut grads))
-            })
-        });
-    }
-    group.bench_function(BenchmarkId::new("reference", &shape), |b| {
-        b.iter(|| {
-            sparse::reference::dots_at_entries(&codes, &x, x_layout, &w, w_layout, &mut grads)
-        })
+    kernel_and_reference(&mut group, &variants(), &shape, |run| {
+        let dots = match run {
+            Impl::Kernel => sparse::dots_at_entries,
+            Impl::Reference => sparse::reference::dots_at_entries,
+        };
+        dots(&codes, &x, x_layout, &w, w_layout, &mut grads)
     });
     group.finish();
 
-    let mut group = c.benchmark_group("scatter_outer_add");
-    group.throughput(Throughput::Elements(flops));
+    let mut group = throughput_group(c, "scatter_outer_add", flops);
     let mut g = vec![0.0; w.len()];
-    for (name, arch) in variants() {
-        group.bench_function(BenchmarkId::new(name, &shape), |b| {
-            isa::with_arch(arch, || {
-                b.iter(|| {
-                    sparse::scatter_outer_add(
-                        &index,
-                        codes.values(),
-                        &x,
-                        x_layout,
-                        1e-6,
-                        0..N,
-                        &mut g,
-                        w_layout,
-                    )
-                })
-            })
-        });
-    }
-    group.bench_function(BenchmarkId::new("reference", &shape), |b| {
-        b.iter(|| {
-            sparse::reference::scatter_outer_add(
-                &codes,
-                codes.values(),
-                &x,
-                x_layout,
-                1e-6,
-                0..N,
-                &mut g,
-                w_layout,
-            )
-        })
+    kernel_and_reference(&mut group, &variants(), &shape, |run| {
+        let (values, g) = (codes.values(), &mut g[..]);
+        match run {
+            Impl::Kernel => scatter_with(sparse::scatter_outer_add, &index, values, &x, g),
+            Impl::Reference => {
+                scatter_with(sparse::reference::scatter_outer_add, &codes, values, &x, g)
+            }
+        }
     });
     group.finish();
 
-    let mut group = c.benchmark_group("latent_index");
-    group.throughput(Throughput::Elements(codes.nnz() as u64));
+    let mut group = throughput_group(c, "latent_index", codes.nnz());
     let mut rebuilt = LatentIndex::new();
     group.bench_function(BenchmarkId::new("rebuild", &shape), |b| {
         b.iter(|| rebuilt.rebuild(&codes))
@@ -285,40 +262,36 @@ fn unit_rows(c: &mut Criterion) {
     let mut norms = vec![0.0; N];
     let mut buf = w.clone();
 
-    let mut group = c.benchmark_group("row_norms");
-    group.throughput(Throughput::Elements(layout.len() as u64));
-    for (name, arch) in variants() {
-        group.bench_function(BenchmarkId::new(name, &shape), |b| {
-            isa::with_arch(arch, || {
-                b.iter(|| unit_norm::row_norms(layout, &w, &mut norms))
-            })
-        });
-    }
-    group.bench_function(BenchmarkId::new("reference", &shape), |b| {
-        b.iter(|| unit_norm::reference::row_norms(layout, &w, &mut norms))
+    let mut group = throughput_group(c, "row_norms", layout.len());
+    kernel_and_reference(&mut group, &variants(), &shape, |run| {
+        let row_norms = match run {
+            Impl::Kernel => unit_norm::row_norms,
+            Impl::Reference => unit_norm::reference::row_norms,
+        };
+        row_norms(layout, &w, &mut norms)
     });
     group.finish();
 
     // Normalising unit rows again is what the step does after a small update.
-    let mut group = c.benchmark_group("normalize_rows");
-    group.throughput(Throughput::Elements(layout.len() as u64));
+    let mut group = throughput_group(c, "normalize_rows", layout.len());
     buf.copy_from_slice(&unit);
-    group.bench_function(BenchmarkId::new("simd", &shape), |b| {
-        b.iter(|| unit_norm::normalize_rows(layout, &mut buf))
-    });
-    group.bench_function(BenchmarkId::new("reference", &shape), |b| {
-        b.iter(|| unit_norm::reference::normalize_rows(layout, &mut buf))
+    kernel_and_reference(&mut group, &simd_only(), &shape, |run| {
+        let normalize = match run {
+            Impl::Kernel => unit_norm::normalize_rows,
+            Impl::Reference => unit_norm::reference::normalize_rows,
+        };
+        normalize(layout, &mut buf)
     });
     group.finish();
 
-    let mut group = c.benchmark_group("remove_parallel_component");
-    group.throughput(Throughput::Elements(layout.len() as u64));
+    let mut group = throughput_group(c, "remove_parallel_component", layout.len());
     buf.copy_from_slice(&g);
-    group.bench_function(BenchmarkId::new("simd", &shape), |b| {
-        b.iter(|| unit_norm::remove_parallel_component(layout, &unit, &mut buf))
-    });
-    group.bench_function(BenchmarkId::new("reference", &shape), |b| {
-        b.iter(|| unit_norm::reference::remove_parallel_component(layout, &unit, &mut buf))
+    kernel_and_reference(&mut group, &simd_only(), &shape, |run| {
+        let remove = match run {
+            Impl::Kernel => unit_norm::remove_parallel_component,
+            Impl::Reference => unit_norm::reference::remove_parallel_component,
+        };
+        remove(layout, &unit, &mut buf)
     });
     group.finish();
 }

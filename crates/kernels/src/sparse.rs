@@ -54,85 +54,129 @@ fn block<S: Simd>(head: &[S::f32s], blk: usize) -> &[S::f32s; BLOCK] {
     head[blk * BLOCK..(blk + 1) * BLOCK].try_into().unwrap()
 }
 
+/// Where the sums of [`add_scaled_rows`] start.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    /// At zero.
+    Zero,
+    /// At these values (a bias as long as the row).
+    At(&'a [f32]),
+    /// At the row's own values: the terms are added to it.
+    Row,
+}
+
+/// `row = start + sum_t s_t x_t` over the terms `(s_t, x_t)` that `terms()` yields (each
+/// `x_t` as long as `row`): the registers in blocks of [`BLOCK`] accumulators, each
+/// register's sum one FMA chain in the order of the terms.
+#[inline(always)]
+fn add_scaled_rows<'x, S: Simd, T: Iterator<Item = (f32, &'x [f32])>>(
+    simd: S,
+    row: &mut [f32],
+    start: Start<'_>,
+    terms: impl Fn() -> T,
+) {
+    let zero = simd.splat_f32s(0.0);
+    let (start_head, start_tail) = match start {
+        Start::At(values) => S::as_simd_f32s(values),
+        Start::Zero | Start::Row => (&[][..], &[][..]),
+    };
+    let (head, tail) = S::as_mut_simd_f32s(row);
+    let full = head.len() / BLOCK;
+    for blk in 0..full {
+        let regs = &mut head[blk * BLOCK..(blk + 1) * BLOCK];
+        let mut acc: [S::f32s; BLOCK] = match start {
+            Start::Zero => [zero; BLOCK],
+            Start::At(_) => *block::<S>(start_head, blk),
+            Start::Row => (&*regs).try_into().unwrap(),
+        };
+        for (s, x) in terms() {
+            let x = block::<S>(S::as_simd_f32s(x).0, blk);
+            fma_block(simd, &mut acc, simd.splat_f32s(s), x);
+        }
+        regs.copy_from_slice(&acc);
+    }
+    for (r, reg) in head.iter_mut().enumerate().skip(full * BLOCK) {
+        let mut acc = match start {
+            Start::Zero => zero,
+            Start::At(_) => start_head[r],
+            Start::Row => *reg,
+        };
+        for (s, x) in terms() {
+            acc = simd.mul_add_f32s(simd.splat_f32s(s), S::as_simd_f32s(x).0[r], acc);
+        }
+        *reg = acc;
+    }
+    if !tail.is_empty() {
+        // A partial load of no values is zero.
+        let mut acc = simd.partial_load_f32s(match start {
+            Start::Zero | Start::At(_) => start_tail,
+            Start::Row => tail,
+        });
+        for (s, x) in terms() {
+            let x = simd.partial_load_f32s(S::as_simd_f32s(x).1);
+            acc = simd.mul_add_f32s(simd.splat_f32s(s), x, acc);
+        }
+        simd.partial_store_f32s(tail, acc);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Decoder forward.
 
-struct SparseTimesDense<'a> {
-    codes: &'a SparseRows,
-    w: &'a [f32],
-    w_layout: Layout,
-    bias: Option<&'a [f32]>,
-    out: &'a mut [f32],
-    out_layout: Layout,
-}
+/// The arguments of [`sparse_times_dense`], in its order.
+struct SparseTimesDense<'a>(
+    &'a SparseRows,
+    &'a [f32],
+    Layout,
+    Option<&'a [f32]>,
+    &'a mut [f32],
+    Layout,
+);
 
 impl WithSimd for SparseTimesDense<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Self {
-            codes,
-            w,
-            w_layout,
-            bias,
-            out,
-            out_layout,
-        } = self;
-        let zero = simd.splat_f32s(0.0);
+        let Self(codes, w, w_layout, bias, out, out_layout) = self;
+        let start = bias.map_or(Start::Zero, Start::At);
         for b in 0..out_layout.rows {
             let (indices, values) = codes.row(b);
-            let out_row = &mut out[out_layout.row(b)];
-            let (bias_head, bias_tail) = match bias {
-                Some(bias) => S::as_simd_f32s(bias),
-                None => (&[][..], &[][..]),
+            let w_row = move |j: u32| &w[w_layout.row(j as usize)];
+            let terms = move || {
+                indices
+                    .iter()
+                    .zip(values)
+                    .map(move |(&j, &v)| (v, w_row(j)))
             };
-            let w_row = |j: u32| S::as_simd_f32s(&w[w_layout.row(j as usize)]);
-            let (o_head, o_tail) = S::as_mut_simd_f32s(out_row);
-            let full = o_head.len() / BLOCK;
-            for blk in 0..full {
-                let mut acc = [zero; BLOCK];
-                if bias.is_some() {
-                    acc = *block::<S>(bias_head, blk);
-                }
-                for (&j, &v) in indices.iter().zip(values) {
-                    fma_block(
-                        simd,
-                        &mut acc,
-                        simd.splat_f32s(v),
-                        block::<S>(w_row(j).0, blk),
-                    );
-                }
-                o_head[blk * BLOCK..(blk + 1) * BLOCK].copy_from_slice(&acc);
-            }
-            for (r, o) in o_head.iter_mut().enumerate().skip(full * BLOCK) {
-                let mut acc = bias_head.get(r).copied().unwrap_or(zero);
-                for (&j, &v) in indices.iter().zip(values) {
-                    acc = simd.mul_add_f32s(simd.splat_f32s(v), w_row(j).0[r], acc);
-                }
-                *o = acc;
-            }
-            if !o_tail.is_empty() {
-                let mut acc = simd.partial_load_f32s(bias_tail);
-                for (&j, &v) in indices.iter().zip(values) {
-                    let x = simd.partial_load_f32s(w_row(j).1);
-                    acc = simd.mul_add_f32s(simd.splat_f32s(v), x, acc);
-                }
-                simd.partial_store_f32s(o_tail, acc);
-            }
+            add_scaled_rows(simd, &mut out[out_layout.row(b)], start, terms);
         }
     }
 }
 
+/// The shapes of a row-wise product of `codes` with `w` (`w_what` in the messages) and a
+/// dense batch of `len` values laid out as `layout` (`what`): one row per row of codes,
+/// as wide as `w`.
 #[track_caller]
-fn check_codes_against_w(codes: &SparseRows, w: &[f32], w_layout: Layout, what: &str) {
-    w_layout.check(w.len(), what);
+fn check_row_product(
+    codes: &SparseRows,
+    w: &[f32],
+    w_layout: Layout,
+    w_what: &str,
+    len: usize,
+    layout: Layout,
+    what: &str,
+) {
+    w_layout.check(w.len(), w_what);
     assert_eq!(
         w_layout.rows,
         codes.cols(),
-        "{what}: w has {} rows for {} latents",
+        "{w_what}: w has {} rows for {} latents",
         w_layout.rows,
         codes.cols()
     );
+    layout.check(len, what);
+    assert_eq!(layout.rows, codes.rows(), "{what} rows != code rows");
+    assert_eq!(layout.cols, w_layout.cols, "{what} cols != w cols");
 }
 
 /// `out[b, :] = bias + sum_{(j, v) in row b of codes} v w[j, :]` for every row `b`:
@@ -151,17 +195,8 @@ pub fn sparse_times_dense(
     out: &mut [f32],
     out_layout: Layout,
 ) {
-    check_codes_against_w(codes, w, w_layout, "sparse_times_dense: w");
-    out_layout.check(out.len(), "sparse_times_dense: out");
-    assert_eq!(
-        out_layout.rows,
-        codes.rows(),
-        "sparse_times_dense: out rows != code rows"
-    );
-    assert_eq!(
-        out_layout.cols, w_layout.cols,
-        "sparse_times_dense: out cols != w cols"
-    );
+    let (w_what, what) = ("sparse_times_dense: w", "sparse_times_dense: out");
+    check_row_product(codes, w, w_layout, w_what, out.len(), out_layout, what);
     if let Some(bias) = bias {
         assert_eq!(
             bias.len(),
@@ -172,14 +207,7 @@ pub fn sparse_times_dense(
     if out_layout.is_empty() {
         return;
     }
-    dispatch(SparseTimesDense {
-        codes,
-        w,
-        w_layout,
-        bias,
-        out,
-        out_layout,
-    });
+    dispatch(SparseTimesDense(codes, w, w_layout, bias, out, out_layout));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -188,27 +216,21 @@ pub fn sparse_times_dense(
 /// Entries whose dots share one pass over `dout`'s row.
 const DOTS_AT_ONCE: usize = 4;
 
-struct DotsAtEntries<'a> {
-    codes: &'a SparseRows,
-    dout: &'a [f32],
-    dout_layout: Layout,
-    w: &'a [f32],
-    w_layout: Layout,
-    grads: &'a mut [f32],
-}
+/// The arguments of [`dots_at_entries`], in its order.
+struct DotsAtEntries<'a>(
+    &'a SparseRows,
+    &'a [f32],
+    Layout,
+    &'a [f32],
+    Layout,
+    &'a mut [f32],
+);
 
 impl WithSimd for DotsAtEntries<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Self {
-            codes,
-            dout,
-            dout_layout,
-            w,
-            w_layout,
-            grads,
-        } = self;
+        let Self(codes, dout, dout_layout, w, w_layout, grads) = self;
         let zero = simd.splat_f32s(0.0);
         let w_row = |j: u32| S::as_simd_f32s(&w[w_layout.row(j as usize)]);
         for b in 0..dout_layout.rows {
@@ -282,17 +304,8 @@ pub fn dots_at_entries(
     w_layout: Layout,
     grads: &mut [f32],
 ) {
-    check_codes_against_w(codes, w, w_layout, "dots_at_entries: w");
-    dout_layout.check(dout.len(), "dots_at_entries: dout");
-    assert_eq!(
-        dout_layout.rows,
-        codes.rows(),
-        "dots_at_entries: dout rows != code rows"
-    );
-    assert_eq!(
-        dout_layout.cols, w_layout.cols,
-        "dots_at_entries: dout cols != w cols"
-    );
+    let (w_what, what) = ("dots_at_entries: w", "dots_at_entries: dout");
+    check_row_product(codes, w, w_layout, w_what, dout.len(), dout_layout, what);
     assert_eq!(
         grads.len(),
         codes.nnz(),
@@ -303,88 +316,57 @@ pub fn dots_at_entries(
         codes.nnz(),
         "dots_at_entries: codes has an open row"
     );
-    dispatch(DotsAtEntries {
-        codes,
-        dout,
-        dout_layout,
-        w,
-        w_layout,
-        grads,
-    });
+    dispatch(DotsAtEntries(codes, dout, dout_layout, w, w_layout, grads));
 }
 
 // ---------------------------------------------------------------------------------------
 // Scatter of outer products, by latent.
 
-struct ScatterOuterAdd<'a> {
-    index: &'a LatentIndex,
-    values: &'a [f32],
-    x: &'a [f32],
-    x_layout: Layout,
-    alpha: f32,
-    latents: Range<usize>,
-    g: &'a mut [f32],
-    g_layout: Layout,
-}
+/// The arguments of [`scatter_outer_add`], in its order.
+struct ScatterOuterAdd<'a>(
+    &'a LatentIndex,
+    &'a [f32],
+    &'a [f32],
+    Layout,
+    f32,
+    Range<usize>,
+    &'a mut [f32],
+    Layout,
+);
 
 impl WithSimd for ScatterOuterAdd<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Self {
-            index,
-            values,
-            x,
-            x_layout,
-            alpha,
-            latents,
-            g,
-            g_layout,
-        } = self;
-        let x_row = |b: u32| S::as_simd_f32s(&x[x_layout.row(b as usize)]);
+        let Self(index, values, x, x_layout, alpha, latents, g, g_layout) = self;
         for (r, j) in latents.enumerate() {
             let (rows, entries) = index.latent(j);
             if rows.is_empty() {
                 continue;
             }
-            let (g_head, g_tail) = S::as_mut_simd_f32s(&mut g[g_layout.row(r)]);
-            let full = g_head.len() / BLOCK;
-            for blk in 0..full {
-                let g_block = &mut g_head[blk * BLOCK..(blk + 1) * BLOCK];
-                let mut acc: [S::f32s; BLOCK] = (&*g_block).try_into().unwrap();
-                for (&b, &e) in rows.iter().zip(entries) {
-                    let s = simd.splat_f32s(alpha * values[e as usize]);
-                    fma_block(simd, &mut acc, s, block::<S>(x_row(b).0, blk));
-                }
-                g_block.copy_from_slice(&acc);
-            }
-            for (reg, g) in g_head.iter_mut().enumerate().skip(full * BLOCK) {
-                let mut acc = *g;
-                for (&b, &e) in rows.iter().zip(entries) {
-                    let s = simd.splat_f32s(alpha * values[e as usize]);
-                    acc = simd.mul_add_f32s(s, x_row(b).0[reg], acc);
-                }
-                *g = acc;
-            }
-            if !g_tail.is_empty() {
-                let mut acc = simd.partial_load_f32s(g_tail);
-                for (&b, &e) in rows.iter().zip(entries) {
-                    let s = simd.splat_f32s(alpha * values[e as usize]);
-                    let x = simd.partial_load_f32s(x_row(b).1);
-                    acc = simd.mul_add_f32s(s, x, acc);
-                }
-                simd.partial_store_f32s(g_tail, acc);
-            }
+            let x_row = move |b: u32| &x[x_layout.row(b as usize)];
+            let terms = move || {
+                let pairs = rows.iter().zip(entries);
+                pairs.map(move |(&b, &e)| (alpha * values[e as usize], x_row(b)))
+            };
+            add_scaled_rows(simd, &mut g[g_layout.row(r)], Start::Row, terms);
         }
     }
 }
 
+/// The arguments the kernels by latent share: `latents` within the index's, and one
+/// value for each of its entries (`what` names the kernel in the messages).
 #[track_caller]
-fn check_latent_range(index: &LatentIndex, latents: &Range<usize>, what: &str) {
+fn check_by_latent(index: &LatentIndex, values: &[f32], latents: &Range<usize>, what: &str) {
     assert!(
         latents.start <= latents.end && latents.end <= index.cols(),
         "{what}: latents {latents:?} outside 0..{}",
         index.cols()
+    );
+    assert_eq!(
+        values.len(),
+        index.nnz(),
+        "{what}: values length != entries"
     );
 }
 
@@ -414,12 +396,7 @@ pub fn scatter_outer_add(
     g: &mut [f32],
     g_layout: Layout,
 ) {
-    check_latent_range(index, &latents, "scatter_outer_add");
-    assert_eq!(
-        values.len(),
-        index.nnz(),
-        "scatter_outer_add: values length != entries"
-    );
+    check_by_latent(index, values, &latents, "scatter_outer_add");
     x_layout.check(x.len(), "scatter_outer_add: x");
     assert_eq!(
         x_layout.rows,
@@ -439,16 +416,9 @@ pub fn scatter_outer_add(
     if g_layout.is_empty() {
         return;
     }
-    dispatch(ScatterOuterAdd {
-        index,
-        values,
-        x,
-        x_layout,
-        alpha,
-        latents,
-        g,
-        g_layout,
-    });
+    dispatch(ScatterOuterAdd(
+        index, values, x, x_layout, alpha, latents, g, g_layout,
+    ));
 }
 
 /// `out[j - latents.start] += alpha sum_{e of latent j} values[e]` for `j` in `latents`,
@@ -465,12 +435,7 @@ pub fn sum_by_latent(
     latents: Range<usize>,
     out: &mut [f32],
 ) {
-    check_latent_range(index, &latents, "sum_by_latent");
-    assert_eq!(
-        values.len(),
-        index.nnz(),
-        "sum_by_latent: values length != entries"
-    );
+    check_by_latent(index, values, &latents, "sum_by_latent");
     assert_eq!(
         out.len(),
         latents.len(),

@@ -54,6 +54,7 @@
 use crate::isa::dispatch;
 use crate::layout::Layout;
 use crate::sparse_rows::SparseRows;
+use core::ops::Range;
 use pulp::{Simd, WithSimd};
 
 /// Values per chunk whose maximum pass 1 records, when the row is long enough (a
@@ -96,6 +97,12 @@ impl SelectScratch {
     /// Empty buffers.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets `maxima` to `len` zeros.
+    fn reset_maxima(&mut self, len: usize) {
+        self.maxima.clear();
+        self.maxima.resize(len, 0.0);
     }
 }
 
@@ -378,16 +385,60 @@ fn keep_largest<K: Ord + Copy>(keys: &mut [K], k: usize, chosen: &mut Vec<K>) ->
     kept
 }
 
+impl PreActivations<'_> {
+    /// Pass 1 over the row of `z` at `range`: [`maxima_biased`], or
+    /// [`maxima_biased_in_place`] where `relu(z + bias)` is written back.
+    #[inline(always)]
+    fn chunk_maxima<S: Simd>(
+        &mut self,
+        simd: S,
+        range: Range<usize>,
+        bias: &[f32],
+        chunk: usize,
+        maxima: &mut [f32],
+    ) {
+        match self {
+            Self::Read(z) => maxima_biased(simd, &z[range], bias, chunk, maxima),
+            Self::ReluInPlace(z) => {
+                maxima_biased_in_place(simd, &mut z[range], bias, chunk, maxima)
+            }
+        }
+    }
+
+    /// [`collect_candidates`] of the row at `range` after [`Self::chunk_maxima`]: its
+    /// values recomputed, or read back where pass 1 wrote them.
+    #[inline(always)]
+    fn candidates(
+        &self,
+        range: Range<usize>,
+        bias: &[f32],
+        maxima: &[f32],
+        chunk: usize,
+        bound: f32,
+        keys: &mut Vec<u64>,
+    ) -> usize {
+        let n = range.len();
+        match self {
+            Self::Read(z) => {
+                let values = Biased { z: &z[range], bias };
+                collect_candidates(&values, n, maxima, chunk, bound, keys)
+            }
+            Self::ReluInPlace(z) => {
+                collect_candidates(&Stored(&z[range]), n, maxima, chunk, bound, keys)
+            }
+        }
+    }
+}
+
 /// Selects the top `k` of one row whose chunk maxima are in `scratch.maxima`, and appends
-/// them to `out` as one row, mapping candidate position `p` to latent `latent(p)`.
+/// them to `out` as one row: `collect(maxima, bound, keys)` writes the row's candidate keys
+/// as [`collect_candidates`] does, and candidate position `p` is latent `latent(p)`.
 #[inline(always)]
 fn select_row(
-    values: &impl RowValues,
-    n: usize,
     k: usize,
-    chunk: usize,
     scratch: &mut SelectScratch,
     out: &mut SparseRows,
+    collect: impl FnOnce(&[f32], f32, &mut Vec<u64>) -> usize,
     latent: impl Fn(usize) -> u32,
 ) {
     let SelectScratch {
@@ -399,7 +450,7 @@ fn select_row(
     } = scratch;
     if k > 0 {
         let t = lower_bound(maxima, k, bound);
-        let count = collect_candidates(values, n, maxima, chunk, t, keys);
+        let count = collect(maxima, t, keys);
         let kept = keep_largest(&mut keys[..count], k, chosen);
         for &key in &keys[..kept] {
             let (p, a) = from_row_key(key);
@@ -410,51 +461,67 @@ fn select_row(
 }
 
 // ---------------------------------------------------------------------------------------
-// Row-wise top-k.
+// What every selection does around its own work.
 
-struct TopKRows<'a> {
-    layout: Layout,
-    z: PreActivations<'a>,
-    bias: &'a [f32],
-    k: usize,
-    scratch: &'a mut SelectScratch,
-    out: &'a mut SparseRows,
+/// One selection kernel: its own inputs, and its work on an instruction set.
+trait Selection: Sized {
+    /// What the kernel returns.
+    type Output: Default;
+
+    /// How many entries `out` should have room for.
+    fn entries(&self, layout: Layout) -> usize;
+
+    /// Whether every row keeps nothing, whatever the values: the rows are then written
+    /// empty without running the kernel.
+    fn keeps_nothing(&self, layout: Layout) -> bool {
+        layout.is_empty()
+    }
+
+    /// The rest of the kernel's work when it keeps nothing (none), and its result.
+    fn nothing(self, _layout: Layout) -> Self::Output {
+        Self::Output::default()
+    }
+
+    /// Appends to the batch's rows one row for every row of its shape.
+    fn select_rows<S: Simd>(self, simd: S, batch: Batch<'_>) -> Self::Output;
 }
 
-impl WithSimd for TopKRows<'_> {
-    type Output = ();
+/// The batch a [`Selection`] runs on: its shape, the buffers, and the rows it writes.
+struct Batch<'a>(Layout, &'a mut SelectScratch, &'a mut SparseRows);
+
+/// A [`Selection`] with its batch, as [`dispatch`] runs it.
+struct Dispatched<'a, T> {
+    selection: T,
+    batch: Batch<'a>,
+}
+
+impl<T: Selection> WithSimd for Dispatched<'_, T> {
+    type Output = T::Output;
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let Self {
-            layout,
-            mut z,
-            bias,
-            k,
-            scratch,
-            out,
-        } = self;
-        let n = layout.cols;
-        let chunk = chunk_len(n, k);
-        scratch.maxima.clear();
-        scratch.maxima.resize(n.div_ceil(chunk), 0.0);
-        for i in 0..layout.rows {
-            let range = layout.row(i);
-            match &mut z {
-                PreActivations::Read(z) => {
-                    let z = &z[range];
-                    maxima_biased(simd, z, bias, chunk, &mut scratch.maxima);
-                    let values = Biased { z, bias };
-                    select_row(&values, n, k, chunk, scratch, out, |j| j as u32);
-                }
-                PreActivations::ReluInPlace(z) => {
-                    let z = &mut z[range];
-                    maxima_biased_in_place(simd, z, bias, chunk, &mut scratch.maxima);
-                    let values = Stored(z);
-                    select_row(&values, n, k, chunk, scratch, out, |j| j as u32);
-                }
-            }
-        }
+    fn with_simd<S: Simd>(self, simd: S) -> T::Output {
+        self.selection.select_rows(simd, self.batch)
     }
+}
+
+/// Clears `out` to `layout.cols` latents with room for `layout.rows` rows and the
+/// selection's entries, then runs `selection` on the widest instruction set, or, where it
+/// keeps nothing, writes `layout.rows` empty rows.
+fn select<T: Selection>(
+    selection: T,
+    layout: Layout,
+    scratch: &mut SelectScratch,
+    out: &mut SparseRows,
+) -> T::Output {
+    out.clear(layout.cols);
+    out.reserve(layout.rows, selection.entries(layout));
+    if selection.keeps_nothing(layout) {
+        for _ in 0..layout.rows {
+            out.end_row();
+        }
+        return selection.nothing(layout);
+    }
+    let batch = Batch(layout, scratch, out);
+    dispatch(Dispatched { selection, batch })
 }
 
 #[track_caller]
@@ -468,30 +535,38 @@ fn check_pre_activations(layout: Layout, z_len: usize, bias: &[f32], what: &str)
     );
 }
 
-fn top_k_rows_impl(
-    layout: Layout,
-    z: PreActivations<'_>,
-    bias: &[f32],
+// ---------------------------------------------------------------------------------------
+// Row-wise top-k.
+
+struct TopKRows<'a> {
+    z: PreActivations<'a>,
+    bias: &'a [f32],
     k: usize,
-    scratch: &mut SelectScratch,
-    out: &mut SparseRows,
-) {
-    out.clear(layout.cols);
-    out.reserve(layout.rows, layout.rows * k.min(layout.cols));
-    if layout.is_empty() {
-        for _ in 0..layout.rows {
-            out.end_row();
-        }
-        return;
+}
+
+impl Selection for TopKRows<'_> {
+    type Output = ();
+
+    fn entries(&self, layout: Layout) -> usize {
+        layout.rows * self.k.min(layout.cols)
     }
-    dispatch(TopKRows {
-        layout,
-        z,
-        bias,
-        k,
-        scratch,
-        out,
-    });
+
+    #[inline(always)]
+    fn select_rows<S: Simd>(self, simd: S, batch: Batch<'_>) {
+        let Batch(layout, scratch, out) = batch;
+        let Self { mut z, bias, k } = self;
+        let n = layout.cols;
+        let chunk = chunk_len(n, k);
+        scratch.reset_maxima(n.div_ceil(chunk));
+        for i in 0..layout.rows {
+            let range = layout.row(i);
+            z.chunk_maxima(simd, range.clone(), bias, chunk, &mut scratch.maxima);
+            let collect = |maxima: &[f32], t, keys: &mut Vec<u64>| {
+                z.candidates(range, bias, maxima, chunk, t, keys)
+            };
+            select_row(k, scratch, out, collect, |j| j as u32);
+        }
+    }
 }
 
 /// For every row `i` of `z` (`B x N`), the `k` largest of `relu(z[i, j] + bias[j])` that
@@ -510,7 +585,8 @@ pub fn top_k_rows(
     out: &mut SparseRows,
 ) {
     check_pre_activations(layout, z.len(), bias, "top_k_rows: z");
-    top_k_rows_impl(layout, PreActivations::Read(z), bias, k, scratch, out);
+    let z = PreActivations::Read(z);
+    select(TopKRows { z, bias, k }, layout, scratch, out);
 }
 
 /// [`top_k_rows`], also overwriting `z` with `relu(z + bias)` in the same pass.
@@ -526,14 +602,8 @@ pub fn top_k_rows_relu_in_place(
     out: &mut SparseRows,
 ) {
     check_pre_activations(layout, z.len(), bias, "top_k_rows_relu_in_place: z");
-    top_k_rows_impl(
-        layout,
-        PreActivations::ReluInPlace(z),
-        bias,
-        k,
-        scratch,
-        out,
-    );
+    let z = PreActivations::ReluInPlace(z);
+    select(TopKRows { z, bias, k }, layout, scratch, out);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -555,30 +625,57 @@ fn from_batch_key(key: u128) -> (usize, usize, f32) {
 }
 
 struct BatchTopK<'a> {
-    layout: Layout,
     z: PreActivations<'a>,
     bias: &'a [f32],
     keep: usize,
-    scratch: &'a mut SelectScratch,
-    out: &'a mut SparseRows,
 }
 
-impl WithSimd for BatchTopK<'_> {
+impl<'a> BatchTopK<'a> {
+    /// Keeping `k * layout.rows`, after checking that the rows fit `u32` (else panicking
+    /// in `kernel`'s name).
+    #[track_caller]
+    fn new(kernel: &str, layout: Layout, z: PreActivations<'a>, bias: &'a [f32], k: usize) -> Self {
+        assert!(
+            u32::try_from(layout.rows).is_ok(),
+            "{kernel}: more than u32::MAX rows"
+        );
+        let keep = k.saturating_mul(layout.rows);
+        Self { z, bias, keep }
+    }
+}
+
+impl Selection for BatchTopK<'_> {
     type Output = Option<f32>;
+
+    fn entries(&self, layout: Layout) -> usize {
+        self.keep.min(layout.len())
+    }
+
+    fn keeps_nothing(&self, layout: Layout) -> bool {
+        layout.is_empty() || self.keep == 0
+    }
+
+    fn nothing(self, layout: Layout) -> Option<f32> {
+        if let PreActivations::ReluInPlace(z) = self.z {
+            crate::activation::bias_activation_forward(
+                crate::activation::Activation::Relu,
+                layout,
+                z,
+                self.bias,
+            );
+        }
+        None
+    }
+
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) -> Option<f32> {
-        let Self {
-            layout,
-            mut z,
-            bias,
-            keep,
-            scratch,
-            out,
-        } = self;
+    fn select_rows<S: Simd>(self, simd: S, batch: Batch<'_>) -> Option<f32> {
+        let Batch(layout, scratch, out) = batch;
+        let Self { mut z, bias, keep } = self;
         let n = layout.cols;
         // Chunks sized as if each row kept its share, `keep / B` rounded up.
         let chunk = chunk_len(n, keep.div_ceil(layout.rows));
         let per_row = n.div_ceil(chunk);
+        scratch.reset_maxima(layout.rows * per_row);
         let SelectScratch {
             maxima,
             bound,
@@ -587,31 +684,13 @@ impl WithSimd for BatchTopK<'_> {
             batch_chosen,
             ..
         } = scratch;
-        maxima.clear();
-        maxima.resize(layout.rows * per_row, 0.0);
         for (i, row_maxima) in maxima.chunks_exact_mut(per_row).enumerate() {
-            let range = layout.row(i);
-            match &mut z {
-                PreActivations::Read(z) => maxima_biased(simd, &z[range], bias, chunk, row_maxima),
-                PreActivations::ReluInPlace(z) => {
-                    maxima_biased_in_place(simd, &mut z[range], bias, chunk, row_maxima)
-                }
-            }
+            z.chunk_maxima(simd, layout.row(i), bias, chunk, row_maxima);
         }
         let t = lower_bound(maxima, keep, bound);
         batch_keys.clear();
         for (i, row_maxima) in maxima.chunks_exact(per_row).enumerate() {
-            let range = layout.row(i);
-            let count = match &z {
-                PreActivations::Read(z) => {
-                    let values = Biased { z: &z[range], bias };
-                    collect_candidates(&values, n, row_maxima, chunk, t, keys)
-                }
-                PreActivations::ReluInPlace(z) => {
-                    let values = Stored(&z[range]);
-                    collect_candidates(&values, n, row_maxima, chunk, t, keys)
-                }
-            };
+            let count = z.candidates(layout.row(i), bias, row_maxima, chunk, t, keys);
             batch_keys.extend(keys[..count].iter().map(|&key| {
                 let (j, a) = from_row_key(key);
                 batch_key(a, i, j)
@@ -637,41 +716,6 @@ impl WithSimd for BatchTopK<'_> {
     }
 }
 
-fn batch_top_k_impl(
-    layout: Layout,
-    z: PreActivations<'_>,
-    bias: &[f32],
-    k: usize,
-    scratch: &mut SelectScratch,
-    out: &mut SparseRows,
-) -> Option<f32> {
-    let keep = k.saturating_mul(layout.rows);
-    out.clear(layout.cols);
-    out.reserve(layout.rows, keep.min(layout.len()));
-    if layout.is_empty() || keep == 0 {
-        if let PreActivations::ReluInPlace(z) = z {
-            crate::activation::bias_activation_forward(
-                crate::activation::Activation::Relu,
-                layout,
-                z,
-                bias,
-            );
-        }
-        for _ in 0..layout.rows {
-            out.end_row();
-        }
-        return None;
-    }
-    dispatch(BatchTopK {
-        layout,
-        z,
-        bias,
-        keep,
-        scratch,
-        out,
-    })
-}
-
 /// The `k * B` largest values `> 0` of `relu(z + bias)` over the whole batch (`B =
 /// layout.rows`), ties to the lower `(row, j)`, written to `out` (cleared first): rows
 /// keep different numbers of entries. Returns the smallest kept value, the batch's
@@ -690,11 +734,9 @@ pub fn batch_top_k(
     out: &mut SparseRows,
 ) -> Option<f32> {
     check_pre_activations(layout, z.len(), bias, "batch_top_k: z");
-    assert!(
-        u32::try_from(layout.rows).is_ok(),
-        "batch_top_k: more than u32::MAX rows"
-    );
-    batch_top_k_impl(layout, PreActivations::Read(z), bias, k, scratch, out)
+    let z = PreActivations::Read(z);
+    let selection = BatchTopK::new("batch_top_k", layout, z, bias, k);
+    select(selection, layout, scratch, out)
 }
 
 /// [`batch_top_k`], also overwriting `z` with `relu(z + bias)` in the same pass.
@@ -710,64 +752,70 @@ pub fn batch_top_k_relu_in_place(
     out: &mut SparseRows,
 ) -> Option<f32> {
     check_pre_activations(layout, z.len(), bias, "batch_top_k_relu_in_place: z");
-    assert!(
-        u32::try_from(layout.rows).is_ok(),
-        "batch_top_k_relu_in_place: more than u32::MAX rows"
-    );
-    batch_top_k_impl(
-        layout,
-        PreActivations::ReluInPlace(z),
-        bias,
-        k,
-        scratch,
-        out,
-    )
+    let z = PreActivations::ReluInPlace(z);
+    let selection = BatchTopK::new("batch_top_k_relu_in_place", layout, z, bias, k);
+    select(selection, layout, scratch, out)
 }
 
 // ---------------------------------------------------------------------------------------
 // Threshold.
 
+impl Threshold<'_> {
+    /// The threshold of latent `j`.
+    #[inline(always)]
+    fn of(self, j: usize) -> f32 {
+        match self {
+            Threshold::Global(theta) => theta,
+            Threshold::PerLatent(theta) => theta[j],
+        }
+    }
+}
+
+/// Appends `(j, v)` to `out` for every `j` in `range` with `v = z[j] + bias[j]` above
+/// latent `j`'s threshold and `> 0`.
+#[inline(always)]
+fn push_above(
+    z: &[f32],
+    bias: &[f32],
+    threshold: Threshold<'_>,
+    range: Range<usize>,
+    out: &mut SparseRows,
+) {
+    for j in range {
+        let v = z[j] + bias[j];
+        if v > threshold.of(j) && v > 0.0 {
+            out.push(j as u32, v);
+        }
+    }
+}
+
 struct ThresholdRows<'a> {
-    layout: Layout,
     z: &'a [f32],
     bias: &'a [f32],
     threshold: Threshold<'a>,
-    scratch: &'a mut SelectScratch,
-    out: &'a mut SparseRows,
 }
 
-impl WithSimd for ThresholdRows<'_> {
+impl Selection for ThresholdRows<'_> {
     type Output = ();
+
+    fn entries(&self, _layout: Layout) -> usize {
+        0
+    }
+
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let Self {
-            layout,
-            z,
-            bias,
-            threshold,
-            scratch,
-            out,
-        } = self;
+    fn select_rows<S: Simd>(self, simd: S, batch: Batch<'_>) {
+        let Batch(layout, scratch, out) = batch;
+        let Self { z, bias, threshold } = self;
         let n = layout.cols;
         let chunk = CHUNK;
+        scratch.reset_maxima(n.div_ceil(chunk));
         let maxima = &mut scratch.maxima;
-        maxima.clear();
-        maxima.resize(n.div_ceil(chunk), 0.0);
         for i in 0..layout.rows {
             let z = &z[layout.row(i)];
             maxima_thresholded(simd, z, bias, threshold, chunk, maxima);
             for (c, &m) in maxima.iter().enumerate() {
                 if m > 0.0 {
-                    for j in c * chunk..n.min((c + 1) * chunk) {
-                        let v = z[j] + bias[j];
-                        let theta = match threshold {
-                            Threshold::Global(theta) => theta,
-                            Threshold::PerLatent(theta) => theta[j],
-                        };
-                        if v > theta && v > 0.0 {
-                            out.push(j as u32, v);
-                        }
-                    }
+                    push_above(z, bias, threshold, c * chunk..n.min((c + 1) * chunk), out);
                 }
             }
             out.end_row();
@@ -799,51 +847,41 @@ pub fn threshold_rows(
             "threshold_rows: threshold length != cols"
         );
     }
-    out.clear(layout.cols);
-    if layout.is_empty() {
-        for _ in 0..layout.rows {
-            out.end_row();
-        }
-        return;
-    }
-    dispatch(ThresholdRows {
-        layout,
-        z,
-        bias,
-        threshold,
-        scratch,
-        out,
-    });
+    let selection = ThresholdRows { z, bias, threshold };
+    select(selection, layout, scratch, out);
 }
 
 // ---------------------------------------------------------------------------------------
 // Top-k among listed latents (AuxK).
 
 struct TopKAmong<'a> {
-    layout: Layout,
     activations: &'a [f32],
     latents: &'a [u32],
     k: usize,
-    scratch: &'a mut SelectScratch,
-    out: &'a mut SparseRows,
 }
 
-impl WithSimd for TopKAmong<'_> {
+impl Selection for TopKAmong<'_> {
     type Output = ();
+
+    fn entries(&self, layout: Layout) -> usize {
+        layout.rows * self.k.min(self.latents.len())
+    }
+
+    fn keeps_nothing(&self, _layout: Layout) -> bool {
+        self.latents.is_empty()
+    }
+
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
+    fn select_rows<S: Simd>(self, simd: S, batch: Batch<'_>) {
+        let Batch(layout, scratch, out) = batch;
         let Self {
-            layout,
             activations,
             latents,
             k,
-            scratch,
-            out,
         } = self;
         let n = latents.len();
         let chunk = chunk_len(n, k);
-        scratch.maxima.clear();
-        scratch.maxima.resize(n.div_ceil(chunk), 0.0);
+        scratch.reset_maxima(n.div_ceil(chunk));
         let mut gathered = core::mem::take(&mut scratch.gathered);
         gathered.clear();
         gathered.resize(n, 0.0);
@@ -853,8 +891,10 @@ impl WithSimd for TopKAmong<'_> {
                 *g = row[j as usize];
             }
             maxima_plain(simd, &gathered, chunk, &mut scratch.maxima);
-            let values = Stored(&gathered);
-            select_row(&values, n, k, chunk, scratch, out, |p| latents[p]);
+            let collect = |maxima: &[f32], t, keys: &mut Vec<u64>| {
+                collect_candidates(&Stored(&gathered), n, maxima, chunk, t, keys)
+            };
+            select_row(k, scratch, out, collect, |p| latents[p]);
         }
         scratch.gathered = gathered;
     }
@@ -888,22 +928,12 @@ pub fn top_k_rows_among(
             layout.cols
         );
     }
-    out.clear(layout.cols);
-    out.reserve(layout.rows, layout.rows * k.min(latents.len()));
-    if latents.is_empty() {
-        for _ in 0..layout.rows {
-            out.end_row();
-        }
-        return;
-    }
-    dispatch(TopKAmong {
-        layout,
+    let selection = TopKAmong {
         activations,
         latents,
         k,
-        scratch,
-        out,
-    });
+    };
+    select(selection, layout, scratch, out);
 }
 
 /// Scalar references for this module's kernels: every value computed, ranked with the
@@ -933,19 +963,32 @@ pub mod reference {
         out.end_row();
     }
 
-    /// Reference for [`super::top_k_rows`].
-    pub fn top_k_rows(layout: Layout, z: &[f32], bias: &[f32], k: usize, out: &mut SparseRows) {
+    /// `out` cleared to `layout.cols` latents, then for every row `i` the `k` best of
+    /// `kept(i)` (all positive), pushed as row `i`.
+    fn push_top_rows<I: Iterator<Item = (f32, usize)>>(
+        layout: Layout,
+        k: usize,
+        out: &mut SparseRows,
+        kept: impl Fn(usize) -> I,
+    ) {
         out.clear(layout.cols);
         for i in 0..layout.rows {
-            let kept: Vec<(f32, usize)> = z[layout.row(i)]
-                .iter()
-                .zip(bias)
-                .enumerate()
-                .map(|(j, (&z, &b))| ((z + b).max(0.0), j))
-                .filter(|&(a, _)| a > 0.0)
-                .collect();
-            push_top(kept, k, out);
+            push_top(kept(i).collect(), k, out);
         }
+    }
+
+    /// The values of `relu(z + bias)` that are `> 0`, with their index.
+    fn positive<'a>(z: &'a [f32], bias: &'a [f32]) -> impl Iterator<Item = (f32, usize)> + 'a {
+        z.iter()
+            .zip(bias)
+            .enumerate()
+            .map(|(j, (&z, &b))| ((z + b).max(0.0), j))
+            .filter(|&(a, _)| a > 0.0)
+    }
+
+    /// Reference for [`super::top_k_rows`].
+    pub fn top_k_rows(layout: Layout, z: &[f32], bias: &[f32], k: usize, out: &mut SparseRows) {
+        push_top_rows(layout, k, out, |i| positive(&z[layout.row(i)], bias));
     }
 
     /// Reference for [`super::batch_top_k`].
@@ -959,12 +1002,7 @@ pub mod reference {
         out.clear(layout.cols);
         let mut kept: Vec<(f32, usize, usize)> = Vec::new();
         for i in 0..layout.rows {
-            for (j, (&z, &b)) in z[layout.row(i)].iter().zip(bias).enumerate() {
-                let a = (z + b).max(0.0);
-                if a > 0.0 {
-                    kept.push((a, i, j));
-                }
-            }
+            kept.extend(positive(&z[layout.row(i)], bias).map(|(a, j)| (a, i, j)));
         }
         kept.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
         kept.truncate(k * layout.rows);
@@ -991,16 +1029,7 @@ pub mod reference {
     ) {
         out.clear(layout.cols);
         for i in 0..layout.rows {
-            for (j, (&z, &b)) in z[layout.row(i)].iter().zip(bias).enumerate() {
-                let theta = match threshold {
-                    Threshold::Global(theta) => theta,
-                    Threshold::PerLatent(theta) => theta[j],
-                };
-                let v = z + b;
-                if v > theta && v > 0.0 {
-                    out.push(j as u32, v);
-                }
-            }
+            push_above(&z[layout.row(i)], bias, threshold, 0..layout.cols, out);
             out.end_row();
         }
     }
@@ -1013,15 +1042,12 @@ pub mod reference {
         k: usize,
         out: &mut SparseRows,
     ) {
-        out.clear(layout.cols);
-        for i in 0..layout.rows {
+        push_top_rows(layout, k, out, |i| {
             let row = &activations[layout.row(i)];
-            let kept: Vec<(f32, usize)> = latents
+            latents
                 .iter()
-                .map(|&j| (row[j as usize], j as usize))
+                .map(move |&j| (row[j as usize], j as usize))
                 .filter(|&(a, _)| a > 0.0)
-                .collect();
-            push_top(kept, k, out);
-        }
+        });
     }
 }

@@ -2,6 +2,7 @@
 //! sets must be identical (the selections are exact), on every instruction set.
 
 mod common;
+mod sae_data;
 
 use common::*;
 use kernels::activation::{self, Activation};
@@ -10,6 +11,7 @@ use kernels::sparse_rows::SparseRows;
 use kernels::topk::{self, reference, SelectScratch, Threshold};
 use kernels::Layout;
 use proptest::prelude::*;
+use sae_data::gaussian_like;
 
 /// Row lengths that leave ragged tails on every SIMD width, and a few exact ones.
 const AWKWARD_COLS: &[usize] = &[1, 7, 17, 33, 64, 65, 100, 512, 1000, 2049];
@@ -209,20 +211,6 @@ proptest! {
             }
         }
     }
-}
-
-/// A reproducible, roughly Gaussian fill (sum of four uniforms), no RNG dependency.
-fn gaussian_like(len: usize, seed: u64, mean: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    (0..len)
-        .map(|_| mean + (uniform() + uniform() + uniform() + uniform() - 2.0) * 1.7)
-        .collect()
 }
 
 /// The shapes of training (N in the thousands, k = 32 and k_aux = 256) with the bound

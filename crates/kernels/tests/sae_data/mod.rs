@@ -1,5 +1,6 @@
-//! Reproducible data for the sparse-autoencoder kernels' tests: dense fills of several
-//! magnitudes and random sparse batches, built from a seed (no RNG dependency).
+//! Reproducible data for the sparse-autoencoder kernels' tests and benchmarks: dense
+//! fills of several magnitudes and random sparse batches, built from a seed (no RNG
+//! dependency).
 #![allow(dead_code)]
 
 use kernels::sparse_rows::SparseRows;
@@ -31,8 +32,13 @@ impl Stream {
 
 /// `len` roughly Gaussian values around `mean`.
 pub fn gaussian_like(len: usize, seed: u64, mean: f32) -> Vec<f32> {
+    gaussian(len, seed, mean, 1.0)
+}
+
+/// `len` roughly Gaussian values around `mean`, with standard deviation about `sd`.
+pub fn gaussian(len: usize, seed: u64, mean: f32, sd: f32) -> Vec<f32> {
     let mut s = Stream::new(seed);
-    (0..len).map(|_| mean + s.gaussian()).collect()
+    (0..len).map(|_| mean + sd * s.gaussian()).collect()
 }
 
 /// Magnitudes the products must survive: moderate, with exact zeros, huge (sums stay
