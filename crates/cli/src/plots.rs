@@ -383,30 +383,28 @@ pub fn firing_frequencies(model: &Autoencoder, data: &Dataset) -> Vec<f64> {
 
 /// The feature-density histogram: the dead latents apart, the others binned by the
 /// log10 of their firing frequency.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Density {
     /// Latents that never fired (frequency 0).
     pub dead: usize,
-    /// The log10 of the first bin's left edge: the decade holding `1/rows`, the lowest
-    /// frequency a latent that fires at all can have (at most -1).
-    pub lowest: i32,
-    /// Latents per bin of `1/DENSITY_BINS_PER_DECADE` decades, from `lowest` up to 0
-    /// (frequency 1, counted in the last bin). A bin holds its left edge.
+    /// The log10 of the first bin's left edge, `log10(1/rows)`: the lowest frequency a
+    /// latent that fires at all can have. Bins counted from there (not from a round
+    /// decade) hold at least one whole number of rows each, so that none stays empty
+    /// for want of a count of rows falling in it.
+    pub lowest: f64,
+    /// Latents per bin of `1/DENSITY_BINS_PER_DECADE` decades, from `lowest` up to the
+    /// bin holding 0 (frequency 1, which the last bin holds). A bin holds its left edge.
     pub counts: Vec<usize>,
 }
 
 /// Bins `frequencies` (each in [0, 1]) measured over `rows` rows.
 pub fn density_histogram(frequencies: &[f64], rows: usize) -> Density {
-    // The smallest e with 10^e >= rows, in integers so that powers of 10 are exact.
-    let (mut decades, mut power) = (1i32, 10u64);
-    while power < rows as u64 {
-        power = power.saturating_mul(10);
-        decades += 1;
-    }
-    let bins = decades as usize * DENSITY_BINS_PER_DECADE;
+    let per = DENSITY_BINS_PER_DECADE as f64;
+    let lowest = -(rows.max(1) as f64).log10();
+    let bins = ((-lowest * per - 1e-9).ceil() as usize).max(1);
     let mut density = Density {
         dead: 0,
-        lowest: -decades,
+        lowest,
         counts: vec![0; bins],
     };
     for &f in frequencies {
@@ -414,8 +412,8 @@ pub fn density_histogram(frequencies: &[f64], rows: usize) -> Density {
             density.dead += 1;
             continue;
         }
-        let position =
-            ((f + DENSITY_EPSILON).log10() + f64::from(decades)) * DENSITY_BINS_PER_DECADE as f64;
+        // The epsilon also keeps a whole number of rows on the right of a bin edge.
+        let position = ((f + DENSITY_EPSILON).log10() - lowest) * per;
         density.counts[(position.max(0.0) as usize).min(bins - 1)] += 1;
     }
     density
@@ -467,12 +465,12 @@ pub fn density_picture(frequencies: &[f64], rows: usize) -> Canvas {
     let (left, right, top, bottom) = (70, width as i32 - 20, 80, height as i32 - 60);
     // The dead bar takes two bins' width at the left, then a gap of one, then the axis.
     let bins = density.counts.len() as i32;
+    let per = DENSITY_BINS_PER_DECADE as f64;
     let slot = f64::from(right - left) / f64::from(bins + 3);
     let axis_left = left + (3.0 * slot) as i32;
+    let span = f64::from(bins) / per;
     let x_of = |decades: f64| {
-        axis_left
-            + ((decades - f64::from(density.lowest)) / f64::from(-density.lowest)
-                * f64::from(right - axis_left)) as i32
+        axis_left + ((decades - density.lowest) / span * f64::from(right - axis_left)) as i32
     };
     let highest = density
         .counts
@@ -508,7 +506,7 @@ pub fn density_picture(frequencies: &[f64], rows: usize) -> Canvas {
         &mut canvas,
         "log10(firing frequency + 1e-10): the fraction of rows where the code is > 0",
         (axis_left + right) / 2,
-        bottom + 46,
+        bottom + 52,
         Alignment::Center,
     );
 
@@ -538,9 +536,8 @@ pub fn density_picture(frequencies: &[f64], rows: usize) -> Canvas {
         bottom + 15,
         Alignment::Center,
     );
-    let per = DENSITY_BINS_PER_DECADE as f64;
     for (i, &count) in density.counts.iter().enumerate() {
-        let low = f64::from(density.lowest) + i as f64 / per;
+        let low = density.lowest + i as f64 / per;
         bar(&mut canvas, x_of(low), x_of(low + 1.0 / per), count, BAR);
     }
 
@@ -552,7 +549,22 @@ pub fn density_picture(frequencies: &[f64], rows: usize) -> Canvas {
         1,
     );
     line(&mut canvas, (left, top), (left, bottom), Rgb888::BLACK, 1);
-    for decade in density.lowest..=0 {
+    // The axis starts at one row: said under the decades' labels.
+    line(
+        &mut canvas,
+        (axis_left, bottom),
+        (axis_left, bottom + 4),
+        Rgb888::BLACK,
+        1,
+    );
+    text(
+        &mut canvas,
+        "1 row",
+        axis_left,
+        bottom + 39,
+        Alignment::Center,
+    );
+    for decade in (density.lowest - 1e-9).ceil() as i32..=0 {
         let x = x_of(f64::from(decade));
         line(&mut canvas, (x, bottom), (x, bottom + 4), Rgb888::BLACK, 1);
         text(
@@ -586,7 +598,7 @@ pub fn density_picture(frequencies: &[f64], rows: usize) -> Canvas {
     // average one would sit.
     if l0 > 0.0 && latents > 0 {
         let mean = l0 / latents as f64;
-        let xm = x_of(mean.log10().max(f64::from(density.lowest)));
+        let xm = x_of(mean.log10().max(density.lowest));
         line(&mut canvas, (xm, top), (xm, bottom), RED, 2);
         let style = MonoTextStyle::new(&FONT_6X10, RED);
         let label = format!("mean {} = L0/latents", percent(mean));
@@ -749,29 +761,33 @@ mod tests {
             density,
             Density {
                 dead: 3,
-                lowest: -3,
+                lowest: -3.0,
                 counts: expected
             }
         );
     }
 
     #[test]
-    fn the_density_axis_starts_at_the_decade_of_one_row() {
-        for (rows, lowest) in [(0, -1), (1, -1), (10, -1), (11, -2), (200, -3), (5000, -4)] {
+    fn the_density_axis_starts_at_one_row_and_leaves_no_bin_empty_for_want_of_rows() {
+        // Rows, then the bins from log10(1/rows) that reach frequency 1.
+        for (rows, bins) in [(0, 1), (1, 1), (10, 5), (11, 6), (200, 12), (5000, 19)] {
             let density = density_histogram(&[0.0, 1.0], rows);
-            assert_eq!(density.lowest, lowest, "{rows} rows");
-            assert_eq!(
-                density.counts.len(),
-                DENSITY_BINS_PER_DECADE * -lowest as usize
-            );
+            let lowest = -(rows.max(1) as f64).log10();
+            assert!((density.lowest - lowest).abs() < 1e-12, "{rows} rows");
+            assert_eq!(density.counts.len(), bins, "{rows} rows");
             assert_eq!(density.dead, 1);
-            assert_eq!(density.counts.last(), Some(&1));
+            assert_eq!(density.counts.last(), Some(&1), "{rows} rows");
         }
-        // The rarest possible latent, firing on one row, lands in the first decade.
-        let density = density_histogram(&[1.0 / 5000.0], 5000);
-        assert_eq!(density.counts[1], 1, "{density:?}");
-        let density = density_histogram(&[1.0 / 200.0], 200);
-        assert_eq!(density.counts[3], 1, "{density:?}");
+        // Latents firing on 1 to 7 of 5000 rows: one row in the first bin, and every
+        // bin up to that of 7 rows holds some (with bins from 10^-4, the first two,
+        // below one row and between one and two, would stay empty).
+        let frequencies: Vec<f64> = (1..=7).map(|n| n as f64 / 5000.0).collect();
+        let density = density_histogram(&frequencies, 5000);
+        assert_eq!(density.counts[..5], [1, 1, 1, 3, 1], "{density:?}");
+        assert_eq!(density.counts[5..].iter().sum::<usize>(), 0);
+        // 10 of 1000 rows: log10 -2 exactly, on a bin's left edge, which the bin holds.
+        let density = density_histogram(&[0.01], 1000);
+        assert_eq!(density.counts[5], 1, "{density:?}");
     }
 
     #[test]
