@@ -26,6 +26,8 @@ pub enum Command {
     Reconstruct(ReconstructArgs),
     /// What a data file (IDX, .npy, safetensors) or a safetensors model holds.
     Info(InfoArgs),
+    /// Write a sparse autoencoder for SAELens or sparsify, taking raw activations.
+    Export(ExportArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -280,4 +282,28 @@ pub struct InfoArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub tensor: TensorArg,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The sparse autoencoder (model.safetensors of an SAE run).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// saelens: DIR/cfg.json and DIR/sae_weights.safetensors (SAELens v6, topk or
+    /// standard); sparsify: DIR/HOOK/cfg.json and DIR/HOOK/sae.safetensors (topk only).
+    #[arg(long, value_enum)]
+    pub format: crate::export::Format,
+    /// The directory to write to, created if needed; files already there are replaced.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The hook the activations were read at: SAELens' metadata.hook_name, and for
+    /// sparsify (where it is required) the hookpoint naming the directory, e.g. layers.6.
+    #[arg(long, value_name = "NAME")]
+    pub hook_name: Option<String>,
+    /// The language model the activations came from (SAELens' metadata.model_name).
+    #[arg(long, value_name = "NAME")]
+    pub model_name: Option<String>,
+    /// Tokens per context the activations were taken with (SAELens' metadata.context_size).
+    #[arg(long, value_name = "N")]
+    pub context_size: Option<u64>,
 }

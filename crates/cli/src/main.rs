@@ -1,10 +1,12 @@
 //! `sae`: train the sparse autoencoder of the reference (Keras, Hands-On ML chapter 17)
 //! on Fashion-MNIST from one command, then evaluate it, encode with it, reconstruct with
-//! it, and inspect files. Thin: it parses, calls `nn`, shows, and saves.
+//! it, inspect files, and export sparse autoencoders for SAELens and sparsify. Thin: it
+//! parses, calls `nn`, shows, and saves.
 
 mod args;
 mod commands;
 mod data;
+mod export;
 mod plots;
 mod progress;
 mod train;
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
         args::Command::Encode(a) => commands::encode(a),
         args::Command::Reconstruct(a) => commands::reconstruct(a),
         args::Command::Info(a) => commands::info(a),
+        args::Command::Export(a) => export::run(a),
     };
     match result {
         Ok(code) => code,

@@ -27,7 +27,9 @@
 //!
 //! The training step is in `step.rs` (a sparse step: only the kept latents enter the
 //! decoder and the gradients); initialisation here.
+//! [`export`] writes SAEs for SAELens and sparsify, with the input scale folded in.
 
+pub mod export;
 mod step;
 
 pub use step::{loss_and_gradients, DeadLatents, SaeStep};
