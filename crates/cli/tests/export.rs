@@ -1,4 +1,4 @@
-//! `sae export` against an independent reading of its files: small TopK and ReLU SAEs
+//! `sae export` against an independent reading of its files: small SAEs of every architecture
 //! (with an input scale, non-zero biases and `W_enc != W_dec^T`, so that the folding is
 //! exercised) are exported for SAELens and sparsify, and a Python script
 //! (`export_check.py`, numpy + safetensors) encodes raw rows with the exported weights as
@@ -45,7 +45,7 @@ struct Case {
     scale: f32,
 }
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 6] = [
     Case {
         name: "topk",
         arch: Arch::TopK,
@@ -82,6 +82,24 @@ const CASES: [Case; 4] = [
         k: 0,
         scale: 2.5,
     },
+    Case {
+        name: "batchtopk",
+        arch: Arch::BatchTopK,
+        apply_b_dec_to_input: true,
+        d: 24,
+        n: 64,
+        k: 6,
+        scale: 0.37,
+    },
+    Case {
+        name: "jumprelu",
+        arch: Arch::JumpRelu,
+        apply_b_dec_to_input: false,
+        d: 16,
+        n: 48,
+        k: 0,
+        scale: 2.5,
+    },
 ];
 
 const ROWS: usize = 200;
@@ -95,24 +113,26 @@ fn rows(d: usize, rng: &mut Uniform) -> Vec<f32> {
 }
 
 /// The case's SAE, initialised on `sample` (so `b_dec` is its scaled geometric median),
-/// then with `W_enc` moved off `W_dec^T` and `b_enc` made non-zero.
+/// then with `W_enc` moved off `W_dec^T`, `b_enc` made non-zero and thresholds that
+/// differ per latent and cut some codes.
 fn model(case: &Case, sample: &[f32], rng: &mut Uniform) -> Autoencoder {
     let mut sae = match case.arch {
         Arch::TopK => SaeConfig::topk(case.k, case.d),
+        Arch::BatchTopK => SaeConfig::batchtopk(case.k, case.d),
         Arch::Relu => SaeConfig::relu(1.0, 0),
+        Arch::JumpRelu => SaeConfig::jumprelu(1.0),
     };
     sae.input_scale = case.scale;
     sae.apply_b_dec_to_input = case.apply_b_dec_to_input;
     let config = ModelConfig::sae(case.d, case.n, sae);
     let mut model = Autoencoder::new_sae(config, 5, sample).unwrap();
     for t in model.parameters_mut().iter_mut() {
-        let jitter = match t.name() {
-            "layers.0.weight" => 0.2,
-            "layers.0.bias" => 0.5,
-            _ => continue,
-        };
-        for v in &mut t.values {
-            *v += rng.next(-jitter, jitter);
+        match t.name() {
+            "layers.0.weight" => t.values.iter_mut().for_each(|v| *v += rng.next(-0.2, 0.2)),
+            "layers.0.bias" => t.values.iter_mut().for_each(|v| *v += rng.next(-0.5, 0.5)),
+            "threshold" => t.values.iter_mut().for_each(|v| *v = rng.next(0.05, 1.0)),
+            "log_threshold" => t.values.iter_mut().for_each(|v| *v = rng.next(-3.0, 0.0)),
+            _ => {}
         }
     }
     model
@@ -184,10 +204,10 @@ fn exports_encode_raw_rows_as_sae_encode_does() {
             "128",
         ]);
         let cfg = read_json(&lens.join("cfg.json"));
-        let arch = if case.arch == Arch::TopK {
-            "topk"
-        } else {
-            "standard"
+        let arch = match case.arch {
+            Arch::TopK => "topk",
+            Arch::Relu => "standard",
+            Arch::BatchTopK | Arch::JumpRelu => "jumprelu",
         };
         assert_eq!(cfg["architecture"], arch);
         assert_eq!(
@@ -236,7 +256,8 @@ fn exports_encode_raw_rows_as_sae_encode_does() {
             assert_eq!(cfg["d_in"], case.d);
             entry("sparsify", sparsify.join(HOOKPOINT));
         } else {
-            fails_with(&args, "only loads TopK SAEs, and this one is relu");
+            let refusal = format!("only loads TopK SAEs, and this one is {}", case.arch.name());
+            fails_with(&args, &refusal);
             assert!(!sparsify.join(HOOKPOINT).exists(), "a refused export wrote");
         }
     }

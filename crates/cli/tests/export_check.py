@@ -31,20 +31,22 @@ def relu_then_topk(pre, k):
     return topk_then_relu(np.maximum(pre, 0), k)
 
 
-def compare(what, got, want, kth=None):
+def compare(what, got, want, boundary=None):
     """Max relative difference (over values above the floor) and max absolute
     difference over the largest value; fails beyond REL relative plus the floor. With
-    `kth` (each row's k-th largest reference activation), a latent kept by one side and
-    not the other passes only if its value ties the k-th within the tolerance."""
+    `boundary` (the value a latent must pass to be kept: each row's k-th largest
+    reference activation as a column, or each latent's threshold as a row), a latent kept
+    by one side and not the other passes only if its value ties the boundary within the
+    tolerance."""
     scale = max(float(np.abs(want).max()), 1e-30)
     floor = FLOOR * scale
     err = np.abs(got - want)
     allowed = REL * np.abs(want) + floor
     bad = err > allowed
     ties = 0
-    if kth is not None and bad.any():
+    if boundary is not None and bad.any():
         nonzero = np.where(got != 0, got, want)
-        tie = np.abs(nonzero - kth[:, None]) <= REL * np.abs(kth[:, None]) + floor
+        tie = np.abs(nonzero - boundary) <= REL * np.abs(boundary) + floor
         ties = int((bad & tie & ((got == 0) != (want == 0))).sum())
         bad &= ~(tie & ((got == 0) != (want == 0)))
     big = np.abs(want) > floor / REL
@@ -71,9 +73,13 @@ def check(case):
     d = x.shape[1]
     with open(case["dir"] + "/cfg.json") as f:
         cfg = json.load(f)
+    boundary = None
     if case["format"] == "saelens":
         t = load_file(case["dir"] + "/sae_weights.safetensors")
-        assert sorted(t) == ["W_dec", "W_enc", "b_dec", "b_enc"], sorted(t)
+        names = ["W_dec", "W_enc", "b_dec", "b_enc"]
+        if cfg["architecture"] == "jumprelu":
+            names.append("threshold")
+        assert sorted(t) == names, sorted(t)
         n = cfg["d_sae"]
         assert cfg["d_in"] == d and t["W_enc"].shape == (d, n) and t["W_dec"].shape == (n, d)
         assert cfg["normalize_activations"] == "none"
@@ -81,7 +87,14 @@ def check(case):
         w_dec, b_dec = t["W_dec"].astype(np.float64), t["b_dec"].astype(np.float64)
         sae_in = x - b_dec if cfg["apply_b_dec_to_input"] else x
         pre = sae_in @ w_enc + b_enc
-        if cfg["architecture"] == "topk":
+        if cfg["architecture"] == "jumprelu":
+            # SAELens' JumpReLU: ReLU, then zero where not above the latent's threshold.
+            theta = t["threshold"].astype(np.float64)
+            assert theta.shape == (n,) and (theta > 0).all()
+            k = None
+            ref = np.maximum(pre, 0) * (pre > theta)
+            boundary = theta[None, :]
+        elif cfg["architecture"] == "topk":
             assert cfg["rescale_acts_by_decoder_norm"] is False
             k = cfg["k"]
             ref = topk_then_relu(pre, k)
@@ -100,10 +113,9 @@ def check(case):
         pre = (x - b_dec) @ enc_w.T + enc_b
         k = cfg["k"]
         ref = relu_then_topk(pre, k)
-    kth = None
     if k is not None:
-        kth = -np.sort(-np.maximum(pre, 0), axis=1)[:, k - 1]
-    results = [compare("codes", codes, ref, kth)]
+        boundary = -np.sort(-np.maximum(pre, 0), axis=1)[:, k - 1][:, None]
+    results = [compare("codes", codes, ref, boundary)]
     # Decoding `sae encode`'s codes with the export against the model's reconstructions.
     results.append(compare("reconstructions", codes @ w_dec + b_dec, recon))
     return results

@@ -9,14 +9,18 @@
 //! and 0 when not. The model computes
 //!
 //! ```text
-//! z  = (s x - a b) W_e + b_e        f = topk(relu(z)) or relu(z)
+//! z  = (s x - a b) W_e + b_e        f = topk(relu(z)), relu(z) or z H(z - theta)
 //! x^ = (f W_d + b) / s              (in the input's units)
 //! ```
 //!
 //! SAELens computes `z' = (x - a b') W_e' + b_e'` and `x^' = f' W_d' + b'`. With
 //! `W_e' = s W_e`, `b_e' = b_e`, `W_d' = W_d / s`, `b' = b / s`:
 //! `z' = (x - a b/s) s W_e + b_e = (s x - a b) W_e + b_e = z`, for `a` 0 or 1 alike, so
-//! `f' = f` (the same codes) and `x^' = f W_d / s + b / s = x^`.
+//! `f' = f` (the same codes) and `x^' = f W_d / s + b / s = x^`. The thresholds `theta`
+//! of JumpReLU and BatchTopK compare pre-activations, which folding leaves unchanged, so
+//! they export as they are: JumpReLU's as `exp(log_threshold)`, computed as the model
+//! computes it, and BatchTopK's running threshold (the same for every latent) as a
+//! SAELens `jumprelu` SAE, which is how BatchTopK infers.
 //!
 //! sparsify always subtracts `b_dec`: `z' = (x - b') W_e'^T + b_e'` (its
 //! `encoder.weight` is `[N, d]`). The same `W_e'`, `W_d'`, `b'` serve; when the model
@@ -134,6 +138,8 @@ struct Parts<'a> {
     b_enc: &'a [f32],
     w_dec: &'a [f32],
     b_dec: &'a [f32],
+    /// Each latent's inference threshold, for the architectures that have one.
+    thresholds: Option<Vec<f32>>,
 }
 
 impl<'a> Parts<'a> {
@@ -149,6 +155,11 @@ impl<'a> Parts<'a> {
             b_enc: get(bias_name(0)),
             w_dec: get(weight_name(1)),
             b_dec: get(bias_name(1)),
+            thresholds: sae.threshold_tensor().map(|_| {
+                let mut out = vec![0.0; model.coding_width()];
+                sae.thresholds(params, &mut out);
+                out
+            }),
         })
     }
 
@@ -232,12 +243,14 @@ struct SaeLensMetadata<'a> {
 /// The model as a SAELens v6 SAE: `W_enc [d_in, d_sae]`, `b_enc [d_sae]`,
 /// `W_dec [d_sae, d_in]`, `b_dec [d_in]` with the input scale folded in (module docs),
 /// architecture `topk` (with `k`, and `rescale_acts_by_decoder_norm: false`: the codes are
-/// the pre-activations' top `k` as they are) or `standard` (ReLU).
+/// the pre-activations' top `k` as they are), `standard` (ReLU) or `jumprelu` (JumpReLU,
+/// and BatchTopK with its running threshold, each with a `threshold [d_sae]` tensor).
 pub fn saelens(model: &Autoencoder, provenance: &Provenance) -> Result<Export, ExportError> {
     let p = Parts::of(model)?;
     let (architecture, k, rescale) = match p.sae.arch {
         Arch::TopK => ("topk", Some(p.sae.k), Some(false)),
         Arch::Relu => ("standard", None, None),
+        Arch::BatchTopK | Arch::JumpRelu => ("jumprelu", None, None),
     };
     let cfg = SaeLensCfg {
         architecture,
@@ -259,14 +272,18 @@ pub fn saelens(model: &Autoencoder, provenance: &Provenance) -> Result<Export, E
             sae_training_tool: "sae",
         },
     };
+    let mut tensors = vec![
+        tensor("W_enc", vec![p.d, p.n], p.folded_encoder()),
+        tensor("b_enc", vec![p.n], p.b_enc.to_vec()),
+        tensor("W_dec", vec![p.n, p.d], p.folded_decoder()),
+        tensor("b_dec", vec![p.d], p.folded_b_dec()),
+    ];
+    if let Some(thresholds) = p.thresholds {
+        tensors.push(tensor("threshold", vec![p.n], thresholds));
+    }
     Ok(Export {
         weights_file: SAELENS_WEIGHTS_FILE,
-        tensors: vec![
-            tensor("W_enc", vec![p.d, p.n], p.folded_encoder()),
-            tensor("b_enc", vec![p.n], p.b_enc.to_vec()),
-            tensor("W_dec", vec![p.n, p.d], p.folded_decoder()),
-            tensor("b_dec", vec![p.d], p.folded_b_dec()),
-        ],
+        tensors,
         cfg_json: pretty(&cfg),
     })
 }
@@ -362,13 +379,23 @@ mod tests {
                 for v in &mut t.values {
                     *v += rng.random_range(-0.3..0.3);
                 }
+            } else if t.name() == "threshold" {
+                for v in &mut t.values {
+                    *v = rng.random_range(0.05..1.0);
+                }
+            } else if t.name() == "log_threshold" {
+                for v in &mut t.values {
+                    *v = rng.random_range(-3.0..0.0);
+                }
             }
         }
         model
     }
 
     /// Codes of raw rows `x` through an exported encoder `[d, N]` (row `i` of input
-    /// `i`), in f64: `relu((x - a b_dec) W + b)`, top `k` kept.
+    /// `i`), in f64: `relu((x - a b_dec) W + b)`, top `k` kept, zero where not above
+    /// `theta` when given.
+    #[allow(clippy::too_many_arguments)]
     fn codes(
         x: &[f32],
         d: usize,
@@ -377,6 +404,7 @@ mod tests {
         b_dec: &[f32],
         a: bool,
         k: usize,
+        theta: Option<&[f32]>,
     ) -> Vec<f64> {
         let n = b.len();
         let mut out = Vec::new();
@@ -396,6 +424,13 @@ mod tests {
             order.sort_by(|&i, &j| z[j].total_cmp(&z[i]));
             for &j in &order[k..] {
                 z[j] = 0.0;
+            }
+            if let Some(theta) = theta {
+                for (v, &t) in z.iter_mut().zip(theta) {
+                    if *v <= f64::from(t) {
+                        *v = 0.0;
+                    }
+                }
             }
             out.extend(z);
         }
@@ -419,10 +454,15 @@ mod tests {
             (Arch::TopK, false),
             (Arch::Relu, false),
             (Arch::Relu, true),
+            (Arch::BatchTopK, true),
+            (Arch::JumpRelu, false),
+            (Arch::JumpRelu, true),
         ] {
             let mut sae = match arch {
                 Arch::TopK => SaeConfig::topk(5, d),
+                Arch::BatchTopK => SaeConfig::batchtopk(5, d),
                 Arch::Relu => SaeConfig::relu(1.0, 0),
+                Arch::JumpRelu => SaeConfig::jumprelu(1.0),
             };
             sae.input_scale = 0.3;
             sae.apply_b_dec_to_input = apply;
@@ -434,7 +474,15 @@ mod tests {
 
             let lens = saelens(&model, &Provenance::default()).unwrap();
             let t = |name| &lens.tensor(name).unwrap().values;
-            let got = codes(&x, d, t("W_enc"), t("b_enc"), t("b_dec"), apply, k);
+            let theta = lens.tensor("threshold").map(|t| t.values.as_slice());
+            assert_eq!(theta.is_some(), sae.threshold_tensor().is_some());
+            let got = codes(&x, d, t("W_enc"), t("b_enc"), t("b_dec"), apply, k, theta);
+            let fired = got.iter().filter(|&&v| v != 0.0).count();
+            assert!(
+                fired > 0 && fired < got.len(),
+                "{fired} of {} fire",
+                got.len()
+            );
             let got32: Vec<f32> = got.iter().map(|&v| v as f32).collect();
             let want64: Vec<f64> = want_codes.iter().map(|&v| f64::from(v)).collect();
             assert_close(&got32, &want64);
@@ -461,13 +509,13 @@ mod tests {
                             w[i * n + j] = t("encoder.weight")[j * d + i];
                         }
                     }
-                    let got = codes(&x, d, &w, t("encoder.bias"), t("b_dec"), true, k);
+                    let got = codes(&x, d, &w, t("encoder.bias"), t("b_dec"), true, k, None);
                     let got32: Vec<f32> = got.iter().map(|&v| v as f32).collect();
                     assert_close(&got32, &want64);
                     assert_eq!(t("W_dec"), lens.tensor("W_dec").unwrap().values.as_slice());
                 }
                 Err(e) => {
-                    assert_eq!(arch, Arch::Relu);
+                    assert_ne!(arch, Arch::TopK);
                     assert!(e.to_string().contains("only loads TopK"), "{e}");
                 }
             }
