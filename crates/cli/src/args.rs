@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train an autoencoder (by default the reference KL sparse autoencoder on Fashion-MNIST).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Loss, rounded accuracy and coding statistics of a model on the test set.
     Eval(EvalArgs),
     /// Coding-layer activations of every sample of a data file, as .npy or IDX f32.
@@ -160,6 +160,11 @@ pub enum ArchKind {
     Relu,
     /// The k largest ReLU codes of each row, with AuxK.
     Topk,
+    /// The k*B largest ReLU codes of a batch of B rows in training, a running threshold
+    /// in inference, with AuxK.
+    Batchtopk,
+    /// ReLU codes above a learned per-latent threshold, with an L0 penalty.
+    Jumprelu,
 }
 
 /// A sparse autoencoder of interpretability research, on rows of floats.
@@ -173,7 +178,8 @@ pub struct SaeArgs {
     /// Latents [default: 8 x the input width].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), requires = "arch")]
     pub latents: Option<u32>,
-    /// topk: latents kept per row [default: 32, or --latents if fewer].
+    /// topk, batchtopk: latents kept per row (on average over a batch for batchtopk)
+    /// [default: 32, or --latents if fewer].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), requires = "arch")]
     pub k: Option<u32>,
     /// relu: the L1 coefficient [default: 5].
@@ -182,10 +188,24 @@ pub struct SaeArgs {
     /// relu: steps over which the L1 coefficient rises from 0 [default: 2000].
     #[arg(long, requires = "arch")]
     pub l1_warmup: Option<u64>,
-    /// topk: the AuxK loss's coefficient, 0 for none [default: 1/32].
+    /// jumprelu: the L0 penalty's coefficient [default: 1].
+    #[arg(long, allow_negative_numbers = true, requires = "arch")]
+    pub l0_coefficient: Option<f32>,
+    /// jumprelu: the width of the rectangle kernel of the thresholds' pseudo-gradient
+    /// [default: 0.05].
+    #[arg(long, allow_negative_numbers = true, requires = "arch")]
+    pub bandwidth: Option<f32>,
+    /// jumprelu: every latent's threshold at the start [default: 0.01].
+    #[arg(long, allow_negative_numbers = true, requires = "arch")]
+    pub initial_threshold: Option<f32>,
+    /// topk, batchtopk: the AuxK loss's coefficient, 0 for none [default: 1/32].
     #[arg(long, allow_negative_numbers = true, requires = "arch")]
     pub auxk_coefficient: Option<f32>,
-    /// topk: a latent that has not fired for this many rows is dead [default: 10000000].
+    /// topk, batchtopk: dead latents that reconstruct the residual in AuxK
+    /// [default: half the input width, or --latents if fewer].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), requires = "arch")]
+    pub k_aux: Option<u32>,
+    /// A latent that has not fired for this many rows is dead [default: 10000000].
     #[arg(long, value_name = "ROWS", requires = "arch")]
     pub dead_after: Option<u64>,
     /// Steps over which the learning rate rises from 0 [default: 1000].

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     let result = match cli.command {
-        args::Command::Train(a) => train::run(a),
+        args::Command::Train(a) => train::run(*a),
         args::Command::Eval(a) => commands::eval(a),
         args::Command::Encode(a) => commands::encode(a),
         args::Command::Reconstruct(a) => commands::reconstruct(a),

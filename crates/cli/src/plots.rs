@@ -329,7 +329,11 @@ pub fn features(model: &Autoencoder, side: usize) -> Canvas {
 /// Writes the pictures of a trained model: for the book's models reconstructions.png,
 /// activations.png and features.png; for a sparse autoencoder feature_density.png in
 /// place of activations.png, and its own features.png (see [`sae_pictures`]).
-pub fn write_run_pictures(model: &Autoencoder, valid: &Dataset, dir: &Path) -> Result<()> {
+pub fn write_run_pictures(
+    model: &Autoencoder,
+    valid: &Dataset,
+    dir: &Path,
+) -> Result<Vec<&'static str>> {
     if model.config().sae.is_some() {
         return sae_pictures(model, valid, dir);
     }
@@ -340,7 +344,7 @@ pub fn write_run_pictures(model: &Autoencoder, valid: &Dataset, dir: &Path) -> R
             "samples of {} values are not square images: no reconstructions.png or features.png",
             valid.features()
         );
-        return Ok(());
+        return Ok(vec!["activations.png"]);
     };
     let count = valid.len().min(5);
     let first = valid.slice(0..count);
@@ -349,7 +353,12 @@ pub fn write_run_pictures(model: &Autoencoder, valid: &Dataset, dir: &Path) -> R
     let reconstructed = model.reconstruct(&first, count);
     reconstructions(&originals, &reconstructed, count, side)
         .save(&dir.join("reconstructions.png"))?;
-    features(model, side).save(&dir.join("features.png"))
+    features(model, side).save(&dir.join("features.png"))?;
+    Ok(vec![
+        "reconstructions.png",
+        "activations.png",
+        "features.png",
+    ])
 }
 
 /// Feature-density bins per decade of firing frequency.
@@ -708,15 +717,11 @@ fn sae_reconstructions(
 
 /// A sparse autoencoder's pictures: feature_density.png, and for rows that are square
 /// images reconstructions.png and features.png (its decoder rows).
-pub fn sae_pictures(model: &Autoencoder, valid: &Dataset, dir: &Path) -> Result<()> {
+pub fn sae_pictures(model: &Autoencoder, valid: &Dataset, dir: &Path) -> Result<Vec<&'static str>> {
     let frequencies = firing_frequencies(model, valid);
     density_picture(&frequencies, valid.len()).save(&dir.join("feature_density.png"))?;
     let Some(side) = image_side(valid.features()) else {
-        eprintln!(
-            "samples of {} values are not square images: no reconstructions.png or features.png",
-            valid.features()
-        );
-        return Ok(());
+        return Ok(vec!["feature_density.png"]);
     };
     let count = valid.len().min(5);
     let first = valid.slice(0..count);
@@ -727,7 +732,13 @@ pub fn sae_pictures(model: &Autoencoder, valid: &Dataset, dir: &Path) -> Result<
         .save(&dir.join("reconstructions.png"))?;
     // layers.1.weight is W_dec, [latents, d]: row j is latent j's direction.
     let decoder = model.layer(1).weight;
-    decoder_rows(decoder, &frequencies, side, SAE_FEATURES_SHOWN).save(&dir.join("features.png"))
+    decoder_rows(decoder, &frequencies, side, SAE_FEATURES_SHOWN)
+        .save(&dir.join("features.png"))?;
+    Ok(vec![
+        "feature_density.png",
+        "reconstructions.png",
+        "features.png",
+    ])
 }
 
 #[cfg(test)]

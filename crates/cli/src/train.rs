@@ -1,10 +1,11 @@
 //! `sae train`: the reference run by default, with its files and pictures.
 
+use crate::args::ArchKind::{Batchtopk, Jumprelu, Relu, Topk};
 use crate::args::{ArchKind, LossKind, OptimizerKind, SparsityKind, TrainArgs};
 use crate::{data, plots, progress};
 use anyhow::{bail, Context, Result};
 use nn::config::{format_layers, parse_layers};
-use nn::sae::SaeConfig;
+use nn::sae::{SaeConfig, JUMPRELU_L0_COEFFICIENT};
 use nn::{
     Autoencoder, Coding, Control, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig,
     TrainError, Trainer,
@@ -77,18 +78,52 @@ fn sae_configs(
 ) -> Result<(ModelConfig, TrainConfig)> {
     let flags = &args.sae;
     let latents = flags.latents.map_or(8 * inputs, |n| n as usize);
+    let k = flags.k.map_or(32.min(latents), |k| k as usize);
     let mut sae = match arch {
-        ArchKind::Topk => {
-            let k = flags.k.map_or(32.min(latents), |k| k as usize);
-            SaeConfig::topk(k, inputs)
-        }
-        ArchKind::Relu => SaeConfig::relu(
+        Topk => SaeConfig::topk(k, inputs),
+        Batchtopk => SaeConfig::batchtopk(k, inputs),
+        Relu => SaeConfig::relu(
             flags.l1_coefficient.unwrap_or(5.0),
             flags.l1_warmup.unwrap_or(2000),
         ),
+        Jumprelu => SaeConfig::jumprelu(flags.l0_coefficient.unwrap_or(JUMPRELU_L0_COEFFICIENT)),
     };
+    let flag_applies = |flag: &str, given: bool, archs: &[ArchKind]| {
+        if given && !archs.contains(&arch) {
+            bail!("{flag} does not apply to --arch {}", sae.arch.name());
+        }
+        Ok(())
+    };
+    flag_applies("--k", flags.k.is_some(), &[Topk, Batchtopk])?;
+    flag_applies("--l1-coefficient", flags.l1_coefficient.is_some(), &[Relu])?;
+    flag_applies("--l1-warmup", flags.l1_warmup.is_some(), &[Relu])?;
+    flag_applies(
+        "--l0-coefficient",
+        flags.l0_coefficient.is_some(),
+        &[Jumprelu],
+    )?;
+    flag_applies("--bandwidth", flags.bandwidth.is_some(), &[Jumprelu])?;
+    flag_applies(
+        "--initial-threshold",
+        flags.initial_threshold.is_some(),
+        &[Jumprelu],
+    )?;
+    flag_applies(
+        "--auxk-coefficient",
+        flags.auxk_coefficient.is_some(),
+        &[Topk, Batchtopk],
+    )?;
+    flag_applies("--k-aux", flags.k_aux.is_some(), &[Topk, Batchtopk])?;
     if let Some(c) = flags.auxk_coefficient {
         sae.auxk_coefficient = c;
+    }
+    // SAE.md's d_in/2 cannot exceed the latents an SAE narrower than that has.
+    sae.k_aux = flags.k_aux.map_or(sae.k_aux.min(latents), |k| k as usize);
+    if let Some(width) = flags.bandwidth {
+        sae.bandwidth = width;
+    }
+    if let Some(theta) = flags.initial_threshold {
+        sae.initial_threshold = theta;
     }
     if let Some(rows) = flags.dead_after {
         sae.dead_after_rows = rows;
@@ -290,10 +325,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
                 Some(sae) => format!(
                     "a {} sparse autoencoder{} ({} -> {} latents",
                     sae.arch.name(),
-                    if sae.arch == nn::sae::Arch::TopK {
-                        format!(" keeping {}", sae.k)
-                    } else {
-                        String::new()
+                    match sae.arch {
+                        nn::sae::Arch::TopK => format!(" keeping {} a row", sae.k),
+                        nn::sae::Arch::BatchTopK =>
+                            format!(" keeping {} a row on average", sae.k),
+                        nn::sae::Arch::Relu | nn::sae::Arch::JumpRelu => String::new(),
                     },
                     model_config.input_width(),
                     model_config.coding_width()
@@ -351,9 +387,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let training_seconds = training_started.elapsed().as_secs_f64();
     save_model(&model_path, &trainer, valid_count)?;
 
-    if let Some(valid) = &valid {
-        plots::write_run_pictures(trainer.model(), valid, &out)?;
-    }
+    let pictures = match &valid {
+        Some(valid) => plots::write_run_pictures(trainer.model(), valid, &out)?,
+        None => Vec::new(),
+    };
     if !args.quiet {
         println!(
             "Done in {:.1}s (first step {:.0} ms after start): {:.2}s per epoch, {:.0} samples/s. Files in {}: model.safetensors, history.json, history.csv{}",
@@ -362,7 +399,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             training_seconds / trained_epochs,
             train.len() as f64 * trained_epochs / training_seconds,
             out.display(),
-            if valid.is_some() { ", reconstructions.png, activations.png, features.png" } else { "" }
+            pictures.iter().map(|p| format!(", {p}")).collect::<String>()
         );
     }
     Ok(ExitCode::SUCCESS)
