@@ -1,11 +1,12 @@
 //! A sparse autoencoder's gradients (TopK and BatchTopK with AuxK, ReLU with its
 //! decoder-weighted L1, JumpReLU with its L0) against central differences of an
 //! independent f64 model of SAE.md's definitions; JumpReLU's threshold gradient, a
-//! straight-through estimate, against its formula.
+//! straight-through estimate, against its formula. And the trainer's step, at 1, 2 and 3
+//! threads, against those checked gradients.
 
 use nn::params::Parameters;
 use nn::sae::{loss_and_gradients, Arch, DeadLatents, SaeConfig};
-use nn::{Autoencoder, ModelConfig};
+use nn::{Autoencoder, Dataset, ModelConfig, Optimizer, TrainConfig, Trainer};
 use proptest::prelude::*;
 
 /// The f64 parameters: `W_enc [d, n]`, `b_enc [n]`, `W_dec [n, d]`, `b_dec [d]`.
@@ -361,5 +362,104 @@ proptest! {
     #[test]
     fn sae_gradients_match_finite_differences(case in case()) {
         check(&case)?;
+    }
+}
+
+const LR: f32 = 0.125;
+
+/// One plain-SGD step of the trainer (the sparse engine) on the case's rows, at 1, 2 and
+/// 3 threads, against `w - lr g` with the checked gradients `g`: with the decoder's
+/// gradient first made orthogonal to its rows and the rows renormalised after, where the
+/// architecture keeps them at unit norm. Every latent counts as dead, so AuxK takes part.
+/// BatchTopK's running threshold, which no gradient moves, must agree across threads.
+fn check_trainer_step(case: &Case) -> Result<(), TestCaseError> {
+    let mut case = case.clone();
+    case.sae.lr_warmup_steps = 0;
+    case.sae.dead_after_rows = 0;
+    let case_sae = case.sae;
+    let model = model(&case);
+    let (_, grads) = loss_and_gradients(&model, &case.x, case.rows, &DeadLatents::new(case.n), 0);
+    let mut want: Vec<Vec<f64>> = model
+        .parameters()
+        .iter()
+        .zip(grads.iter())
+        .map(|(w, g)| {
+            w.values
+                .iter()
+                .zip(&g.values)
+                .map(|(&w, &g)| f64::from(w) - f64::from(LR) * f64::from(g))
+                .collect()
+        })
+        .collect();
+    let d = case.d;
+    if case_sae.unit_norm_decoder {
+        let (w, g) = (&model.parameters().at(2).values, &grads.at(2).values);
+        for j in 0..case.n {
+            let row = |v: &[f32]| -> Vec<f64> {
+                v[j * d..(j + 1) * d]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .collect()
+            };
+            let (wj, gj) = (row(w), row(g));
+            let ww: f64 = wj.iter().map(|v| v * v).sum();
+            let gw: f64 = wj.iter().zip(&gj).map(|(a, b)| a * b).sum();
+            let c = if ww > 0.0 { gw / ww } else { 0.0 };
+            let stepped: Vec<f64> = (0..d)
+                .map(|i| wj[i] - f64::from(LR) * (gj[i] - c * wj[i]))
+                .collect();
+            let norm = stepped.iter().map(|v| v * v).sum::<f64>().sqrt();
+            for i in 0..d {
+                want[2][j * d + i] = if norm > 0.0 { stepped[i] / norm } else { 0.0 };
+            }
+        }
+    }
+    let data = Dataset::from_f32(case.x.clone(), d);
+    let mut thresholds: Option<Vec<f32>> = None;
+    for threads in 1..=3 {
+        let config = TrainConfig {
+            epochs: 1,
+            batch_size: case.rows,
+            shuffle: false,
+            seed: 0,
+            optimizer: Optimizer::sgd(LR),
+            threads,
+        };
+        let mut trainer = Trainer::new(model.clone(), config).unwrap();
+        trainer.fit(&data, None, &mut ()).unwrap();
+        for (t, (after, want)) in trainer.model().parameters().iter().zip(&want).enumerate() {
+            if case_sae.arch == Arch::BatchTopK && t == 4 {
+                match &thresholds {
+                    None => thresholds = Some(after.values.clone()),
+                    Some(first) => prop_assert_eq!(first, &after.values),
+                }
+                continue;
+            }
+            let before = &model.parameters().at(t).values;
+            for (k, (&got, &want)) in after.values.iter().zip(want).enumerate() {
+                let step = (want - f64::from(before[k])).abs();
+                let tol = 1e-5 * (want.abs() + step) + 1e-6;
+                prop_assert!(
+                    (f64::from(got) - want).abs() <= tol,
+                    "{:?}, {} threads, {} [{}]: {} vs {}",
+                    case_sae.arch,
+                    threads,
+                    after.name(),
+                    k,
+                    got,
+                    want
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_trainer_steps_where_the_checked_gradients_say(case in case()) {
+        check_trainer_step(&case)?;
     }
 }
