@@ -197,3 +197,63 @@ fn bad_sae_flags_are_one_line_errors() {
         assert!(!out.join("model.safetensors").exists());
     }
 }
+
+/// A safetensors file holding one tensor `x` of `dtype` and `shape`, zeros.
+fn safetensors_file(dtype: &str, shape: &[usize]) -> Vec<u8> {
+    let bytes = shape.iter().product::<usize>() * 4;
+    let mut header =
+        serde_json::json!({"x": {"dtype": dtype, "shape": shape, "data_offsets": [0, bytes]}})
+            .to_string()
+            .into_bytes();
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&header);
+    file.resize(file.len() + bytes, 0);
+    file
+}
+
+#[test]
+fn bad_rows_for_an_sae_are_one_line_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, _) = rows_file(dir.path());
+    let data = nn::Dataset::open(&rows, None).unwrap();
+    let mut x = vec![0.0; data.len() * DIM];
+    data.gather_range(0..data.len(), &mut x);
+    x[1234 * DIM + 5] = f32::INFINITY;
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "inf.npy",
+            nn::npy::encode_f32(&[6000, DIM], &x),
+            "row 1234 (counting from 0) holds NaN or infinity",
+        ),
+        (
+            "vector.safetensors",
+            safetensors_file("F32", &[64]),
+            "no F32 or F64 tensor of rank 2 or more",
+        ),
+        (
+            "ints.safetensors",
+            safetensors_file("I32", &[8, DIM]),
+            "no F32 or F64 tensor of rank 2 or more",
+        ),
+        (
+            "lying.npy",
+            nn::npy::encode_f32(&[6000, DIM], &x)[..10_000].to_vec(),
+            "header says shape [6000, 16] of <f4",
+        ),
+    ];
+    for (name, bytes, message) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = dir.path().join("out");
+        let result = train(&path, &out, &["--arch", "topk", "--k", "3"]);
+        let (_, stderr) = text(&result);
+        assert!(!result.status.success(), "{name} trained");
+        assert!(stderr.contains(message), "{name}: {stderr}");
+        assert!(stderr.contains(path.to_str().unwrap()), "{name}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{name}: {stderr}");
+        assert!(!out.exists(), "{name}: a failed run created its output");
+    }
+}
