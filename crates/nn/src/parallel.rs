@@ -226,6 +226,34 @@ impl Threads {
         self.install(|| split_range(self.count, 0..items, align.max(1), work, combine))
     }
 
+    /// `0..items` cut into one contiguous range per thread (fewer when there are fewer
+    /// items), as equal as whole items allow, in order.
+    pub fn ranges(&self, items: usize) -> Vec<Range<usize>> {
+        let parts = self.count.min(items).max(1);
+        (0..parts)
+            .map(|p| items * p / parts..items * (p + 1) / parts)
+            .collect()
+    }
+
+    /// Runs `work(i, part)` on every part at once, one thread each (in turn without a
+    /// pool): for work the caller has already cut into disjoint pieces, such as the
+    /// mutable slices of [`Threads::ranges`].
+    pub fn each<T: Send>(&self, parts: Vec<T>, work: &(dyn Fn(usize, T) + Sync)) {
+        if self.pool.is_none() || parts.len() <= 1 {
+            for (i, part) in parts.into_iter().enumerate() {
+                work(i, part);
+            }
+            return;
+        }
+        self.install(|| {
+            rayon::scope(|scope| {
+                for (i, part) in parts.into_iter().enumerate() {
+                    scope.spawn(move |_| work(i, part));
+                }
+            })
+        });
+    }
+
     /// `step(z, targets, grad)` (the output step) over the rows of `width` values of
     /// `z`, split by rows, each part whole rows; the parts' statistics are added in row
     /// order.

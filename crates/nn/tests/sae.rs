@@ -463,3 +463,22 @@ proptest! {
         check_trainer_step(&case)?;
     }
 }
+
+#[test]
+fn a_latent_that_stops_firing_counts_rows_again_from_then_on() {
+    use kernels::sparse_rows::SparseRows;
+    let batch = |fired: &[u32]| {
+        let mut codes = SparseRows::new(3);
+        codes.push_row(fired, &vec![1.0; fired.len()]);
+        codes.push_row(&[], &[]);
+        codes
+    };
+    let mut dead = DeadLatents::new(3);
+    let mut counts = vec![0; 3];
+    // Latent 0 fires in the first batch of two rows only; latent 1 in every batch.
+    dead.record(&batch(&[0, 1]), 2, &mut counts);
+    dead.record(&batch(&[1]), 2, &mut counts);
+    dead.record(&batch(&[1]), 2, &mut counts);
+    assert_eq!(dead.rows_since_fired, vec![4, 0, 6]);
+    assert_eq!(dead.count(4), 2);
+}

@@ -36,6 +36,7 @@ use kernels::topk::{SelectScratch, Threshold};
 use kernels::unit_norm::{normalize_rows, remove_parallel_component, row_norms};
 use kernels::{Layout, MatMut, MatRef};
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 /// For each latent, the training rows since it last fired: the dead latents are those
 /// past [`SaeConfig::dead_after_rows`]. Saved with a run, so a resumed run sees the same.
@@ -70,7 +71,10 @@ impl DeadLatents {
             .count()
     }
 
-    fn record(&mut self, codes: &SparseRows, rows: usize, counts: &mut [u32]) {
+    /// Counts the batch's rows on every latent that did not fire in `codes` and zeroes
+    /// the others; `counts` is scratch.
+    pub fn record(&mut self, codes: &SparseRows, rows: usize, counts: &mut [u32]) {
+        counts.fill(0);
         codes.count_latents(counts);
         for (since, &fired) in self.rows_since_fired.iter_mut().zip(counts.iter()) {
             *since = if fired > 0 { 0 } else { *since + rows as u64 };
@@ -98,8 +102,12 @@ pub struct SaeStep {
     input: Vec<f32>,
     z: Vec<f32>,
     codes: SparseRows,
+    /// The codes of each thread's block of rows (joined into `codes`).
+    parts: Vec<SparseRows>,
     index: LatentIndex,
     scratch: SelectScratch,
+    /// A selection scratch per thread.
+    scratches: Vec<SelectScratch>,
     recon: Vec<f32>,
     dout: Vec<f32>,
     dvalues: Vec<f32>,
@@ -132,8 +140,10 @@ impl SaeStep {
             input: vec![0.0; rows * d],
             z: vec![0.0; rows * n],
             codes: SparseRows::new(n),
+            parts: Vec::new(),
             index: LatentIndex::new(),
             scratch: SelectScratch::new(),
+            scratches: Vec::new(),
             recon: vec![0.0; rows * d],
             dout: vec![0.0; rows * d],
             dvalues: Vec::new(),
@@ -195,80 +205,111 @@ impl SaeStep {
         threads
             .gemm(1.0, a, encoder.weight_view(), 0.0, c)
             .expect("shapes chain");
+        // The selection, then the decoder, the loss and the kept latents' gradients, each
+        // thread on its block of rows.
+        let blocks = threads.ranges(rows);
+        self.parts.resize_with(blocks.len(), || SparseRows::new(n));
+        self.scratches.resize_with(blocks.len(), SelectScratch::new);
         let mut batch_threshold = None;
-        match sae.arch {
-            Arch::TopK => {
-                let (k, scratch) = (sae.k, &mut self.scratch);
-                top_k_rows_relu_in_place(rows_n, z, b_enc, k, scratch, &mut self.codes);
+        if sae.arch == Arch::BatchTopK {
+            // One selection over the whole batch, then cut into the blocks.
+            let (k, scratch) = (sae.k, &mut self.scratch);
+            batch_threshold =
+                batch_top_k_relu_in_place(rows_n, z, b_enc, k, scratch, &mut self.codes);
+            for (part, block) in self.parts.iter_mut().zip(&blocks) {
+                part.clear(n);
+                for r in block.clone() {
+                    let (indices, values) = self.codes.row(r);
+                    part.push_row(indices, values);
+                }
             }
-            Arch::BatchTopK => {
-                let (k, scratch) = (sae.k, &mut self.scratch);
-                batch_threshold =
-                    batch_top_k_relu_in_place(rows_n, z, b_enc, k, scratch, &mut self.codes);
-            }
-            Arch::JumpRelu => {
+        } else {
+            if sae.arch == Arch::JumpRelu {
                 sae.thresholds(model.parameters(), &mut self.thetas);
-                let thetas = Threshold::PerLatent(&self.thetas);
-                threshold_rows(rows_n, z, b_enc, thetas, &mut self.scratch, &mut self.codes);
             }
-            Arch::Relu => threshold_rows(
-                rows_n,
-                z,
-                b_enc,
-                Threshold::Global(0.0),
-                &mut self.scratch,
-                &mut self.codes,
-            ),
+            let (arch, k, thetas) = (sae.arch, sae.k, &self.thetas[..]);
+            let z_blocks = cut_mut(z, blocks.iter().map(|b| b.len() * n));
+            let work: Vec<_> = z_blocks
+                .into_iter()
+                .zip(self.parts.iter_mut().zip(self.scratches.iter_mut()))
+                .collect();
+            threads.each(work, &|i, (z, (part, scratch))| {
+                let layout = Layout::contiguous(blocks[i].len(), n);
+                match arch {
+                    Arch::TopK => top_k_rows_relu_in_place(layout, z, b_enc, k, scratch, part),
+                    Arch::JumpRelu => {
+                        let thetas = Threshold::PerLatent(thetas);
+                        threshold_rows(layout, z, b_enc, thetas, scratch, part);
+                    }
+                    Arch::Relu => {
+                        let zero = Threshold::Global(0.0);
+                        threshold_rows(layout, z, b_enc, zero, scratch, part);
+                    }
+                    Arch::BatchTopK => unreachable!("selected over the batch above"),
+                }
+            });
+            self.codes.clear(n);
+            for part in &self.parts {
+                self.codes.append(part);
+            }
         }
         self.index.rebuild(&self.codes);
-        let recon = &mut self.recon[..rows * d];
-        sparse_times_dense(
-            &self.codes,
-            decoder.weight,
-            latents_d,
-            Some(b_dec),
-            recon,
-            rows_d,
-        );
-
-        // The reconstruction's loss and its gradient.
-        let dout = &mut self.dout[..rows * d];
-        let mut squared_error = 0.0f64;
-        for ((g, &r), &t) in dout.iter_mut().zip(recon.iter()).zip(target.iter()) {
-            let e = r - t;
-            squared_error += f64::from(e) * f64::from(e);
-            *g = 2.0 * scale * e;
-        }
-        let mut penalty = 0.0;
         let nnz = self.codes.nnz();
         self.dvalues.resize(nnz, 0.0);
-        dots_at_entries(
-            &self.codes,
-            dout,
-            rows_d,
-            decoder.weight,
-            latents_d,
-            &mut self.dvalues,
-        );
-
-        // Zeroed gradients; the decoder's from the reconstruction first. (Taken out of
-        // `self` for the step, so that the AuxK pass can borrow the rest.)
-        let mut grads = std::mem::take(&mut self.grads);
-        for t in grads.iter_mut() {
-            t.values.fill(0.0);
+        let mut errors = vec![0.0f64; blocks.len()];
+        {
+            let target = &self.target[..rows * d];
+            let lengths = || blocks.iter().map(|b| b.len() * d);
+            let recon = cut_mut(&mut self.recon[..rows * d], lengths());
+            let dout = cut_mut(&mut self.dout[..rows * d], lengths());
+            let dvalues = cut_mut(&mut self.dvalues, self.parts.iter().map(SparseRows::nnz));
+            let work: Vec<_> = recon
+                .into_iter()
+                .zip(dout)
+                .zip(dvalues.into_iter().zip(errors.iter_mut()))
+                .zip(&self.parts)
+                .collect();
+            threads.each(work, &|i, (((recon, dout), (dvalues, error)), part)| {
+                let block = &blocks[i];
+                let layout = Layout::contiguous(block.len(), d);
+                sparse_times_dense(part, decoder.weight, latents_d, Some(b_dec), recon, layout);
+                let target = &target[block.start * d..block.end * d];
+                let mut sum = 0.0f64;
+                for ((g, &r), &t) in dout.iter_mut().zip(recon.iter()).zip(target) {
+                    let e = r - t;
+                    sum += f64::from(e) * f64::from(e);
+                    *g = 2.0 * scale * e;
+                }
+                *error = sum;
+                dots_at_entries(part, dout, layout, decoder.weight, latents_d, dvalues);
+            });
         }
-        let (enc_w, enc_b, dec_w, dec_b, threshold_grad) = grad_tensors(&mut grads);
+        let squared_error: f64 = errors.iter().sum();
+        let dout = &self.dout[..rows * d];
+        let mut penalty = 0.0;
+
+        // Zeroed gradients; the decoder's from the reconstruction first, each thread on
+        // its block of latents. (Taken out of `self` for the step, so that the AuxK pass
+        // can borrow the rest.) The encoder's weight gradient is overwritten whole below.
+        let mut grads = std::mem::take(&mut self.grads);
+        let (enc_w, enc_b, dec_w, dec_b, mut threshold_grad) = grad_tensors(&mut grads);
+        enc_b.fill(0.0);
+        dec_b.fill(0.0);
+        if let Some(grad) = threshold_grad.as_deref_mut() {
+            grad.fill(0.0);
+        }
+        let latent_blocks = threads.ranges(n);
         let values = self.codes.values();
-        scatter_outer_add(
-            &self.index,
-            values,
-            dout,
-            rows_d,
-            1.0,
-            0..n,
-            dec_w,
-            latents_d,
-        );
+        {
+            let index = &self.index;
+            let dec_w = cut_mut(dec_w, latent_blocks.iter().map(|b| b.len() * d));
+            threads.each(dec_w, &|i, g| {
+                let latents = latent_blocks[i].clone();
+                g.fill(0.0);
+                let layout = Layout::contiguous(latents.len(), d);
+                scatter_outer_add(index, values, dout, rows_d, 1.0, latents, g, layout);
+            });
+        }
         for row in dout.chunks_exact(d) {
             for (g, &v) in dec_b.iter_mut().zip(row) {
                 *g += v;
@@ -320,43 +361,55 @@ impl SaeStep {
             }
         }
 
-        // The encoder's gradients: dz = df on the kept (positive) entries.
+        // The encoder's gradients: dz = df on the kept (positive) entries, gathered by
+        // latent (each thread on its block), then turned into W_enc's [d, N] layout (each
+        // thread on its block of inputs).
         let input = &self.input[..rows * d];
-        self.encoder_t.fill(0.0);
-        let (index, aux_index) = (&self.index, &self.aux_index);
-        let enc_t = &mut self.encoder_t;
         let with_aux = self.aux_codes.nnz() > 0;
-        scatter_outer_add(
-            index,
-            &self.dvalues,
-            input,
-            rows_d,
-            1.0,
-            0..n,
-            enc_t,
-            latents_d,
-        );
-        if with_aux {
-            let aux = &self.aux_dvalues;
-            scatter_outer_add(aux_index, aux, input, rows_d, 1.0, 0..n, enc_t, latents_d);
+        {
+            let (index, dvalues) = (&self.index, &self.dvalues);
+            let (aux_index, aux_dvalues) = (&self.aux_index, &self.aux_dvalues);
+            let enc_t = cut_mut(
+                &mut self.encoder_t,
+                latent_blocks.iter().map(|b| b.len() * d),
+            );
+            threads.each(enc_t, &|i, g| {
+                let latents = latent_blocks[i].clone();
+                g.fill(0.0);
+                let layout = Layout::contiguous(latents.len(), d);
+                let l = latents.clone();
+                scatter_outer_add(index, dvalues, input, rows_d, 1.0, l, g, layout);
+                if with_aux {
+                    let (l, aux) = (latents, aux_dvalues);
+                    scatter_outer_add(aux_index, aux, input, rows_d, 1.0, l, g, layout);
+                }
+            });
         }
-        for (j, row) in self.encoder_t.chunks_exact(d).enumerate() {
-            for (i, &g) in row.iter().enumerate() {
-                enc_w[i * n + j] = g;
-            }
-        }
+        let index = &self.index;
         sum_by_latent(index, &self.dvalues, 1.0, 0..n, enc_b);
         if with_aux {
-            sum_by_latent(aux_index, &self.aux_dvalues, 1.0, 0..n, enc_b);
+            sum_by_latent(&self.aux_index, &self.aux_dvalues, 1.0, 0..n, enc_b);
         }
-        if sae.apply_b_dec_to_input {
-            // x' = t - b_dec: b_dec's gradient through the encoder is -W_enc db_enc.
-            for (i, g) in dec_b.iter_mut().enumerate() {
-                let row = &encoder.weight[i * n..(i + 1) * n];
-                let dot: f32 = row.iter().zip(enc_b.iter()).map(|(w, b)| w * b).sum();
-                *g -= dot;
-            }
-        }
+        let input_blocks = threads.ranges(d);
+        let enc_w = cut_mut(enc_w, input_blocks.iter().map(|b| b.len() * n));
+        let dec_b = cut_mut(dec_b, input_blocks.iter().map(Range::len));
+        let (encoder_t, enc_b) = (&self.encoder_t, &*enc_b);
+        let subtract = sae.apply_b_dec_to_input;
+        threads.each(
+            enc_w.into_iter().zip(dec_b).collect(),
+            &|p, (out, dec_b)| {
+                let inputs = input_blocks[p].clone();
+                transpose_into(encoder_t, d, n, inputs.clone(), out);
+                if subtract {
+                    // x' = t - b_dec: b_dec's gradient through the encoder is -W_enc db_enc.
+                    for (g, i) in dec_b.iter_mut().zip(inputs) {
+                        let row = &encoder.weight[i * n..(i + 1) * n];
+                        let dot: f32 = row.iter().zip(enc_b).map(|(w, b)| w * b).sum();
+                        *g -= dot;
+                    }
+                }
+            },
+        );
         self.grads = grads;
         StepStats {
             squared_error,
@@ -553,6 +606,33 @@ impl SaeStep {
         }
         dead.record(&self.codes, rows.len(), &mut self.counts);
         stats
+    }
+}
+
+/// `slice` cut into consecutive pieces of `lengths` (which must add up to at most its
+/// length), for the threads to own one each.
+fn cut_mut<T>(mut slice: &mut [T], lengths: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
+    lengths
+        .map(|len| {
+            let (piece, rest) = std::mem::take(&mut slice).split_at_mut(len);
+            slice = rest;
+            piece
+        })
+        .collect()
+}
+
+/// Rows `inputs` of the `d x n` transpose of the `n x d` matrix `t`, into `out`
+/// (`inputs.len() x n`), a tile of latents at a time so that the rows of `t` being read
+/// stay in cache.
+fn transpose_into(t: &[f32], d: usize, n: usize, inputs: Range<usize>, out: &mut [f32]) {
+    const TILE: usize = 64;
+    for first in (0..n).step_by(TILE) {
+        let last = (first + TILE).min(n);
+        for (row, i) in out.chunks_exact_mut(n).zip(inputs.clone()) {
+            for (o, j) in row[first..last].iter_mut().zip(first..last) {
+                *o = t[j * d + i];
+            }
+        }
     }
 }
 
