@@ -10,7 +10,8 @@
 //! (55000 training samples plus 5000 validation samples).
 
 use benches::{
-    cached_product_gflops, inference_flops_per_sample, measured_fma_peak, training_flops_per_sample,
+    cached_product_gflops, inference_flops_per_sample, measure, measured_fma_peak,
+    training_flops_per_sample, Stats, THREADS,
 };
 use nn::parallel::Threads;
 use nn::{
@@ -46,36 +47,6 @@ fn kl_model(encoder: &[(usize, Activation)]) -> ModelConfig {
         Loss::Bce,
     )
 }
-
-struct Stats {
-    min: f64,
-    median: f64,
-}
-
-/// Times `run` at each thread count of [`THREADS`], after one warm-up run each, with
-/// the repetitions taken by turns (1, 2, 1, 2, ...): this machine's speed drifts over
-/// seconds, and by turns a slow spell hits both thread counts alike rather than one.
-fn measure(reps: usize, mut run: impl FnMut(usize) -> f64) -> [Stats; 2] {
-    let mut times = [Vec::new(), Vec::new()];
-    for rep in 0..=reps {
-        for (slot, &threads) in THREADS.iter().enumerate() {
-            let seconds = run(threads);
-            if rep > 0 {
-                times[slot].push(seconds);
-            }
-        }
-    }
-    times.map(|mut times| {
-        times.sort_by(f64::total_cmp);
-        Stats {
-            min: times[0],
-            median: times[times.len() / 2],
-        }
-    })
-}
-
-/// The thread counts every case runs at.
-const THREADS: [usize; 2] = [1, 2];
 
 fn report(
     peaks: &[f64; 2],

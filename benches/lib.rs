@@ -1,6 +1,6 @@
 //! Shared pieces of the end-to-end benchmarks: the FLOP count of a model's training step
-//! and inference pass, and the machine's FMA peak they are compared with, measured when
-//! the benchmark runs.
+//! and inference pass, the machine's FMA peak they are compared with, measured when the
+//! benchmark runs, and the timing of repetitions by turns.
 
 use nn::ModelConfig;
 use pulp::{Simd, WithSimd};
@@ -118,6 +118,39 @@ pub fn cached_product_gflops(rounds: usize) -> f64 {
         })
         .fold(0.0, f64::max)
 }
+
+/// The fastest and the median of a case's repetitions, in seconds.
+pub struct Stats {
+    /// The fastest.
+    pub min: f64,
+    /// The median.
+    pub median: f64,
+}
+
+/// Times `run` at each thread count of [`THREADS`], after one warm-up run each, with
+/// the repetitions taken by turns (1, 2, 1, 2, ...): this machine's speed drifts over
+/// seconds, and by turns a slow spell hits both thread counts alike rather than one.
+pub fn measure(reps: usize, mut run: impl FnMut(usize) -> f64) -> [Stats; 2] {
+    let mut times = [Vec::new(), Vec::new()];
+    for rep in 0..=reps {
+        for (slot, &threads) in THREADS.iter().enumerate() {
+            let seconds = run(threads);
+            if rep > 0 {
+                times[slot].push(seconds);
+            }
+        }
+    }
+    times.map(|mut times| {
+        times.sort_by(f64::total_cmp);
+        Stats {
+            min: times[0],
+            median: times[times.len() / 2],
+        }
+    })
+}
+
+/// The thread counts every case runs at.
+pub const THREADS: [usize; 2] = [1, 2];
 
 #[cfg(test)]
 mod tests {
