@@ -5,7 +5,7 @@
 //! threads, against those checked gradients.
 
 use nn::params::Parameters;
-use nn::sae::{loss_and_gradients, Arch, DeadLatents, SaeConfig};
+use nn::sae::{loss_and_gradients, loss_and_gradients_by, Arch, DeadLatents, Products, SaeConfig};
 use nn::{Autoencoder, Dataset, ModelConfig, Optimizer, TrainConfig, Trainer};
 use proptest::prelude::*;
 
@@ -227,13 +227,14 @@ fn model(case: &Case) -> Autoencoder {
     model
 }
 
-fn check(case: &Case) -> Result<(), TestCaseError> {
+/// `products` says how a ReLU SAE takes its products (the others ignore it).
+fn check(case: &Case, products: Products) -> Result<(), TestCaseError> {
     let model = model(case);
     let dead = DeadLatents {
         rows_since_fired: case.dead.iter().map(|&d| u64::from(d)).collect(),
     };
     let (loss32, grads): (f64, Parameters) =
-        loss_and_gradients(&model, &case.x, case.rows, &dead, case.step);
+        loss_and_gradients_by(&model, &case.x, case.rows, &dead, case.step, products);
     let mut p: Params64 = model
         .parameters()
         .iter()
@@ -361,7 +362,11 @@ proptest! {
 
     #[test]
     fn sae_gradients_match_finite_differences(case in case()) {
-        check(&case)?;
+        check(&case, Products::ByDensity)?;
+        if case.sae.arch == Arch::Relu {
+            check(&case, Products::Sparse)?;
+            check(&case, Products::Dense)?;
+        }
     }
 }
 

@@ -32,7 +32,9 @@
 pub mod export;
 mod step;
 
-pub use step::{loss_and_gradients, DeadLatents, SaeStep};
+pub use step::{
+    loss_and_gradients, loss_and_gradients_by, DeadLatents, Products, SaeStep, DENSE_FROM,
+};
 
 use crate::config::{Activation, Coding, LayerSpec, Loss, ModelConfig, Penalty};
 use crate::error::ModelError;

@@ -76,7 +76,12 @@ impl DeadLatents {
     pub fn record(&mut self, codes: &SparseRows, rows: usize, counts: &mut [u32]) {
         counts.fill(0);
         codes.count_latents(counts);
-        for (since, &fired) in self.rows_since_fired.iter_mut().zip(counts.iter()) {
+        self.record_counts(counts, rows);
+    }
+
+    /// As [`DeadLatents::record`], from each latent's count of active rows.
+    fn record_counts(&mut self, counts: &[u32], rows: usize) {
+        for (since, &fired) in self.rows_since_fired.iter_mut().zip(counts) {
             *since = if fired > 0 { 0 } else { *since + rows as u64 };
         }
     }
@@ -122,6 +127,14 @@ pub struct SaeStep {
     thetas: Vec<f32>,
     window: SparseRows,
     window_grads: Vec<f32>,
+    /// The dense step's codes' gradient (`B x N`), allocated on its first use.
+    dz: Vec<f32>,
+    /// Zeros, the bias of a selection on codes that already hold theirs.
+    zero_bias: Vec<f32>,
+    /// Whether the last step was the dense one (its counts are in `counts`).
+    dense: bool,
+    /// How ReLU's products are taken.
+    pub products: Products,
     /// The gradient of the last step, under the parameters' names.
     pub grads: Parameters,
 }
@@ -158,6 +171,10 @@ impl SaeStep {
             thetas: vec![0.0; n],
             window: SparseRows::new(n),
             window_grads: Vec::new(),
+            dz: Vec::new(),
+            zero_bias: vec![0.0; n],
+            dense: false,
+            products: Products::ByDensity,
             grads: model.parameters().zeros_like(),
         }
     }
@@ -211,6 +228,7 @@ impl SaeStep {
         self.parts.resize_with(blocks.len(), || SparseRows::new(n));
         self.scratches.resize_with(blocks.len(), SelectScratch::new);
         let mut batch_threshold = None;
+        self.dense = false;
         if sae.arch == Arch::BatchTopK {
             // One selection over the whole batch, then cut into the blocks.
             let (k, scratch) = (sae.k, &mut self.scratch);
@@ -227,7 +245,21 @@ impl SaeStep {
             if sae.arch == Arch::JumpRelu {
                 sae.thresholds(model.parameters(), &mut self.thetas);
             }
+            if sae.arch == Arch::Relu {
+                let active = relu_in_place(threads, &blocks, z, b_enc);
+                let dense = match self.products {
+                    Products::ByDensity => active * DENSE_FROM > rows * n,
+                    Products::Sparse => false,
+                    Products::Dense => true,
+                };
+                if dense {
+                    self.dense = true;
+                    return self.dense_relu(threads, model, rows, step, active);
+                }
+            }
+            self.dense = false;
             let (arch, k, thetas) = (sae.arch, sae.k, &self.thetas[..]);
+            let zero_bias = &self.zero_bias[..];
             let z_blocks = cut_mut(z, blocks.iter().map(|b| b.len() * n));
             let work: Vec<_> = z_blocks
                 .into_iter()
@@ -242,8 +274,9 @@ impl SaeStep {
                         threshold_rows(layout, z, b_enc, thetas, scratch, part);
                     }
                     Arch::Relu => {
+                        // z already holds relu(z + b_enc).
                         let zero = Threshold::Global(0.0);
-                        threshold_rows(layout, z, b_enc, zero, scratch, part);
+                        threshold_rows(layout, z, zero_bias, zero, scratch, part);
                     }
                     Arch::BatchTopK => unreachable!("selected over the batch above"),
                 }
@@ -416,6 +449,131 @@ impl SaeStep {
             penalty,
             active: nnz,
             batch_threshold,
+        }
+    }
+
+    /// ReLU's gradients with dense products, for codes too dense for the sparse ones
+    /// (`self.z` holds them, `relu(z + b_enc)`, `active` of them positive). The same
+    /// mathematics as the sparse step: `F W_dec`, `F^T dout`, `dout W_dec^T` masked by
+    /// `F > 0` plus the L1 term, and `X'^T dZ`, each a GEMM split across the threads.
+    fn dense_relu(
+        &mut self,
+        threads: &Threads,
+        model: &Autoencoder,
+        rows: usize,
+        step: u64,
+        active: usize,
+    ) -> StepStats {
+        let sae = sae_of(model);
+        let (d, n) = (model.input_width(), model.coding_width());
+        let (encoder, decoder) = (model.layer(0), model.layer(1));
+        let scale = 1.0 / rows as f32;
+        let f = &self.z[..rows * n];
+        let codes = MatRef::row_major(f, rows, n).expect("sized");
+        let recon = &mut self.recon[..rows * d];
+        let out = MatMut::row_major(recon, rows, d).expect("sized");
+        let gemm = "shapes chain";
+        threads
+            .gemm(1.0, codes, decoder.weight_view(), 0.0, out)
+            .expect(gemm);
+        let (target, dout) = (&self.target[..rows * d], &mut self.dout[..rows * d]);
+        let mut squared_error = 0.0f64;
+        for ((r_row, t_row), g_row) in recon
+            .chunks_exact_mut(d)
+            .zip(target.chunks_exact(d))
+            .zip(dout.chunks_exact_mut(d))
+        {
+            for (((r, &t), g), &b) in r_row.iter_mut().zip(t_row).zip(g_row).zip(decoder.bias) {
+                *r += b;
+                let e = *r - t;
+                squared_error += f64::from(e) * f64::from(e);
+                *g = 2.0 * scale * e;
+            }
+        }
+        let dout = &self.dout[..rows * d];
+        let dout_view = MatRef::row_major(dout, rows, d).expect("sized");
+
+        let mut grads = std::mem::take(&mut self.grads);
+        let (enc_w, enc_b, dec_w, dec_b, _) = grad_tensors(&mut grads);
+        let dec_w_view = MatMut::row_major(dec_w, n, d).expect("sized");
+        threads
+            .gemm(1.0, codes.t(), dout_view, 0.0, dec_w_view)
+            .expect(gemm);
+        column_sums(dout, d, dec_b);
+        // Each latent's activations summed over the batch, and how many rows it fired in.
+        let mut sums = vec![0.0f32; n];
+        column_sums(f, n, &mut sums);
+        self.counts.fill(0);
+        for row in f.chunks_exact(n) {
+            for (c, &v) in self.counts.iter_mut().zip(row) {
+                *c += u32::from(v > 0.0);
+            }
+        }
+        let warm = if sae.l1_warmup_steps == 0 {
+            1.0
+        } else {
+            (step as f32 / sae.l1_warmup_steps as f32).min(1.0)
+        };
+        let lambda = sae.l1_coefficient * warm * scale;
+        let mut penalty = 0.0;
+        self.norms.fill(0.0);
+        if lambda > 0.0 {
+            row_norms(Layout::contiguous(n, d), decoder.weight, &mut self.norms);
+            let mut l1 = 0.0f64;
+            for (j, (&sum, &norm)) in sums.iter().zip(&self.norms).enumerate() {
+                l1 += f64::from(sum) * f64::from(norm);
+                if norm > 0.0 && sum != 0.0 {
+                    let factor = lambda * sum / norm;
+                    let w = &decoder.weight[j * d..(j + 1) * d];
+                    for (g, &wv) in dec_w[j * d..(j + 1) * d].iter_mut().zip(w) {
+                        *g += factor * wv;
+                    }
+                }
+            }
+            penalty = f64::from(lambda) * l1;
+        }
+
+        // dZ = (dout W_dec^T + lambda |W_dec,j|) where F > 0, then the encoder's.
+        self.dz.resize(rows * n, 0.0);
+        let dz = &mut self.dz[..rows * n];
+        let dz_view = MatMut::row_major(dz, rows, n).expect("sized");
+        let decoder_t = decoder.weight_view().t();
+        threads
+            .gemm(1.0, dout_view, decoder_t, 0.0, dz_view)
+            .expect(gemm);
+        let blocks = threads.ranges(rows);
+        let norms = &self.norms;
+        let parts = cut_mut(dz, blocks.iter().map(|b| b.len() * n));
+        threads.each(parts, &|i, dz| {
+            let f = &f[blocks[i].start * n..blocks[i].end * n];
+            for (g_row, f_row) in dz.chunks_exact_mut(n).zip(f.chunks_exact(n)) {
+                for ((g, &v), &norm) in g_row.iter_mut().zip(f_row).zip(norms) {
+                    *g = if v > 0.0 { *g + lambda * norm } else { 0.0 };
+                }
+            }
+        });
+        let dz = &self.dz[..rows * n];
+        column_sums(dz, n, enc_b);
+        let input = MatRef::row_major(&self.input[..rows * d], rows, d).expect("sized");
+        let dz_view = MatRef::row_major(dz, rows, n).expect("sized");
+        let enc_w_view = MatMut::row_major(enc_w, d, n).expect("sized");
+        threads
+            .gemm(1.0, input.t(), dz_view, 0.0, enc_w_view)
+            .expect(gemm);
+        if sae.apply_b_dec_to_input {
+            for (i, g) in dec_b.iter_mut().enumerate() {
+                let row = &encoder.weight[i * n..(i + 1) * n];
+                let dot: f32 = row.iter().zip(enc_b.iter()).map(|(w, b)| w * b).sum();
+                *g -= dot;
+            }
+        }
+        self.grads = grads;
+        self.codes.clear(n);
+        StepStats {
+            squared_error,
+            penalty,
+            active,
+            batch_threshold: None,
         }
     }
 
@@ -604,8 +762,61 @@ impl SaeStep {
                 };
             }
         }
-        dead.record(&self.codes, rows.len(), &mut self.counts);
+        if self.dense {
+            dead.record_counts(&self.counts, rows.len());
+        } else {
+            dead.record(&self.codes, rows.len(), &mut self.counts);
+        }
         stats
+    }
+}
+
+/// How a ReLU SAE's step takes its products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Products {
+    /// Dense when more than one code in [`DENSE_FROM`] is positive, else sparse.
+    ByDensity,
+    /// On the kept latents only, whatever their number.
+    Sparse,
+    /// Dense GEMMs, whatever the codes.
+    Dense,
+}
+
+/// ReLU's codes are dense enough for [`SaeStep::dense_relu`] when more than one in this
+/// many is positive: there a dense product's FLOP is cheaper than a sparse one's by
+/// about this factor.
+pub const DENSE_FROM: usize = 8;
+
+/// `z = relu(z + bias)` on every row (each thread on its block of `blocks`), returning
+/// how many are positive.
+fn relu_in_place(threads: &Threads, blocks: &[Range<usize>], z: &mut [f32], bias: &[f32]) -> usize {
+    let n = bias.len();
+    let mut counts = vec![0usize; blocks.len()];
+    let parts = cut_mut(z, blocks.iter().map(|b| b.len() * n));
+    threads.each(parts.into_iter().zip(counts.iter_mut()).collect(), &|_,
+                                                                       (
+        z,
+        count,
+    )| {
+        let mut positive = 0;
+        for row in z.chunks_exact_mut(n) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v = (*v + b).max(0.0);
+                positive += usize::from(*v > 0.0);
+            }
+        }
+        *count = positive;
+    });
+    counts.iter().sum()
+}
+
+/// `out[j] = sum_b m[b, j]` over the rows of `cols` values of `m`.
+fn column_sums(m: &[f32], cols: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for row in m.chunks_exact(cols) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
     }
 }
 
@@ -661,7 +872,20 @@ pub fn loss_and_gradients(
     dead: &DeadLatents,
     step: u64,
 ) -> (f64, Parameters) {
+    loss_and_gradients_by(model, x, rows, dead, step, Products::ByDensity)
+}
+
+/// [`loss_and_gradients`], with ReLU's products taken as `products` says.
+pub fn loss_and_gradients_by(
+    model: &Autoencoder,
+    x: &[f32],
+    rows: usize,
+    dead: &DeadLatents,
+    step: u64,
+    products: Products,
+) -> (f64, Parameters) {
     let mut work = SaeStep::new(model, rows);
+    work.products = products;
     let stats = work.gradients(&Threads::sequential(), model, x, rows, dead, step);
     (
         stats.squared_error / rows as f64 + stats.penalty,
