@@ -125,8 +125,9 @@ pub struct SaeStep {
     norms: Vec<f32>,
     counts: Vec<u32>,
     thetas: Vec<f32>,
-    window: SparseRows,
-    window_grads: Vec<f32>,
+    /// JumpReLU's entries near their thresholds, per block of rows, and their gradients.
+    window: Vec<SparseRows>,
+    window_grads: Vec<Vec<f32>>,
     /// The dense step's codes' gradient (`B x N`), allocated on its first use.
     dz: Vec<f32>,
     /// Zeros, the bias of a selection on codes that already hold theirs.
@@ -169,7 +170,7 @@ impl SaeStep {
             norms: vec![0.0; n],
             counts: vec![0; n],
             thetas: vec![0.0; n],
-            window: SparseRows::new(n),
+            window: Vec::new(),
             window_grads: Vec::new(),
             dz: Vec::new(),
             zero_bias: vec![0.0; n],
@@ -380,7 +381,7 @@ impl SaeStep {
 
         if sae.arch == Arch::JumpRelu {
             let grad = threshold_grad.expect("a log threshold");
-            penalty += self.jump_thresholds(&sae, decoder.weight, b_enc, rows, d, n, grad);
+            penalty += self.jump_thresholds(threads, &sae, decoder.weight, b_enc, rows, d, n, grad);
         }
 
         // AuxK: the dead latents' largest activations reconstruct the residual.
@@ -583,6 +584,7 @@ impl SaeStep {
     #[allow(clippy::too_many_arguments)]
     fn jump_thresholds(
         &mut self,
+        threads: &Threads,
         sae: &SaeConfig,
         decoder: &[f32],
         b_enc: &[f32],
@@ -593,31 +595,36 @@ impl SaeStep {
     ) -> f64 {
         let eps = sae.bandwidth;
         let l0 = sae.l0_coefficient / rows as f32;
-        // The entries within half a bandwidth of their threshold, kept or not.
-        self.window.clear(n);
-        for row in self.z[..rows * n].chunks_exact(n) {
-            for (j, (&z, &b)) in row.iter().zip(b_enc).enumerate() {
-                if ((z + b - self.thetas[j]) / eps).abs() < 0.5 {
-                    self.window.push(j as u32, 1.0);
+        // The entries within half a bandwidth of their threshold, kept or not, and their
+        // reconstruction gradients, each thread on its block of rows.
+        let blocks = threads.ranges(rows);
+        self.window.resize_with(blocks.len(), || SparseRows::new(n));
+        self.window_grads.resize_with(blocks.len(), Vec::new);
+        let latents_d = Layout::contiguous(n, d);
+        let (z, dout, thetas) = (&self.z[..rows * n], &self.dout[..rows * d], &self.thetas);
+        let work: Vec<_> = self.window.iter_mut().zip(&mut self.window_grads).collect();
+        threads.each(work, &|i, (window, grads)| {
+            let block = &blocks[i];
+            window.clear(n);
+            for row in z[block.start * n..block.end * n].chunks_exact(n) {
+                for (j, ((&z, &b), &theta)) in row.iter().zip(b_enc).zip(thetas).enumerate() {
+                    if ((z + b - theta) / eps).abs() < 0.5 {
+                        window.push(j as u32, 1.0);
+                    }
                 }
+                window.end_row();
             }
-            self.window.end_row();
-        }
-        let (rows_d, latents_d) = (Layout::contiguous(rows, d), Layout::contiguous(n, d));
-        self.window_grads.resize(self.window.nnz(), 0.0);
-        let dout = &self.dout[..rows * d];
-        dots_at_entries(
-            &self.window,
-            dout,
-            rows_d,
-            decoder,
-            latents_d,
-            &mut self.window_grads,
-        );
-        for (&j, &g) in self.window.indices().iter().zip(&self.window_grads) {
-            let theta = self.thetas[j as usize];
-            let dtheta = -(theta / eps) * g - l0 / eps;
-            grad[j as usize] += theta * dtheta;
+            grads.resize(window.nnz(), 0.0);
+            let dout = &dout[block.start * d..block.end * d];
+            let layout = Layout::contiguous(block.len(), d);
+            dots_at_entries(window, dout, layout, decoder, latents_d, grads);
+        });
+        for (window, grads) in self.window.iter().zip(&self.window_grads) {
+            for (&j, &g) in window.indices().iter().zip(grads) {
+                let theta = self.thetas[j as usize];
+                let dtheta = -(theta / eps) * g - l0 / eps;
+                grad[j as usize] += theta * dtheta;
+            }
         }
         f64::from(l0) * self.codes.nnz() as f64
     }
