@@ -123,6 +123,8 @@ pub struct SaeStep {
     dead: Vec<u32>,
     encoder_t: Vec<f32>,
     norms: Vec<f32>,
+    /// Each latent's codes summed over the batch (the L1 penalty's).
+    sums: Vec<f32>,
     counts: Vec<u32>,
     thetas: Vec<f32>,
     /// JumpReLU's entries near their thresholds, per block of rows, and their gradients.
@@ -168,6 +170,7 @@ impl SaeStep {
             dead: Vec::new(),
             encoder_t: vec![0.0; n * d],
             norms: vec![0.0; n],
+            sums: vec![0.0; n],
             counts: vec![0; n],
             thetas: vec![0.0; n],
             window: Vec::new(),
@@ -258,7 +261,6 @@ impl SaeStep {
                     return self.dense_relu(threads, model, rows, step, active);
                 }
             }
-            self.dense = false;
             let (arch, k, thetas) = (sae.arch, sae.k, &self.thetas[..]);
             let zero_bias = &self.zero_bias[..];
             let z_blocks = cut_mut(z, blocks.iter().map(|b| b.len() * n));
@@ -308,13 +310,7 @@ impl SaeStep {
                 let layout = Layout::contiguous(block.len(), d);
                 sparse_times_dense(part, decoder.weight, latents_d, Some(b_dec), recon, layout);
                 let target = &target[block.start * d..block.end * d];
-                let mut sum = 0.0f64;
-                for ((g, &r), &t) in dout.iter_mut().zip(recon.iter()).zip(target) {
-                    let e = r - t;
-                    sum += f64::from(e) * f64::from(e);
-                    *g = 2.0 * scale * e;
-                }
-                *error = sum;
+                *error = reconstruction_error(recon, None, target, dout, scale);
                 dots_at_entries(part, dout, layout, decoder.weight, latents_d, dvalues);
             });
         }
@@ -328,7 +324,6 @@ impl SaeStep {
         let mut grads = std::mem::take(&mut self.grads);
         let (enc_w, enc_b, dec_w, dec_b, mut threshold_grad) = grad_tensors(&mut grads);
         enc_b.fill(0.0);
-        dec_b.fill(0.0);
         if let Some(grad) = threshold_grad.as_deref_mut() {
             grad.fill(0.0);
         }
@@ -344,39 +339,21 @@ impl SaeStep {
                 scatter_outer_add(index, values, dout, rows_d, 1.0, latents, g, layout);
             });
         }
-        for row in dout.chunks_exact(d) {
-            for (g, &v) in dec_b.iter_mut().zip(row) {
-                *g += v;
-            }
-        }
+        column_sums(dout, d, dec_b);
 
-        if sae.arch == Arch::Relu && sae.l1_coefficient > 0.0 {
-            let warm = if sae.l1_warmup_steps == 0 {
-                1.0
-            } else {
-                (step as f32 / sae.l1_warmup_steps as f32).min(1.0)
-            };
-            let lambda = sae.l1_coefficient * warm * scale;
+        let lambda = l1_weight(&sae, step, scale);
+        if sae.arch == Arch::Relu && lambda > 0.0 {
             row_norms(latents_d, decoder.weight, &mut self.norms);
-            let mut l1 = 0.0f64;
             for j in 0..n {
                 let (_, entries) = self.index.latent(j);
                 let mut sum = 0.0f32;
                 for &e in entries {
-                    let v = values[e as usize];
-                    sum += v;
+                    sum += values[e as usize];
                     self.dvalues[e as usize] += lambda * self.norms[j];
                 }
-                l1 += f64::from(sum) * f64::from(self.norms[j]);
-                if self.norms[j] > 0.0 && sum != 0.0 {
-                    let factor = lambda * sum / self.norms[j];
-                    let w = &decoder.weight[j * d..(j + 1) * d];
-                    for (g, &wv) in dec_w[j * d..(j + 1) * d].iter_mut().zip(w) {
-                        *g += factor * wv;
-                    }
-                }
+                self.sums[j] = sum;
             }
-            penalty += f64::from(lambda) * l1;
+            penalty += decoder_l1(lambda, &self.sums, &self.norms, decoder.weight, dec_w);
         }
 
         if sae.arch == Arch::JumpRelu {
@@ -435,12 +412,7 @@ impl SaeStep {
                 let inputs = input_blocks[p].clone();
                 transpose_into(encoder_t, d, n, inputs.clone(), out);
                 if subtract {
-                    // x' = t - b_dec: b_dec's gradient through the encoder is -W_enc db_enc.
-                    for (g, i) in dec_b.iter_mut().zip(inputs) {
-                        let row = &encoder.weight[i * n..(i + 1) * n];
-                        let dot: f32 = row.iter().zip(enc_b).map(|(w, b)| w * b).sum();
-                        *g -= dot;
-                    }
+                    subtract_through_encoder(dec_b, inputs, encoder.weight, enc_b);
                 }
             },
         );
@@ -478,19 +450,7 @@ impl SaeStep {
             .gemm(1.0, codes, decoder.weight_view(), 0.0, out)
             .expect(gemm);
         let (target, dout) = (&self.target[..rows * d], &mut self.dout[..rows * d]);
-        let mut squared_error = 0.0f64;
-        for ((r_row, t_row), g_row) in recon
-            .chunks_exact_mut(d)
-            .zip(target.chunks_exact(d))
-            .zip(dout.chunks_exact_mut(d))
-        {
-            for (((r, &t), g), &b) in r_row.iter_mut().zip(t_row).zip(g_row).zip(decoder.bias) {
-                *r += b;
-                let e = *r - t;
-                squared_error += f64::from(e) * f64::from(e);
-                *g = 2.0 * scale * e;
-            }
-        }
+        let squared_error = reconstruction_error(recon, Some(decoder.bias), target, dout, scale);
         let dout = &self.dout[..rows * d];
         let dout_view = MatRef::row_major(dout, rows, d).expect("sized");
 
@@ -501,37 +461,22 @@ impl SaeStep {
             .gemm(1.0, codes.t(), dout_view, 0.0, dec_w_view)
             .expect(gemm);
         column_sums(dout, d, dec_b);
-        // Each latent's activations summed over the batch, and how many rows it fired in.
-        let mut sums = vec![0.0f32; n];
-        column_sums(f, n, &mut sums);
+        // Each latent's activations summed over the batch, and how many rows it fired
+        // in, in one pass.
+        self.sums.fill(0.0);
         self.counts.fill(0);
         for row in f.chunks_exact(n) {
-            for (c, &v) in self.counts.iter_mut().zip(row) {
+            for ((sum, c), &v) in self.sums.iter_mut().zip(self.counts.iter_mut()).zip(row) {
+                *sum += v;
                 *c += u32::from(v > 0.0);
             }
         }
-        let warm = if sae.l1_warmup_steps == 0 {
-            1.0
-        } else {
-            (step as f32 / sae.l1_warmup_steps as f32).min(1.0)
-        };
-        let lambda = sae.l1_coefficient * warm * scale;
+        let lambda = l1_weight(&sae, step, scale);
         let mut penalty = 0.0;
         self.norms.fill(0.0);
         if lambda > 0.0 {
             row_norms(Layout::contiguous(n, d), decoder.weight, &mut self.norms);
-            let mut l1 = 0.0f64;
-            for (j, (&sum, &norm)) in sums.iter().zip(&self.norms).enumerate() {
-                l1 += f64::from(sum) * f64::from(norm);
-                if norm > 0.0 && sum != 0.0 {
-                    let factor = lambda * sum / norm;
-                    let w = &decoder.weight[j * d..(j + 1) * d];
-                    for (g, &wv) in dec_w[j * d..(j + 1) * d].iter_mut().zip(w) {
-                        *g += factor * wv;
-                    }
-                }
-            }
-            penalty = f64::from(lambda) * l1;
+            penalty = decoder_l1(lambda, &self.sums, &self.norms, decoder.weight, dec_w);
         }
 
         // dZ = (dout W_dec^T + lambda |W_dec,j|) where F > 0, then the encoder's.
@@ -562,11 +507,7 @@ impl SaeStep {
             .gemm(1.0, input.t(), dz_view, 0.0, enc_w_view)
             .expect(gemm);
         if sae.apply_b_dec_to_input {
-            for (i, g) in dec_b.iter_mut().enumerate() {
-                let row = &encoder.weight[i * n..(i + 1) * n];
-                let dot: f32 = row.iter().zip(enc_b.iter()).map(|(w, b)| w * b).sum();
-                *g -= dot;
-            }
+            subtract_through_encoder(dec_b, 0..d, encoder.weight, enc_b);
         }
         self.grads = grads;
         self.codes.clear(n);
@@ -815,6 +756,77 @@ fn relu_in_place(threads: &Threads, blocks: &[Range<usize>], z: &mut [f32], bias
         *count = positive;
     });
     counts.iter().sum()
+}
+
+/// `sum |recon - target|^2` over the rows, with `dout = 2 scale (recon - target)`;
+/// `bias`, when given, is first added to each row of `recon`.
+fn reconstruction_error(
+    recon: &mut [f32],
+    bias: Option<&[f32]>,
+    target: &[f32],
+    dout: &mut [f32],
+    scale: f32,
+) -> f64 {
+    let mut sum = 0.0f64;
+    if let Some(bias) = bias {
+        for row in recon.chunks_exact_mut(bias.len()) {
+            for (r, &b) in row.iter_mut().zip(bias) {
+                *r += b;
+            }
+        }
+    }
+    for ((g, &r), &t) in dout.iter_mut().zip(recon.iter()).zip(target) {
+        let e = r - t;
+        sum += f64::from(e) * f64::from(e);
+        *g = 2.0 * scale * e;
+    }
+    sum
+}
+
+/// The ReLU SAE's L1 coefficient at optimizer step `step` (warmed up linearly), times
+/// the batch's `scale`.
+fn l1_weight(sae: &SaeConfig, step: u64, scale: f32) -> f32 {
+    let warm = if sae.l1_warmup_steps == 0 {
+        1.0
+    } else {
+        (step as f32 / sae.l1_warmup_steps as f32).min(1.0)
+    };
+    sae.l1_coefficient * warm * scale
+}
+
+/// The penalty `lambda sum_j sums_j |W_dec,j|` (with each latent's codes summed in
+/// `sums` and its decoder row's norm in `norms`), adding its gradient with respect to
+/// the decoder to `dec_w`.
+fn decoder_l1(lambda: f32, sums: &[f32], norms: &[f32], decoder: &[f32], dec_w: &mut [f32]) -> f64 {
+    let d = decoder.len() / sums.len().max(1);
+    let mut l1 = 0.0f64;
+    let rows = decoder.chunks_exact(d).zip(dec_w.chunks_exact_mut(d));
+    for ((&sum, &norm), (w, g)) in sums.iter().zip(norms).zip(rows) {
+        l1 += f64::from(sum) * f64::from(norm);
+        if norm > 0.0 && sum != 0.0 {
+            let factor = lambda * sum / norm;
+            for (g, &wv) in g.iter_mut().zip(w) {
+                *g += factor * wv;
+            }
+        }
+    }
+    f64::from(lambda) * l1
+}
+
+/// `db_dec[i] -= W_enc[i, :] . db_enc` for the inputs `i` in `inputs` (`dec_b` holds
+/// their gradients): with `x' = t - b_dec`, `b_dec`'s gradient through the encoder.
+fn subtract_through_encoder(
+    dec_b: &mut [f32],
+    inputs: Range<usize>,
+    encoder: &[f32],
+    enc_b: &[f32],
+) {
+    let n = enc_b.len();
+    for (g, i) in dec_b.iter_mut().zip(inputs) {
+        let row = &encoder[i * n..(i + 1) * n];
+        let dot: f32 = row.iter().zip(enc_b).map(|(w, b)| w * b).sum();
+        *g -= dot;
+    }
 }
 
 /// `out[j] = sum_b m[b, j]` over the rows of `cols` values of `m`.
