@@ -5,20 +5,25 @@ use nn::config::{Activation, Coding, Loss, ModelConfig, Penalty};
 use nn::synthetic::{recovery, superposition, SuperpositionSpec};
 use nn::{Autoencoder, Dataset, Optimizer, TrainConfig, Trainer};
 
+/// 48 unit features in 32 dimensions, about 3 active a row: the rows every test learns.
+const SPEC: SuperpositionSpec = SuperpositionSpec {
+    dim: 32,
+    features: 48,
+    rows: 24_000,
+    active: 3.0,
+    noise: 0.01,
+    seed: 3,
+};
+
+/// Twice the features.
+const LATENTS: usize = 96;
+
 #[test]
 fn a_top_k_autoencoder_recovers_the_features_of_synthetic_rows() {
-    let spec = SuperpositionSpec {
-        dim: 32,
-        features: 48,
-        rows: 24_000,
-        active: 3.0,
-        noise: 0.01,
-        seed: 3,
-    };
+    let (spec, latents) = (SPEC, LATENTS);
     let truth = superposition(spec);
     let data = Dataset::from_f32(truth.rows.clone(), spec.dim);
     let (train, valid) = data.split_tail(2000).unwrap();
-    let latents = 96;
     let mut config = ModelConfig::autoencoder(
         spec.dim,
         &[(latents, Activation::Relu)],
@@ -56,18 +61,10 @@ fn a_top_k_autoencoder_recovers_the_features_of_synthetic_rows() {
 
 /// Trains an SAE of `arch` on the synthetic rows; returns `(fvu, l0, dead, recovery)`.
 fn train_sae(sae: nn::sae::SaeConfig, epochs: usize) -> (f64, f64, usize, f64) {
-    let spec = SuperpositionSpec {
-        dim: 32,
-        features: 48,
-        rows: 24_000,
-        active: 3.0,
-        noise: 0.01,
-        seed: 3,
-    };
+    let (spec, latents) = (SPEC, LATENTS);
     let truth = superposition(spec);
     let data = Dataset::from_f32(truth.rows.clone(), spec.dim);
     let (train, valid) = data.split_tail(2000).unwrap();
-    let latents = 96;
     let sample = &truth.rows[..4096 * spec.dim];
     let sae = nn::sae::SaeConfig {
         input_scale: nn::sae::input_scale(sample, spec.dim),
