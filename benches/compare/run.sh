@@ -23,24 +23,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if [ -z "$python" ]; then
-    venv="$here/.venv"
-    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import numpy, torch, tensorflow" 2>/dev/null; then
-        echo "Installing numpy, torch (CPU) and tensorflow into $venv" >&2
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --upgrade pip
-        "$venv/bin/pip" install --quiet numpy
-        # PyPI's torch brings its CUDA libraries along (several GB); TORCH_INDEX_URL can
-        # name an index of CPU-only wheels instead.
-        "$venv/bin/pip" install --quiet torch ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
-        "$venv/bin/pip" install --quiet tensorflow-cpu
-    fi
-    python="$venv/bin/python"
-fi
-"$python" -c "import numpy, torch, tensorflow" || {
-    echo "$python lacks numpy, torch or tensorflow" >&2
-    exit 1
-}
+. "$here/python_env.sh"
+python_with numpy torch tensorflow
 
 (cd "$root" && cargo build --release -p cli --quiet)
 work="$(mktemp -d)"

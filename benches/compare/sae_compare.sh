@@ -84,22 +84,8 @@ done
 train_rows="${rows:-$((steps * batch))}"
 total=$((train_rows + valid))
 
-if [ -z "$python" ]; then
-    venv="$here/.venv"
-    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import numpy, torch" 2>/dev/null; then
-        echo "Installing numpy and torch (CPU) into $venv" >&2
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --upgrade pip
-        "$venv/bin/pip" install --quiet numpy
-        # TORCH_INDEX_URL can name an index of CPU-only wheels (PyPI's bring CUDA along).
-        "$venv/bin/pip" install --quiet torch ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
-    fi
-    python="$venv/bin/python"
-fi
-"$python" -c "import numpy, torch" || {
-    echo "$python lacks numpy or torch" >&2
-    exit 1
-}
+. "$here/python_env.sh"
+python_with numpy torch
 if [ -z "$sae" ]; then
     sae="$root/target/release/sae"
     if [ ! -x "$sae" ]; then
