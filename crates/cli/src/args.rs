@@ -202,7 +202,7 @@ pub struct SaeArgs {
     #[arg(long, allow_negative_numbers = true, requires = "arch")]
     pub auxk_coefficient: Option<f32>,
     /// topk, batchtopk: dead latents that reconstruct the residual in AuxK
-    /// [default: half the input width, or --latents if fewer].
+    /// [default: half the input width; at most the dead latents are used].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), requires = "arch")]
     pub k_aux: Option<u32>,
     /// A latent that has not fired for this many rows is dead [default: 10000000].

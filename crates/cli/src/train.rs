@@ -117,8 +117,9 @@ fn sae_configs(
     if let Some(c) = flags.auxk_coefficient {
         sae.auxk_coefficient = c;
     }
-    // SAE.md's d_in/2 cannot exceed the latents an SAE narrower than that has.
-    sae.k_aux = flags.k_aux.map_or(sae.k_aux.min(latents), |k| k as usize);
+    if let Some(k_aux) = flags.k_aux {
+        sae.k_aux = k_aux as usize;
+    }
     if let Some(width) = flags.bandwidth {
         sae.bandwidth = width;
     }

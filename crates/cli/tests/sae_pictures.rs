@@ -85,7 +85,6 @@ fn an_sae_on_784_wide_rows_draws_its_decoder_rows() {
     let dir = tempfile::tempdir().unwrap();
     let rows = rows_file(dir.path(), 784, 64, 1200);
     let run = dir.path().join("run");
-    // As many latents as AuxK's default k_aux (half the row) needs.
     train_tiny_sae(&rows, &run, "400");
     // The 100 most frequent of the 400 latents: a 10 x 10 grid of cells of 28 x 3 pixel
     // tiles, framed (2) and labelled (12), 8 apart, under 44 pixels of heading.

@@ -257,3 +257,32 @@ fn bad_rows_for_an_sae_are_one_line_errors_naming_the_file() {
         assert!(!out.exists(), "{name}: a failed run created its output");
     }
 }
+
+#[test]
+fn an_sae_with_fewer_latents_than_the_default_k_aux_trains() {
+    // k_aux defaults to half the 16-wide rows, 8, above these 4 latents.
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, _) = rows_file(dir.path());
+    let out = dir.path().join("narrow");
+    let result = sae(&[
+        "train",
+        "--data",
+        rows.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--arch",
+        "topk",
+        "--latents",
+        "4",
+        "--k",
+        "2",
+        "--dead-after",
+        "64",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+    ]);
+    assert!(result.status.success(), "{:?}", text(&result));
+    assert!(out.join("model.safetensors").exists());
+}
