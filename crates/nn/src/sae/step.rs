@@ -730,7 +730,7 @@ pub enum Products {
     Dense,
 }
 
-/// ReLU's codes are dense enough for [`SaeStep::dense_relu`] when more than one in this
+/// ReLU's codes are dense enough for the dense step when more than one in this
 /// many is positive: there a dense product's FLOP is cheaper than a sparse one's by
 /// about this factor.
 pub const DENSE_FROM: usize = 8;
