@@ -110,6 +110,7 @@ fn main() {
                 epochs: 1,
                 batch_size: batch,
                 shuffle: true,
+                shuffle_window_bytes: None,
                 seed: 1,
                 optimizer: Optimizer::sgd(1.0),
                 threads,

@@ -133,6 +133,7 @@ fn main() {
                 epochs: 1,
                 batch_size: BATCH,
                 shuffle: false,
+                shuffle_window_bytes: None,
                 seed: 1,
                 optimizer: Optimizer::adam(2e-4),
                 threads,

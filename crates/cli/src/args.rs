@@ -93,6 +93,13 @@ pub struct TrainArgs {
     /// Samples per training step [default: 32; 4096 with --arch].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: Option<u32>,
+    /// For training files larger than memory: shuffle within windows of this many MiB of
+    /// the file, made of 1 MiB blocks from all over it, so that the file is read in large
+    /// pieces, ahead of the steps, and resident memory stays about one window. A training
+    /// set that fits in one window is shuffled whole.
+    #[arg(long, value_name = "MIB", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub shuffle_window: u32,
     /// Learning rate (default: 1.0 for sgd and momentum, 0.001 for adam; with --arch,
     /// 2e-4 / sqrt(latents / 16384)).
     #[arg(long, allow_negative_numbers = true)]

@@ -89,14 +89,14 @@ pub fn open_rows(path: &Path, tensor: &TensorArg) -> Result<Dataset> {
     Ok(data)
 }
 
-/// Refuses samples holding NaN or infinity, naming the file and the first such row; a
-/// pass over float data, free for u8.
+/// Refuses samples holding NaN or infinity, naming the file and the first such row
+/// (counted in the file, wherever the view starts); a pass over float data, free for u8.
 pub fn refuse_non_finite(data: &Dataset) -> Result<()> {
     match data.first_non_finite_row() {
         None => Ok(()),
         Some(row) => Err(DataError::NonFinite {
             path: data.path().map(Path::to_path_buf).unwrap_or_default(),
-            row,
+            row: data.offset() + row,
         }
         .into()),
     }

@@ -163,6 +163,7 @@ fn train_config(args: &TrainArgs, batch_size: usize, optimizer: Optimizer) -> Tr
         epochs: args.epochs.unwrap_or(10) as usize,
         batch_size,
         shuffle: true,
+        shuffle_window_bytes: Some(args.shuffle_window as usize * (1 << 20)),
         seed: args.seed,
         optimizer,
         threads: args.thread_count(),
@@ -279,6 +280,7 @@ fn trainer_for(args: &TrainArgs, rows: &Dataset) -> Result<(Trainer, usize, Path
         Some(sae) => {
             // SAE.md: the input scale and b_dec's geometric median from the first batch.
             let count = train_config.batch_size.min(rows.len());
+            data::refuse_non_finite(&rows.slice(0..count))?;
             let mut sample = vec![0.0; count * features];
             rows.gather_range(0..count, &mut sample);
             sae.input_scale = nn::sae::input_scale(&sample, features);
@@ -294,7 +296,6 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let (images_path, labels_path) = data::training_files(&args.data)?;
     let images = data::open_rows(&images_path, &args.data.tensor)?;
-    data::refuse_non_finite(&images)?;
     let (mut trainer, valid_count, out) = trainer_for(&args, &images)?;
     if valid_count >= images.len() {
         bail!(
@@ -307,7 +308,15 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         nn::dataset::open_labels(&labels, None, &images)?;
     }
     let (train, valid) = images.split_tail(valid_count)?;
+    // A sparse autoencoder's data may be far larger than memory: its training rows are
+    // checked batch by batch as they are read, rather than in a pass of their own.
+    if trainer.model().config().sae.is_some() {
+        data::refuse_non_finite(&valid)?;
+    } else {
+        data::refuse_non_finite(&images)?;
+    }
     let valid = (!valid.is_empty()).then_some(valid);
+    let out_is_new = !out.exists();
     prepare_out_dir(&out)?;
 
     let model_config = trainer.model().config().clone();
@@ -362,7 +371,14 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         let interrupted = match outcome {
             Ok(Control::Continue) => false,
             Ok(Control::Stop) | Err(TrainError::Interrupted) => true,
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                // A run that fails before writing anything leaves no directory behind
+                // (`remove_dir` removes only an empty one).
+                if out_is_new {
+                    let _ = std::fs::remove_dir(&out);
+                }
+                return Err(e.into());
+            }
         };
         write_history(&out, trainer.history(), bounded)?;
         if interrupted {

@@ -9,7 +9,7 @@
 
 use crate::error::DataError;
 use crate::idx::{ElementType, IdxFile};
-use crate::source::{Description, OpenOptions, Scaling, Storage, Values};
+use crate::source::{Description, OpenOptions, Residency, Scaling, Storage, Values};
 use kernels::MatMut;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -19,6 +19,55 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use crate::source::U8_SCALE;
+
+/// Bytes of the file read in one piece when a training set larger than its shuffle window
+/// is shuffled ([`Dataset::window_shuffled_order`]): large enough that reading a block is
+/// sequential for the disk, small enough that a window mixes rows from many places.
+pub const SHUFFLE_BLOCK_BYTES: usize = 1 << 20;
+
+/// How an epoch's order reads its file: cut into windows, each holding the rows of a few
+/// blocks of the file, so that the reader can ask for the next window ahead and let go of
+/// the last one behind it (see [`Dataset::advise`]). Empty when the order is a single
+/// window, the whole set, with nothing to tell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// Where each window ends in the order.
+    window_ends: Vec<usize>,
+    /// The blocks of the file (absolute sample indices), window after window.
+    blocks: Vec<Range<usize>>,
+    blocks_per_window: usize,
+}
+
+impl ReadPlan {
+    /// Number of windows (0 for a single window with nothing to tell).
+    pub fn windows(&self) -> usize {
+        self.window_ends.len()
+    }
+
+    /// The positions of the order that window `window` covers.
+    pub fn positions(&self, window: usize) -> Range<usize> {
+        let start = window.checked_sub(1).map_or(0, |w| self.window_ends[w]);
+        start..self.window_ends[window]
+    }
+
+    /// The window holding position `position` of the order.
+    pub fn window_of(&self, position: usize) -> usize {
+        self.window_ends.partition_point(|&end| end <= position)
+    }
+
+    /// The blocks of the file (absolute sample indices, in file order) that window
+    /// `window` reads.
+    pub fn blocks(&self, window: usize) -> &[Range<usize>] {
+        let start = window * self.blocks_per_window;
+        &self.blocks[start..(start + self.blocks_per_window).min(self.blocks.len())]
+    }
+
+    fn clear(&mut self) {
+        self.window_ends.clear();
+        self.blocks.clear();
+        self.blocks_per_window = 0;
+    }
+}
 
 #[derive(Debug)]
 struct Source {
@@ -173,6 +222,12 @@ impl Dataset {
         }
     }
 
+    /// Where this view starts in its source: the index of its first sample (0 for a
+    /// whole file), to add to the positions its methods count from.
+    pub fn offset(&self) -> usize {
+        self.rows.start
+    }
+
     /// Number of samples in this view.
     pub fn len(&self) -> usize {
         self.rows.len()
@@ -223,6 +278,104 @@ impl Dataset {
         order.clear();
         order.extend(self.rows.clone());
         order.shuffle(&mut shuffle_rng(seed, epoch));
+    }
+
+    /// Fills `order` with this view's sample indices shuffled within windows of about
+    /// `window_bytes` bytes of the file, and `plan` with how that order reads the file,
+    /// for sets larger than the page cache allows: the view is cut into blocks of
+    /// [`SHUFFLE_BLOCK_BYTES`], the blocks are shuffled and taken a window's worth at a
+    /// time, and each window's samples are shuffled together. So an epoch reads every
+    /// block once, whole, and a step's batch mixes samples from every block of its
+    /// window.
+    ///
+    /// A view that fits in one window is shuffled whole, exactly as
+    /// [`Dataset::shuffled_order`] does, and `plan` is left empty. Depends only on
+    /// `seed`, `epoch` and `window_bytes`.
+    pub fn window_shuffled_order(
+        &self,
+        seed: u64,
+        epoch: u64,
+        window_bytes: usize,
+        order: &mut Vec<usize>,
+        plan: &mut ReadPlan,
+    ) {
+        plan.clear();
+        let (block_rows, window_rows) = self.window_rows(window_bytes);
+        if self.len() <= window_rows {
+            self.shuffled_order(seed, epoch, order);
+            return;
+        }
+        let mut rng = shuffle_rng(seed, epoch);
+        self.cut_into_blocks(block_rows, window_rows, plan);
+        plan.blocks.shuffle(&mut rng);
+        order.clear();
+        let per_window = plan.blocks_per_window;
+        for window in plan.blocks.chunks_mut(per_window) {
+            // In file order, so that asking for a window reads forward through the file.
+            window.sort_unstable_by_key(|block| block.start);
+            let start = order.len();
+            for block in window.iter() {
+                order.extend(block.clone());
+            }
+            order[start..].shuffle(&mut rng);
+            plan.window_ends.push(order.len());
+        }
+    }
+
+    /// Fills `order` with this view's sample indices in file order, and `plan` with
+    /// windows of about `window_bytes` bytes of consecutive samples (left empty if the
+    /// view fits in one).
+    pub fn window_sequential_order(
+        &self,
+        window_bytes: usize,
+        order: &mut Vec<usize>,
+        plan: &mut ReadPlan,
+    ) {
+        plan.clear();
+        self.sequential_order(order);
+        let (block_rows, window_rows) = self.window_rows(window_bytes);
+        if self.len() > window_rows {
+            self.cut_into_blocks(block_rows, window_rows, plan);
+            let ends = (1..=plan.blocks.len().div_ceil(plan.blocks_per_window))
+                .map(|w| (w * window_rows).min(self.len()));
+            plan.window_ends.extend(ends);
+        }
+    }
+
+    /// Samples per block and per window of about `window_bytes` bytes (a whole number of
+    /// blocks, at least one).
+    fn window_rows(&self, window_bytes: usize) -> (usize, usize) {
+        let row_bytes = self.features * self.stored_value_bytes();
+        let block_rows = (SHUFFLE_BLOCK_BYTES / row_bytes).max(1);
+        let blocks = (window_bytes / (block_rows * row_bytes)).max(1);
+        (block_rows, blocks.saturating_mul(block_rows))
+    }
+
+    /// Fills `plan.blocks` with the view cut into blocks of `block_rows` samples, in file
+    /// order.
+    fn cut_into_blocks(&self, block_rows: usize, window_rows: usize, plan: &mut ReadPlan) {
+        let end = self.rows.end;
+        let starts = self.rows.clone().step_by(block_rows);
+        plan.blocks
+            .extend(starts.map(|start| start..(start + block_rows).min(end)));
+        plan.blocks_per_window = window_rows / block_rows;
+    }
+
+    /// Bytes one stored value takes in the source.
+    fn stored_value_bytes(&self) -> usize {
+        match self.source.storage.values() {
+            Values::Bytes(_) => 1,
+            Values::Floats(_) | Values::BigEndian(_) => 4,
+        }
+    }
+
+    /// Tells the kernel what is about to happen to the samples `rows` (absolute indices,
+    /// as in an order) of a memory-mapped file: read soon, or done with. Advice only: it
+    /// changes what is resident, never what is read. Nothing for samples held in memory.
+    pub fn advise(&self, rows: Range<usize>, residency: Residency) {
+        let row_bytes = self.features * self.stored_value_bytes();
+        let bytes = rows.start * row_bytes..rows.end * row_bytes;
+        self.source.storage.advise(bytes, residency);
     }
 
     /// Fills `order` with this view's sample indices in file order.

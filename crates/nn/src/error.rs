@@ -409,4 +409,8 @@ pub enum TrainError {
     /// The observer asked to stop (e.g. on Ctrl-C).
     #[error("training interrupted")]
     Interrupted,
+    /// A training sample cannot be used: a row holding NaN or infinity, found when its
+    /// batch was gathered.
+    #[error(transparent)]
+    Data(#[from] DataError),
 }

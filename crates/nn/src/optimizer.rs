@@ -1,5 +1,6 @@
 //! Optimizers with Keras 3 semantics, and the per-parameter state they keep.
 
+use crate::parallel::Threads;
 use crate::params::Parameters;
 use kernels::optim::{adam_update, momentum_update, AdamStep, MomentumStep};
 use serde::{Deserialize, Serialize};
@@ -130,43 +131,206 @@ impl OptimizerState {
     /// Applies one update to the parameter tensor at position `slot` from its gradient.
     /// Call [`OptimizerState::advance`] once per step, before the updates.
     pub fn apply(&mut self, optimizer: &Optimizer, slot: usize, grad: &[f32], param: &mut [f32]) {
-        match *optimizer {
-            Optimizer::Sgd {
-                lr,
-                momentum,
-                nesterov,
-            } => {
-                if momentum == 0.0 {
-                    kernels::reduce::scaled_add(-lr, grad, param);
-                } else {
-                    let step = MomentumStep {
-                        lr,
-                        momentum,
-                        nesterov,
-                    };
-                    momentum_update(step, grad, &mut self.first[slot], param);
-                }
-            }
-            Optimizer::Adam {
-                lr,
-                beta1,
-                beta2,
-                epsilon,
-            } => {
-                let step = AdamStep::new(lr, beta1, beta2, epsilon, self.iterations);
-                adam_update(
-                    step,
-                    grad,
-                    &mut self.first[slot],
-                    &mut self.second[slot],
-                    param,
-                );
-            }
+        let first = self.first.get_mut(slot).map(Vec::as_mut_slice);
+        let second = self.second.get_mut(slot).map(Vec::as_mut_slice);
+        update(optimizer, self.iterations, grad, first, second, param);
+    }
+
+    /// [`OptimizerState::apply`] with the tensor cut into one contiguous range per
+    /// thread of `threads`, each range updated by its own thread: the same bits as
+    /// `apply`, since every update is element by element. For tensors of millions of
+    /// values (an SAE's weights), where one thread's pass over the parameter, its
+    /// gradient and its slots would leave the other cores idle. Small tensors are
+    /// updated by the caller alone.
+    pub fn apply_split(
+        &mut self,
+        threads: &Threads,
+        optimizer: &Optimizer,
+        slot: usize,
+        grad: &[f32],
+        param: &mut [f32],
+    ) {
+        if threads.count() == 1 || param.len() < SPLIT_UPDATE_FROM {
+            self.apply(optimizer, slot, grad, param);
+            return;
         }
+        assert_eq!(grad.len(), param.len(), "apply_split: gradient length");
+        // Ranges start on cache lines (16 f32), so no two threads write one.
+        let lines = param.len().div_ceil(16);
+        let lengths: Vec<usize> = threads
+            .ranges(lines)
+            .into_iter()
+            .map(|r| (r.end * 16).min(param.len()) - r.start * 16)
+            .collect();
+        let iterations = self.iterations;
+        let grads = cut(grad, &lengths);
+        let params = cut_mut(param, &lengths);
+        let firsts: Vec<Option<&mut [f32]>> = match self.first.get_mut(slot) {
+            Some(first) => cut_mut(first, &lengths).into_iter().map(Some).collect(),
+            None => lengths.iter().map(|_| None).collect(),
+        };
+        let seconds: Vec<Option<&mut [f32]>> = match self.second.get_mut(slot) {
+            Some(second) => cut_mut(second, &lengths).into_iter().map(Some).collect(),
+            None => lengths.iter().map(|_| None).collect(),
+        };
+        let parts: Vec<_> = grads
+            .into_iter()
+            .zip(params)
+            .zip(firsts.into_iter().zip(seconds))
+            .collect();
+        threads.each(parts, &|_, ((grad, param), (first, second))| {
+            update(optimizer, iterations, grad, first, second, param);
+        });
     }
 
     /// Counts one more step.
     pub fn advance(&mut self) {
         self.iterations += 1;
+    }
+}
+
+/// Tensors of at least this many values are updated by all threads
+/// ([`OptimizerState::apply_split`]): below it, starting the threads costs more than the
+/// pass saves.
+pub const SPLIT_UPDATE_FROM: usize = 1 << 16;
+
+/// One update of `param` from `grad`, with the tensor's slots (velocity, or Adam's `m`
+/// and `v`) as the optimizer keeps them, at Adam's iteration `iterations`.
+fn update(
+    optimizer: &Optimizer,
+    iterations: u64,
+    grad: &[f32],
+    first: Option<&mut [f32]>,
+    second: Option<&mut [f32]>,
+    param: &mut [f32],
+) {
+    match *optimizer {
+        Optimizer::Sgd {
+            lr,
+            momentum,
+            nesterov,
+        } => {
+            if momentum == 0.0 {
+                kernels::reduce::scaled_add(-lr, grad, param);
+            } else {
+                let step = MomentumStep {
+                    lr,
+                    momentum,
+                    nesterov,
+                };
+                let velocity = first.expect("a velocity slot for momentum");
+                momentum_update(step, grad, velocity, param);
+            }
+        }
+        Optimizer::Adam {
+            lr,
+            beta1,
+            beta2,
+            epsilon,
+        } => {
+            let step = AdamStep::new(lr, beta1, beta2, epsilon, iterations);
+            let m = first.expect("Adam's first moment");
+            let v = second.expect("Adam's second moment");
+            adam_update(step, grad, m, v, param);
+        }
+    }
+}
+
+/// `slice` cut into consecutive pieces of `lengths`.
+fn cut<'a>(mut slice: &'a [f32], lengths: &[usize]) -> Vec<&'a [f32]> {
+    lengths
+        .iter()
+        .map(|&len| {
+            let (piece, rest) = slice.split_at(len);
+            slice = rest;
+            piece
+        })
+        .collect()
+}
+
+/// `slice` cut into consecutive mutable pieces of `lengths`.
+fn cut_mut<'a>(mut slice: &'a mut [f32], lengths: &[usize]) -> Vec<&'a mut [f32]> {
+    lengths
+        .iter()
+        .map(|&len| {
+            let (piece, rest) = std::mem::take(&mut slice).split_at_mut(len);
+            slice = rest;
+            piece
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Tensor;
+    use rand::{Rng, SeedableRng};
+
+    /// Values between -1 and 1, some of them 0, some tiny.
+    fn values(rng: &mut impl Rng, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| match i % 13 {
+                5 => 0.0,
+                6 => 1e-30,
+                _ => rng.random_range(-1.0..1.0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_split_update_gives_the_bits_of_one_thread() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let optimizers = [
+            Optimizer::Sgd {
+                lr: 0.1,
+                momentum: 0.0,
+                nesterov: false,
+            },
+            Optimizer::Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: true,
+            },
+            Optimizer::Adam {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: ADAM_EPSILON,
+            },
+        ];
+        // Around the split threshold, with ragged ends of every width a vector has.
+        let lengths = [
+            1,
+            SPLIT_UPDATE_FROM - 1,
+            SPLIT_UPDATE_FROM,
+            SPLIT_UPDATE_FROM + 1,
+            SPLIT_UPDATE_FROM * 3 + 7,
+            SPLIT_UPDATE_FROM * 2 + 15,
+        ];
+        for optimizer in optimizers {
+            for &len in &lengths {
+                let start = values(&mut rng, len);
+                let params =
+                    Parameters::new(vec![Tensor::new("w", vec![len], start.clone())]).unwrap();
+                for threads in [2, 3] {
+                    let pool = Threads::new(threads).unwrap();
+                    let mut one = OptimizerState::new(&optimizer, &params);
+                    let mut split = OptimizerState::new(&optimizer, &params);
+                    let (mut param_one, mut param_split) = (start.clone(), start.clone());
+                    for _ in 0..3 {
+                        let grad = values(&mut rng, len);
+                        one.advance();
+                        split.advance();
+                        one.apply(&optimizer, 0, &grad, &mut param_one);
+                        split.apply_split(&pool, &optimizer, 0, &grad, &mut param_split);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let case = format!("{optimizer:?}, {len} values, {threads} threads");
+                    assert_eq!(bits(&param_one), bits(&param_split), "{case}");
+                    assert_eq!(one, split, "{case}");
+                    assert_ne!(param_one, start, "{case}: the update moved nothing");
+                }
+            }
+        }
     }
 }

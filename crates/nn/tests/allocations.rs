@@ -138,6 +138,7 @@ fn a_training_step_allocates_nothing_after_the_first() {
             epochs: 1,
             batch_size,
             shuffle: true,
+            shuffle_window_bytes: None,
             seed: 3,
             optimizer,
             threads,

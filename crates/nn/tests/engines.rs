@@ -32,6 +32,7 @@ proptest! {
             epochs: 1,
             batch_size: case.rows,
             shuffle: false,
+            shuffle_window_bytes: None,
             seed: 0,
             optimizer: Optimizer::sgd(LR),
             threads: 1,

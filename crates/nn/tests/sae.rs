@@ -433,6 +433,7 @@ fn check_trainer_step(case: &Case) -> Result<(), TestCaseError> {
             epochs: 1,
             batch_size: case.rows,
             shuffle: false,
+            shuffle_window_bytes: None,
             seed: 0,
             optimizer: Optimizer::sgd(LR),
             threads,

@@ -48,6 +48,7 @@ fn one_step_on(
         epochs: 1,
         batch_size: rows,
         shuffle: false,
+        shuffle_window_bytes: None,
         seed: 0,
         optimizer,
         threads,
@@ -159,6 +160,7 @@ fn same_seed_same_weights_bit_for_bit() {
             epochs: 3,
             batch_size: 7,
             shuffle: true,
+            shuffle_window_bytes: None,
             seed,
             optimizer: Optimizer::sgd(0.3),
             threads: 1,
@@ -203,6 +205,7 @@ fn a_diverging_run_stops_with_epoch_and_step() {
             epochs: 5,
             batch_size: 4,
             shuffle: true,
+            shuffle_window_bytes: None,
             seed: 1,
             optimizer: Optimizer::sgd(1000.0),
             threads,
@@ -363,6 +366,7 @@ fn split_products_match_and_two_thread_runs_repeat_bit_for_bit() {
             epochs: 2,
             batch_size: 32,
             shuffle: true,
+            shuffle_window_bytes: None,
             seed: 4,
             optimizer: Optimizer::sgd(0.3),
             threads: 2,
@@ -419,6 +423,7 @@ fn team_runs_stop_at_any_step_and_resume_bit_for_bit() {
                 epochs: 2,
                 batch_size: 8,
                 shuffle: true,
+                shuffle_window_bytes: None,
                 seed: 3,
                 optimizer: Optimizer::sgd(0.3),
                 threads,
@@ -473,6 +478,7 @@ fn a_panic_inside_a_team_reaches_the_caller() {
             epochs: 1,
             batch_size: 8,
             shuffle: false,
+            shuffle_window_bytes: None,
             seed: 1,
             optimizer: Optimizer::sgd(0.1),
             threads: 2,
@@ -562,6 +568,7 @@ fn an_interrupted_run_resumes_to_the_same_weights_bit_for_bit() {
                 epochs: 3,
                 batch_size: 7,
                 shuffle: true,
+                shuffle_window_bytes: None,
                 seed: 8,
                 optimizer,
                 threads,
@@ -622,6 +629,14 @@ fn an_interrupted_run_resumes_to_the_same_weights_bit_for_bit() {
         .unwrap()
         .to_string();
     assert!(err.contains("cannot be resumed"), "{err}");
+    // Saving streams into a temporary that it renames: none is left behind.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.starts_with('.') && name.ends_with(".safetensors"),
+            "{name} left in the directory"
+        );
+    }
 }
 
 #[test]
@@ -740,6 +755,7 @@ fn runs_repeat_for_a_thread_count_and_agree_across_counts() {
                 epochs: 2,
                 batch_size,
                 shuffle: true,
+                shuffle_window_bytes: None,
                 seed: 5,
                 optimizer,
                 threads,

@@ -23,6 +23,7 @@
 
 use super::{Arch, SaeConfig, THRESHOLD_DECAY};
 use crate::dataset::Dataset;
+use crate::error::{DataError, TrainError};
 use crate::model::Autoencoder;
 use crate::optimizer::{Optimizer, OptimizerState};
 use crate::parallel::Threads;
@@ -37,6 +38,7 @@ use kernels::unit_norm::{normalize_rows, remove_parallel_component, row_norms};
 use kernels::{Layout, MatMut, MatRef};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
+use std::path::Path;
 
 /// For each latent, the training rows since it last fired: the dead latents are those
 /// past [`SaeConfig::dead_after_rows`]. Saved with a run, so a resumed run sees the same.
@@ -661,9 +663,11 @@ impl SaeStep {
         f64::from(sae.auxk_coefficient) * numerator / variance
     }
 
-    /// One optimizer step on the rows at positions `batch` of `order` in `train`: the
+    /// One optimizer step on the rows `rows` of `train`, gathered into `x`: the
     /// gradients, the decoder's projection, the update at `lr_scale` times the
-    /// optimizer's rate, the renormalisation, and the dead latents' counts.
+    /// optimizer's rate, the renormalisation, and the dead latents' counts. A row holding
+    /// NaN or infinity is refused before anything changes, so that a file too large to
+    /// be checked before training is checked as it is read.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn train(
         &mut self,
@@ -676,25 +680,49 @@ impl SaeStep {
         lr_scale: f32,
         state: &mut OptimizerState,
         dead: &mut DeadLatents,
-    ) -> StepStats {
+    ) -> Result<StepStats, TrainError> {
         let sae = sae_of(model);
         let (d, n) = (model.input_width(), model.coding_width());
         x.resize(rows.len() * d, 0.0);
         train.gather(rows, x);
+        if let Some(bad) = first_non_finite(x, d) {
+            return Err(TrainError::Data(DataError::NonFinite {
+                path: train.path().map(Path::to_path_buf).unwrap_or_default(),
+                row: rows[bad],
+            }));
+        }
         let stats = self.gradients(threads, model, x, rows.len(), dead, state.iterations);
-        let latents_d = Layout::contiguous(n, d);
+        // The update goes element by element and the decoder's projection and
+        // renormalisation row by row: each is split across the threads by ranges of
+        // the parameters, with the same bits as on one thread.
+        let latent_blocks = threads.ranges(n);
+        let block_values = || latent_blocks.iter().map(|r| r.len() * d);
         if sae.unit_norm_decoder {
             let (_, _, dec_w, _, _) = grad_tensors(&mut self.grads);
-            remove_parallel_component(latents_d, model.layer(1).weight, dec_w);
+            let decoder = model.layer(1).weight;
+            let parts: Vec<_> = cut_mut(dec_w, block_values())
+                .into_iter()
+                .zip(&latent_blocks)
+                .collect();
+            threads.each(parts, &|_, (g, latents)| {
+                let rows = &decoder[latents.start * d..latents.end * d];
+                remove_parallel_component(Layout::contiguous(latents.len(), d), rows, g);
+            });
         }
         state.advance();
         let scaled = optimizer.with_learning_rate(optimizer.learning_rate() * lr_scale);
         let params = model.parameters_mut().iter_mut();
         for (slot, (param, grad)) in params.zip(self.grads.iter()).enumerate() {
-            state.apply(&scaled, slot, &grad.values, &mut param.values);
+            state.apply_split(threads, &scaled, slot, &grad.values, &mut param.values);
         }
         if sae.unit_norm_decoder {
-            normalize_rows(latents_d, model.layer_mut(1).weight);
+            let parts: Vec<_> = cut_mut(model.layer_mut(1).weight, block_values())
+                .into_iter()
+                .zip(&latent_blocks)
+                .collect();
+            threads.each(parts, &|_, (rows, latents)| {
+                normalize_rows(Layout::contiguous(latents.len(), d), rows);
+            });
         }
         if let Some(smallest) = stats.batch_threshold {
             let theta = model
@@ -715,8 +743,18 @@ impl SaeStep {
         } else {
             dead.record(&self.codes, rows.len(), &mut self.counts);
         }
-        stats
+        Ok(stats)
     }
+}
+
+/// The first of the rows of `width` values in `x` that holds NaN or infinity, if any: a
+/// branch-free pass over all of them first, as a bad value is rare.
+fn first_non_finite(x: &[f32], width: usize) -> Option<usize> {
+    let finite = |row: &[f32]| row.iter().fold(true, |ok, v| ok & v.is_finite());
+    if finite(x) {
+        return None;
+    }
+    x.chunks_exact(width).position(|row| !finite(row))
 }
 
 /// How a ReLU SAE's step takes its products.

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 mod gzip;
 mod storage;
 
+pub use storage::Residency;
 pub(crate) use storage::{Opened, Storage, Values};
 
 /// Scale applied to u8 samples: pixels `0..=255` become `0.0..=1.0`.

@@ -2,8 +2,19 @@
 //! type and alignment allow it, else converted to f32 once, into memory.
 
 use super::{Description, Element, Layout, Scaling};
-use memmap2::Mmap;
+use memmap2::{Advice, Mmap, UncheckedAdvice};
 use std::ops::Range;
+
+/// What the reader is about to do with part of a mapped file, told to the kernel so that
+/// a file larger than memory streams through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Residency {
+    /// Read soon: start reading it from disk now, in the background.
+    Soon,
+    /// Done with: unmap its pages from this process (they stay in the page cache, and are
+    /// mapped again, unchanged, if read again).
+    Done,
+}
 
 /// The values as held, for a dataset.
 #[derive(Debug)]
@@ -54,6 +65,34 @@ impl Storage {
             | Storage::MappedF32Be { map, .. } => Some(map),
             Storage::OwnedU8(_) | Storage::F32(_) => None,
         }
+    }
+
+    /// Tells the kernel what is about to happen to `bytes` (counted from the first value)
+    /// of a mapped file; nothing for values held in memory. Only advice: a kernel that
+    /// refuses it changes nothing but speed and resident memory, so its errors are
+    /// ignored.
+    pub(crate) fn advise(&self, bytes: Range<usize>, residency: Residency) {
+        let (map, data) = match self {
+            Storage::MappedU8 { map, data }
+            | Storage::MappedF32 { map, data }
+            | Storage::MappedF32Be { map, data } => (map, data),
+            Storage::OwnedU8(_) | Storage::F32(_) => return,
+        };
+        let start = (data.start + bytes.start).min(data.end);
+        let len = (data.start + bytes.end).min(data.end).saturating_sub(start);
+        if len == 0 {
+            return;
+        }
+        let _ = match residency {
+            Residency::Soon => map.advise_range(Advice::WillNeed, start, len),
+            // SAFETY: the map is a read-only shared mapping of a file that is never
+            // written while mapped (see `map_file`), so after MADV_DONTNEED its pages
+            // read back the same bytes from the file: every `&[u8]`/`&[f32]` view of the
+            // map keeps its values. Only a private or anonymous mapping would lose data.
+            Residency::Done => unsafe {
+                map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, len)
+            },
+        };
     }
 
     /// The scaling the stored element type gets.

@@ -44,6 +44,8 @@ pub(super) struct Workspace {
     param_grads: Gradients,
     /// The epoch's order of the samples.
     pub(super) order: Vec<usize>,
+    /// How that order reads the file.
+    pub(super) plan: crate::dataset::ReadPlan,
 }
 
 impl Workspace {
@@ -66,6 +68,7 @@ impl Workspace {
                 Parameters::default()
             },
             order: Vec::new(),
+            plan: crate::dataset::ReadPlan::default(),
         }
     }
 

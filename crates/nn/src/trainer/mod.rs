@@ -26,13 +26,14 @@ pub use types::{
     Control, EpochMetrics, EpochPosition, Observer, StepProgress, TrainConfig, TrainerState,
 };
 
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, ReadPlan};
 use crate::error::TrainError;
 use crate::loss::Loss;
 use crate::model::Autoencoder;
 use crate::optimizer::OptimizerState;
 use crate::parallel::Threads;
 use crate::sae::{DeadLatents, SaeStep};
+use crate::source::Residency;
 use crate::team::{self, Epoch, Team};
 use forked::Workspace;
 use kernels::output::OutputStats;
@@ -318,10 +319,14 @@ impl Trainer {
         let batch = self.config.batch_size;
         let width = self.model.input_width();
         let steps = train.len().div_ceil(batch);
-        if self.config.shuffle {
-            train.shuffled_order(self.config.seed, epoch as u64, &mut self.work.order);
-        } else {
-            train.sequential_order(&mut self.work.order);
+        let (order, plan) = (&mut self.work.order, &mut self.work.plan);
+        match (self.config.shuffle, self.config.shuffle_window_bytes) {
+            (true, None) => train.shuffled_order(self.config.seed, epoch as u64, order),
+            (true, Some(window)) => {
+                train.window_shuffled_order(self.config.seed, epoch as u64, window, order, plan)
+            }
+            (false, None) => train.sequential_order(order),
+            (false, Some(window)) => train.window_sequential_order(window, order, plan),
         }
         observer.epoch_begin(epoch, self.config.epochs, steps);
 
@@ -342,6 +347,9 @@ impl Trainer {
             observer,
             stopped_at: None,
         };
+        let plan = std::mem::take(&mut self.work.plan);
+        let mut readahead = Readahead::new(train, &plan, batch);
+        readahead.before_step(first_step);
         let outcome = match self.team.as_mut() {
             Some(team) => {
                 let epoch_steps = Epoch {
@@ -352,15 +360,18 @@ impl Trainer {
                     lr: tally.lr,
                 };
                 let mut step_end = |step: usize, rows: usize, stats: OutputStats, penalty: f64| {
+                    readahead.before_step(step + 1);
                     tally.step_end(step, rows, stats, penalty)
                 };
                 team.train(&self.threads, &mut self.model, &epoch_steps, &mut step_end)
             }
             None if self.sparse.is_some() => {
-                self.train_sparse_steps(train, first_step..steps, &mut tally)
+                self.train_sparse_steps(train, first_step..steps, &mut tally, &mut readahead)
             }
-            None => self.train_steps(train, first_step..steps, &mut tally),
+            None => self.train_steps(train, first_step..steps, &mut tally, &mut readahead),
         };
+        readahead.finish();
+        self.work.plan = plan;
         self.position = tally.stopped_at.take();
         outcome?;
 
@@ -392,9 +403,11 @@ impl Trainer {
         train: &Dataset,
         steps: Range<usize>,
         tally: &mut EpochTally<'_>,
+        readahead: &mut Readahead<'_>,
     ) -> Result<(), TrainError> {
         let batch = self.config.batch_size;
         for step in steps {
+            readahead.before_step(step);
             let start = step * batch;
             let rows = batch.min(train.len() - start);
             // The next batch's samples are scattered over the data set: have them on
@@ -423,11 +436,13 @@ impl Trainer {
         train: &Dataset,
         steps: Range<usize>,
         tally: &mut EpochTally<'_>,
+        readahead: &mut Readahead<'_>,
     ) -> Result<(), TrainError> {
         let batch = self.config.batch_size;
         let sparse = self.sparse.as_mut().expect("a sparse engine");
         let warmup = self.model.config().sae.map_or(0, |s| s.lr_warmup_steps);
         for step in steps {
+            readahead.before_step(step);
             let start = step * batch;
             let rows = batch.min(train.len() - start);
             let taken = self.state.iterations;
@@ -446,7 +461,7 @@ impl Trainer {
                 lr_scale,
                 &mut self.state,
                 &mut sparse.dead,
-            );
+            )?;
             // The loss of an SAE is per row (summed over its values), as its trainers
             // report it.
             let width = self.model.input_width() as f64;
@@ -457,6 +472,92 @@ impl Trainer {
             tally.step_end(step, rows, output, stats.penalty)?;
         }
         Ok(())
+    }
+}
+
+/// Advice to the kernel as an epoch reads a training set by windows (a [`ReadPlan`]):
+/// when a step's batch enters a window, the window after it is asked for, so that it is
+/// read from disk while the steps compute, and everything of the file but the windows in
+/// use is let go of, so that resident memory stays about two windows however large the
+/// file. All of it rather than the window just left: a page fault maps the file's pages
+/// around the faulting one too (a whole large folio on recent kernels), which can belong
+/// to any window.
+struct Readahead<'a> {
+    train: &'a Dataset,
+    plan: &'a ReadPlan,
+    batch: usize,
+    /// The window the last batch started in, once one has.
+    entered: Option<usize>,
+    /// Windows asked for: `..asked`.
+    asked: usize,
+    /// The blocks held, sorted (kept to reuse its allocation).
+    held: Vec<Range<usize>>,
+}
+
+impl<'a> Readahead<'a> {
+    fn new(train: &'a Dataset, plan: &'a ReadPlan, batch: usize) -> Self {
+        Self {
+            train,
+            plan,
+            batch,
+            entered: None,
+            asked: 0,
+            held: Vec::new(),
+        }
+    }
+
+    /// Advice before step `step` (from 0) of the epoch.
+    fn before_step(&mut self, step: usize) {
+        let windows = self.plan.windows();
+        if windows == 0 {
+            return;
+        }
+        let end = self.plan.positions(windows - 1).end;
+        let start = step * self.batch;
+        if start >= end {
+            return;
+        }
+        let first = self.plan.window_of(start);
+        let last = self.plan.window_of((start + self.batch).min(end) - 1);
+        let ahead = (last + 1).min(windows - 1);
+        if self.entered.is_none() {
+            // The epoch's first step, or the first after a resumption.
+            self.asked = first;
+        }
+        while self.asked <= ahead {
+            for block in self.plan.blocks(self.asked) {
+                self.train.advise(block.clone(), Residency::Soon);
+            }
+            self.asked += 1;
+        }
+        if self.entered != Some(first) {
+            self.entered = Some(first);
+            self.hold_only(first..ahead + 1);
+        }
+    }
+
+    /// Lets go of every part of the training set but the blocks of `windows`.
+    fn hold_only(&mut self, windows: Range<usize>) {
+        self.held.clear();
+        for window in windows {
+            self.held.extend_from_slice(self.plan.blocks(window));
+        }
+        self.held.sort_unstable_by_key(|block| block.start);
+        let mut from = self.train.offset();
+        let end = from + self.train.len();
+        for block in self.held.iter().chain(std::iter::once(&(end..end))) {
+            if block.start > from {
+                self.train.advise(from..block.start, Residency::Done);
+            }
+            from = from.max(block.end);
+        }
+    }
+
+    /// Lets go of the whole training set, at the end of the epoch.
+    fn finish(&mut self) {
+        if self.entered.is_some() {
+            self.hold_only(0..0);
+        }
     }
 }
 

@@ -15,6 +15,12 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Reshuffle the training set every epoch.
     pub shuffle: bool,
+    /// For training sets larger than memory: shuffle (or read, unshuffled) within windows
+    /// of about this many bytes of the file, reading ahead of the window in use and
+    /// letting go of the one behind it (see [`crate::Dataset::window_shuffled_order`]).
+    /// `None` shuffles the whole set at once, as does a set that fits in one window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shuffle_window_bytes: Option<usize>,
     /// Seeds the shuffling (the weights are seeded when the model is built).
     pub seed: u64,
     /// The optimizer.
@@ -35,6 +41,7 @@ impl TrainConfig {
             epochs: 10,
             batch_size: 32,
             shuffle: true,
+            shuffle_window_bytes: None,
             seed: 42,
             optimizer: Optimizer::sgd(1.0),
             threads: 1,
@@ -45,6 +52,11 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         if self.batch_size == 0 {
             return Err(TrainError::Invalid("batch size must be at least 1".into()));
+        }
+        if self.shuffle_window_bytes == Some(0) {
+            return Err(TrainError::Invalid(
+                "the shuffle window must be at least 1 byte".into(),
+            ));
         }
         if self.threads == 0 {
             return Err(TrainError::Invalid(
