@@ -9,10 +9,10 @@ use crate::model::Autoencoder;
 use crate::optimizer::OptimizerState;
 use crate::params::{Parameters, Tensor};
 use crate::trainer::{Trainer, TrainerState};
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::{Dtype, View};
 use safetensors::SafeTensors;
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 /// Metadata key of the architecture JSON.
@@ -32,6 +32,14 @@ fn checkpoint_error(path: &Path, message: impl Into<String>) -> ModelError {
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory,
 /// flushed to disk, then renamed over `path`. A crash leaves the old file or the new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_by(path, |temp| std::fs::write(temp, bytes))
+}
+
+/// [`write_atomic`] with the temporary file written by `write_to`, given its path.
+fn write_atomic_by(
+    path: &Path,
+    write_to: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -45,9 +53,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+        write_to(&temp)?;
+        std::fs::File::open(&temp)?.sync_all()?;
         std::fs::rename(&temp, path)?;
         // Persist the rename itself.
         if let Ok(d) = std::fs::File::open(dir) {
@@ -98,49 +105,82 @@ fn process_is_running(pid: u32) -> bool {
     !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
 
-/// safetensors stores little-endian values, whatever the machine.
-fn le_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// A tensor about to be written: its name, shape and values, borrowed from the model or
+/// the optimizer so that saving copies nothing on a little-endian machine.
+struct Named<'a> {
+    name: String,
+    shape: Vec<usize>,
+    values: &'a [f32],
 }
 
-/// A tensor about to be written: name, shape, little-endian f32 bytes.
-type Named = (String, Vec<usize>, Vec<u8>);
+/// safetensors stores little-endian values, whatever the machine.
+impl View for &Named<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
 
-fn parameter_tensors(model: &Autoencoder) -> Vec<Named> {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        if cfg!(target_endian = "little") {
+            Cow::Borrowed(bytemuck::cast_slice(self.values))
+        } else {
+            Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        std::mem::size_of_val(self.values)
+    }
+}
+
+fn parameter_tensors(model: &Autoencoder) -> Vec<Named<'_>> {
     model
         .parameters()
         .iter()
-        .map(|t| {
-            (
-                t.name().to_string(),
-                t.shape().to_vec(),
-                le_bytes(&t.values),
-            )
+        .map(|t| Named {
+            name: t.name().to_string(),
+            shape: t.shape().to_vec(),
+            values: &t.values,
         })
         .collect()
 }
 
-fn serialize(tensors: &[Named], model: &Autoencoder, extra: &[(&str, String)]) -> Vec<u8> {
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            (
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches bytes"),
-            )
-        })
-        .collect();
+/// `extra` with the model's architecture added under [`CONFIG_KEY`].
+fn metadata(model: &Autoencoder, extra: &[(&str, String)]) -> HashMap<String, String> {
     let mut metadata: HashMap<String, String> = extra
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     metadata.insert(CONFIG_KEY.into(), model.config().to_json());
+    metadata
+}
+
+fn serialize(tensors: &[Named<'_>], metadata: HashMap<String, String>) -> Vec<u8> {
+    let views = tensors.iter().map(|t| (t.name.as_str(), t));
     safetensors::serialize(views, Some(metadata)).expect("tensors serialise")
+}
+
+/// Writes the safetensors file to `path` atomically, tensor after tensor from where
+/// they live, so that saving a model of gigabytes needs no second copy of it in memory.
+fn write(
+    tensors: &[Named<'_>],
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<(), ModelError> {
+    write_atomic_by(path, |temp| {
+        let views = tensors.iter().map(|t| (t.name.as_str(), t));
+        safetensors::serialize_to_file(views, Some(metadata), temp)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })
+    .map_err(|e| checkpoint_error(path, format!("cannot write: {e}")))
 }
 
 /// The model as safetensors bytes, with `extra` metadata entries beside `config`.
 pub fn to_bytes(model: &Autoencoder, extra: &[(&str, String)]) -> Vec<u8> {
-    serialize(&parameter_tensors(model), model, extra)
+    serialize(&parameter_tensors(model), metadata(model, extra))
 }
 
 /// The names of optimizer slots start with this.
@@ -155,22 +195,31 @@ pub const TRAINER_KEY: &str = "trainer";
 /// model ignore the extra tensors. Checkpoints of earlier versions, whose slots are
 /// numbered `optimizer.first.{k}` in the parameters' order, load too.
 pub fn training_bytes(trainer: &Trainer, extra: &[(&str, String)]) -> Vec<u8> {
+    let (tensors, metadata) = training_tensors(trainer, extra);
+    serialize(&tensors, metadata)
+}
+
+/// The tensors and metadata of a training checkpoint (see [`training_bytes`]).
+fn training_tensors<'a>(
+    trainer: &'a Trainer,
+    extra: &[(&str, String)],
+) -> (Vec<Named<'a>>, HashMap<String, String>) {
     let model = trainer.model();
     let mut tensors = parameter_tensors(model);
     let slots = trainer.optimizer_state();
     for (kind, slot) in [("first", &slots.first), ("second", &slots.second)] {
         for (param, values) in model.parameters().iter().zip(slot) {
-            tensors.push((
-                format!("{OPTIMIZER_PREFIX}{kind}.{}", param.name()),
-                param.shape().to_vec(),
-                le_bytes(values),
-            ));
+            tensors.push(Named {
+                name: format!("{OPTIMIZER_PREFIX}{kind}.{}", param.name()),
+                shape: param.shape().to_vec(),
+                values,
+            });
         }
     }
     let state = serde_json::to_string(&trainer.state()).expect("state serialises");
-    let mut metadata: Vec<(&str, String)> = extra.to_vec();
-    metadata.push((TRAINER_KEY, state));
-    serialize(&tensors, model, &metadata)
+    let mut metadata = metadata(model, extra);
+    metadata.insert(TRAINER_KEY.into(), state);
+    (tensors, metadata)
 }
 
 /// Saves a training checkpoint (see [`training_bytes`]) to `path` atomically.
@@ -179,8 +228,8 @@ pub fn save_training(
     path: &Path,
     extra: &[(&str, String)],
 ) -> Result<(), ModelError> {
-    write_atomic(path, &training_bytes(trainer, extra))
-        .map_err(|e| checkpoint_error(path, format!("cannot write: {e}")))
+    let (tensors, metadata) = training_tensors(trainer, extra);
+    write(&tensors, metadata, path)
 }
 
 /// Loads a training checkpoint written by [`save_training`] and rebuilds the trainer,
@@ -228,8 +277,7 @@ pub fn load_training(path: &Path) -> Result<(Trainer, HashMap<String, String>), 
 
 /// Saves the model to `path` atomically.
 pub fn save(model: &Autoencoder, path: &Path, extra: &[(&str, String)]) -> Result<(), ModelError> {
-    write_atomic(path, &to_bytes(model, extra))
-        .map_err(|e| checkpoint_error(path, format!("cannot write: {e}")))
+    write(&parameter_tensors(model), metadata(model, extra), path)
 }
 
 /// Reads a model from safetensors bytes; every tensor is checked against the config.
