@@ -69,6 +69,14 @@ impl ReadPlan {
     }
 }
 
+/// The first of the rows of `width` values in `values` that holds NaN or infinity, if
+/// any.
+pub(crate) fn first_non_finite_row(values: &[f32], width: usize) -> Option<usize> {
+    values
+        .chunks_exact(width)
+        .position(|row| !row.iter().fold(true, |ok, v| ok & v.is_finite()))
+}
+
 #[derive(Debug)]
 struct Source {
     storage: Storage,
@@ -211,9 +219,7 @@ impl Dataset {
         let block = self.rows.start * f..self.rows.end * f;
         match self.source.storage.values() {
             Values::Bytes(_) => None,
-            Values::Floats(values) => values[block]
-                .chunks_exact(f)
-                .position(|row| !row.iter().fold(true, |ok, v| ok & v.is_finite())),
+            Values::Floats(values) => first_non_finite_row(&values[block], f),
             Values::BigEndian(words) => words[block].chunks_exact(f).position(|row| {
                 !row.iter().fold(true, |ok, &w| {
                     ok & f32::from_bits(u32::from_be(w)).is_finite()

@@ -1,6 +1,6 @@
 //! Optimizers with Keras 3 semantics, and the per-parameter state they keep.
 
-use crate::parallel::Threads;
+use crate::parallel::{cut_mut, Threads};
 use crate::params::Parameters;
 use kernels::optim::{adam_update, momentum_update, AdamStep, MomentumStep};
 use serde::{Deserialize, Serialize};
@@ -163,19 +163,17 @@ impl OptimizerState {
             .map(|r| (r.end * 16).min(param.len()) - r.start * 16)
             .collect();
         let iterations = self.iterations;
-        let grads = cut(grad, &lengths);
-        let params = cut_mut(param, &lengths);
-        let firsts: Vec<Option<&mut [f32]>> = match self.first.get_mut(slot) {
-            Some(first) => cut_mut(first, &lengths).into_iter().map(Some).collect(),
-            None => lengths.iter().map(|_| None).collect(),
-        };
-        let seconds: Vec<Option<&mut [f32]>> = match self.second.get_mut(slot) {
-            Some(second) => cut_mut(second, &lengths).into_iter().map(Some).collect(),
-            None => lengths.iter().map(|_| None).collect(),
-        };
+        let pieces = || lengths.iter().copied();
+        let mut rest = grad;
+        let grads = pieces().map(|len| {
+            let (piece, tail) = rest.split_at(len);
+            rest = tail;
+            piece
+        });
+        let firsts = slot_pieces(&mut self.first, slot, &lengths);
+        let seconds = slot_pieces(&mut self.second, slot, &lengths);
         let parts: Vec<_> = grads
-            .into_iter()
-            .zip(params)
+            .zip(cut_mut(param, pieces()))
             .zip(firsts.into_iter().zip(seconds))
             .collect();
         threads.each(parts, &|_, ((grad, param), (first, second))| {
@@ -193,6 +191,22 @@ impl OptimizerState {
 /// ([`OptimizerState::apply_split`]): below it, starting the threads costs more than the
 /// pass saves.
 pub const SPLIT_UPDATE_FROM: usize = 1 << 16;
+
+/// Slot `slot` of `slots` cut into pieces of `lengths`, or no pieces for an optimizer
+/// without that slot.
+fn slot_pieces<'a>(
+    slots: &'a mut [Vec<f32>],
+    slot: usize,
+    lengths: &[usize],
+) -> Vec<Option<&'a mut [f32]>> {
+    match slots.get_mut(slot) {
+        Some(values) => cut_mut(values, lengths.iter().copied())
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => lengths.iter().map(|_| None).collect(),
+    }
+}
 
 /// One update of `param` from `grad`, with the tensor's slots (velocity, or Adam's `m`
 /// and `v`) as the optimizer keeps them, at Adam's iteration `iterations`.
@@ -234,30 +248,6 @@ fn update(
             adam_update(step, grad, m, v, param);
         }
     }
-}
-
-/// `slice` cut into consecutive pieces of `lengths`.
-fn cut<'a>(mut slice: &'a [f32], lengths: &[usize]) -> Vec<&'a [f32]> {
-    lengths
-        .iter()
-        .map(|&len| {
-            let (piece, rest) = slice.split_at(len);
-            slice = rest;
-            piece
-        })
-        .collect()
-}
-
-/// `slice` cut into consecutive mutable pieces of `lengths`.
-fn cut_mut<'a>(mut slice: &'a mut [f32], lengths: &[usize]) -> Vec<&'a mut [f32]> {
-    lengths
-        .iter()
-        .map(|&len| {
-            let (piece, rest) = std::mem::take(&mut slice).split_at_mut(len);
-            slice = rest;
-            piece
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -460,3 +460,18 @@ fn split_output(
     top += bottom;
     top
 }
+
+/// `slice` cut into consecutive pieces of `lengths` (which must add up to at most its
+/// length), for the threads to own one each.
+pub(crate) fn cut_mut<T>(
+    mut slice: &mut [T],
+    lengths: impl Iterator<Item = usize>,
+) -> Vec<&mut [T]> {
+    lengths
+        .map(|len| {
+            let (piece, rest) = std::mem::take(&mut slice).split_at_mut(len);
+            slice = rest;
+            piece
+        })
+        .collect()
+}

@@ -204,3 +204,46 @@ fn training_by_windows_keeps_about_one_window_of_the_file_resident() {
         "shuffled whole, grew by only {whole} bytes"
     );
 }
+
+#[test]
+fn a_bad_row_past_the_first_batch_is_refused_when_its_batch_is_read() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (rows, features) = (1000, 8);
+    for (bad_row, bad_value) in [
+        (700, f32::NAN),
+        (999, f32::INFINITY),
+        (64, f32::NEG_INFINITY),
+    ] {
+        let mut values: Vec<f32> = (0..rows * features)
+            .map(|i| ((i * 37) % 101) as f32 / 101.0)
+            .collect();
+        values[bad_row * features + 3] = bad_value;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.npy");
+        std::fs::write(&path, nn::npy::encode_f32(&[rows, features], &values)).unwrap();
+        let data = Dataset::open(&path, None).unwrap();
+        let sample = &values[..64 * features];
+        let mut sae = nn::sae::SaeConfig::topk(2, features);
+        sae.input_scale = nn::sae::input_scale(sample, features);
+        let config = nn::config::ModelConfig::sae(features, 16, sae);
+        let model = nn::Autoencoder::new_sae(config, 1, sample).unwrap();
+        let settings = nn::TrainConfig {
+            epochs: 1,
+            batch_size: 64,
+            shuffle: true,
+            shuffle_window_bytes: None,
+            seed: 1,
+            optimizer: nn::Optimizer::adam(1e-3),
+            threads: 2,
+        };
+        let mut trainer = nn::Trainer::new(model, settings).unwrap();
+        match trainer.fit(&data, None, &mut ()) {
+            Err(nn::TrainError::Data(nn::DataError::NonFinite { path: named, row })) => {
+                assert_eq!((named, row), (path.clone(), bad_row));
+            }
+            other => panic!("row {bad_row}: {other:?}"),
+        }
+        let untouched = trainer.model().parameters().iter().flat_map(|t| &t.values);
+        assert!(untouched.clone().all(|v| v.is_finite()), "row {bad_row}");
+    }
+}

@@ -22,11 +22,11 @@
 //! `tests/sae.rs` checks these gradients against central differences of an f64 model.
 
 use super::{Arch, SaeConfig, THRESHOLD_DECAY};
-use crate::dataset::Dataset;
+use crate::dataset::{first_non_finite_row, Dataset};
 use crate::error::{DataError, TrainError};
 use crate::model::Autoencoder;
 use crate::optimizer::{Optimizer, OptimizerState};
-use crate::parallel::Threads;
+use crate::parallel::{cut_mut, Threads};
 use crate::params::Parameters;
 use kernels::sparse::{dots_at_entries, scatter_outer_add, sparse_times_dense, sum_by_latent};
 use kernels::sparse_rows::{LatentIndex, SparseRows};
@@ -685,13 +685,17 @@ impl SaeStep {
         let (d, n) = (model.input_width(), model.coding_width());
         x.resize(rows.len() * d, 0.0);
         train.gather(rows, x);
-        if let Some(bad) = first_non_finite(x, d) {
-            return Err(TrainError::Data(DataError::NonFinite {
-                path: train.path().map(Path::to_path_buf).unwrap_or_default(),
-                row: rows[bad],
-            }));
-        }
         let stats = self.gradients(threads, model, x, rows.len(), dead, state.iterations);
+        // Every input value enters the squared error, so a NaN or infinity in the batch
+        // makes it non-finite: only then is the batch searched for the row.
+        if !stats.squared_error.is_finite() {
+            if let Some(bad) = first_non_finite_row(x, d) {
+                return Err(TrainError::Data(DataError::NonFinite {
+                    path: train.path().map(Path::to_path_buf).unwrap_or_default(),
+                    row: rows[bad],
+                }));
+            }
+        }
         // The update goes element by element and the decoder's projection and
         // renormalisation row by row: each is split across the threads by ranges of
         // the parameters, with the same bits as on one thread.
@@ -745,16 +749,6 @@ impl SaeStep {
         }
         Ok(stats)
     }
-}
-
-/// The first of the rows of `width` values in `x` that holds NaN or infinity, if any: a
-/// branch-free pass over all of them first, as a bad value is rare.
-fn first_non_finite(x: &[f32], width: usize) -> Option<usize> {
-    let finite = |row: &[f32]| row.iter().fold(true, |ok, v| ok & v.is_finite());
-    if finite(x) {
-        return None;
-    }
-    x.chunks_exact(width).position(|row| !finite(row))
 }
 
 /// How a ReLU SAE's step takes its products.
@@ -875,18 +869,6 @@ fn column_sums(m: &[f32], cols: usize, out: &mut [f32]) {
             *o += v;
         }
     }
-}
-
-/// `slice` cut into consecutive pieces of `lengths` (which must add up to at most its
-/// length), for the threads to own one each.
-fn cut_mut<T>(mut slice: &mut [T], lengths: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
-    lengths
-        .map(|len| {
-            let (piece, rest) = std::mem::take(&mut slice).split_at_mut(len);
-            slice = rest;
-            piece
-        })
-        .collect()
 }
 
 /// Rows `inputs` of the `d x n` transpose of the `n x d` matrix `t`, into `out`
