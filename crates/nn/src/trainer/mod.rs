@@ -478,7 +478,7 @@ impl Trainer {
 /// Advice to the kernel as an epoch reads a training set by windows (a [`ReadPlan`]):
 /// when a step's batch enters a window, the window after it is asked for, so that it is
 /// read from disk while the steps compute, and everything of the file but the windows in
-/// use is let go of, so that resident memory stays about two windows however large the
+/// use is let go of, so that resident memory stays a few windows however large the
 /// file. All of it rather than the window just left: a page fault maps the file's pages
 /// around the faulting one too (a whole large folio on recent kernels), which can belong
 /// to any window.
