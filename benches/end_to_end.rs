@@ -78,10 +78,11 @@ fn report(
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let reps = if quick { 1 } else { 5 };
+    let isa = benches::instruction_set();
     let peaks = THREADS.map(|threads| measured_fma_peak(threads, if quick { 2 } else { 6 }));
     println!(
-        "FMA peak measured now (independent FMA chains, best of several runs): {:.1} GFLOP/s on {} thread, {:.1} on {}",
-        peaks[0], THREADS[0], peaks[1], THREADS[1]
+        "FMA peak measured now (independent FMA chains, best of several runs, {}): {:.1} GFLOP/s on {} thread, {:.1} on {}",
+        isa, peaks[0], THREADS[0], peaks[1], THREADS[1]
     );
     let cached_before = cached_product_gflops(5);
     let reference = kl_model(&[(100, Activation::Selu), (300, Activation::Sigmoid)]);

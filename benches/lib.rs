@@ -10,8 +10,8 @@ use std::time::Instant;
 /// current x86 cores (4 x 2), so the chains never wait on each other.
 const CHAINS: usize = 12;
 
-/// `iterations` rounds of one FMA on each of [`CHAINS`] registers, in the widest
-/// instruction set the CPU offers.
+/// `iterations` rounds of one FMA on each of [`CHAINS`] registers, in the instruction set
+/// the kernels use (the widest the CPU offers, unless `SAE_SIMD` narrows it).
 struct FmaChains {
     iterations: u64,
 }
@@ -40,12 +40,22 @@ impl WithSimd for FmaChains {
 /// GFLOP/s of one thread running FMA chains for `iterations` rounds.
 fn fma_chains_gflops(iterations: u64) -> f64 {
     let started = Instant::now();
-    let (sum, lanes) = pulp::Arch::new().dispatch(FmaChains {
+    let (sum, lanes) = kernels::isa::current().dispatch(FmaChains {
         iterations: std::hint::black_box(iterations),
     });
     std::hint::black_box(sum);
     let flops = 2.0 * (iterations * (CHAINS * lanes) as u64) as f64;
     flops / started.elapsed().as_secs_f64() / 1e9
+}
+
+/// The instruction set the kernels run on, for the reports; exits with a message when
+/// `SAE_SIMD` asks for one this CPU lacks.
+pub fn instruction_set() -> &'static str {
+    if let Err(e) = kernels::isa::requested() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    kernels::isa::name(kernels::isa::current())
 }
 
 /// The f32 FMA peak of `threads` cores of this machine right now, in GFLOP/s: the best of

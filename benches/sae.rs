@@ -73,10 +73,11 @@ fn main() {
     // Arguments other than flags pick the cases whose label holds one of them.
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let reps = if quick { 1 } else { 3 };
+    let isa = benches::instruction_set();
     let peaks = THREADS.map(|threads| measured_fma_peak(threads, if quick { 2 } else { 6 }));
     println!(
-        "FMA peak measured now (independent FMA chains, best of several runs): {:.1} GFLOP/s on {} thread, {:.1} on {}",
-        peaks[0], THREADS[0], peaks[1], THREADS[1]
+        "FMA peak measured now (independent FMA chains, best of several runs, {}): {:.1} GFLOP/s on {} thread, {:.1} on {}",
+        isa, peaks[0], THREADS[0], peaks[1], THREADS[1]
     );
     let rows = STEPS * BATCH;
     let data = superposition(SuperpositionSpec {

@@ -16,6 +16,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    if let Err(e) = kernels::isa::requested() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         args::Command::Train(a) => train::run(*a),
         args::Command::Eval(a) => commands::eval(a),

@@ -432,6 +432,46 @@ fn bad_arguments_are_rejected_before_training() {
 }
 
 #[test]
+fn sae_simd_narrows_the_instruction_set_or_is_refused() {
+    let data = data_dir(30);
+    let out = tempfile::tempdir().unwrap();
+    let run = |simd: &str, dir: &str| {
+        let o = out.path().join(dir);
+        let r = common::command(common::SAE)
+            .env("SAE_SIMD", simd)
+            .args(["train", "--data", data.path().to_str().unwrap()])
+            .args(["--out", o.to_str().unwrap(), "--layers", "8:selu,6:sigmoid"])
+            .args(["--epochs", "2", "--batch-size", "8", "--valid", "12"])
+            .output()
+            .unwrap();
+        (r, o)
+    };
+    let (refused, dir) = run("sse4", "refused");
+    let (_, stderr) = text(&refused);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("SAE_SIMD=sse4: expected scalar, avx2 or avx512"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!dir.exists());
+    // The scalar path trains the same model to within rounding of the widest one.
+    let (scalar, scalar_dir) = run("scalar", "scalar");
+    assert!(scalar.status.success(), "{:?}", text(&scalar));
+    let (best, best_dir) = run("", "best");
+    assert!(best.status.success(), "{:?}", text(&best));
+    let (a, b) = (
+        weight_bits(&scalar_dir.join("model.safetensors")),
+        weight_bits(&best_dir.join("model.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        let (x, y) = (f32::from_bits(*x), f32::from_bits(*y));
+        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} against {y}");
+    }
+}
+
+#[test]
 fn bad_files_are_reported_with_their_name() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| -> PathBuf { dir.path().join(name) };

@@ -7,8 +7,12 @@
 //!
 //! `cargo bench -p kernels --bench sparse` (add a filter such as `-- top_k` to run a
 //! part, `--quick` for fewer rounds).
-//! Throughput: elements/s for the selections (`B x N` pre-activations read) and the
-//! row-norm kernels (`N x d`); FLOP/s for the products (`2 d` per kept entry) and the GEMM.
+//! The dense step of the ReLU SAE (whose codes are dense until the L1 penalty thins them)
+//! runs its four products through the GEMM with transposed operands; they are timed at
+//! the same shape, and Adam's update over a tensor of `W_dec`'s size.
+//! Throughput: elements/s for the selections (`B x N` pre-activations read), the
+//! row-norm kernels (`N x d`) and Adam (`N x d` parameters); FLOP/s for the products (`2 d`
+//! per kept entry) and the GEMMs.
 
 use criterion::measurement::WallTime;
 use criterion::{
@@ -16,6 +20,7 @@ use criterion::{
 };
 use kernels::gemm::{gemm, MatMut, MatRef};
 use kernels::isa::{self, Arch};
+use kernels::optim::{self, AdamStep};
 use kernels::sparse_rows::{LatentIndex, SparseRows};
 use kernels::topk::{self, SelectScratch, Threshold};
 use kernels::{sparse, unit_norm, Layout};
@@ -296,9 +301,80 @@ fn unit_rows(c: &mut Criterion) {
     group.finish();
 }
 
+/// The four products of the dense (ReLU) step, as the step calls them: decode `F W_dec`,
+/// the decoder's gradient `F^T dX`, the codes' gradient `dX W_dec^T` and the encoder's
+/// `X^T dF`.
+fn dense_products(c: &mut Criterion) {
+    let x = gaussian(BATCH * D, 10, 0.0, 1.0);
+    let mut f = gaussian(BATCH * N, 11, -0.45, 1.0);
+    f.iter_mut().for_each(|v| *v = v.max(0.0));
+    let w_dec = gaussian(N * D, 12, 0.0, 0.05);
+    let dx = gaussian(BATCH * D, 13, 0.0, 1e-3);
+    let mut recon = vec![0.0; BATCH * D];
+    let mut grad_dec = vec![0.0; N * D];
+    let mut df = vec![0.0; BATCH * N];
+    let mut grad_enc = vec![0.0; D * N];
+    let flops = 2 * BATCH * D * N;
+    let mut group = throughput_group(c, "dense_step_products", flops);
+    let codes = MatRef::row_major(&f, BATCH, N).unwrap();
+    let decoder = MatRef::row_major(&w_dec, N, D).unwrap();
+    let dout = MatRef::row_major(&dx, BATCH, D).unwrap();
+    let input = MatRef::row_major(&x, BATCH, D).unwrap();
+    let shape = format!("{BATCH}x{D}x{N}");
+    group.bench_function(BenchmarkId::new("decode_F_Wdec", &shape), |b| {
+        b.iter(|| {
+            let out = MatMut::row_major(&mut recon, BATCH, D).unwrap();
+            gemm(1.0, codes, decoder, 0.0, out).unwrap();
+            black_box(&recon);
+        })
+    });
+    group.bench_function(BenchmarkId::new("grad_Wdec_Ft_dX", &shape), |b| {
+        b.iter(|| {
+            let out = MatMut::row_major(&mut grad_dec, N, D).unwrap();
+            gemm(1.0, codes.t(), dout, 0.0, out).unwrap();
+            black_box(&grad_dec);
+        })
+    });
+    group.bench_function(BenchmarkId::new("grad_F_dX_Wdect", &shape), |b| {
+        b.iter(|| {
+            let out = MatMut::row_major(&mut df, BATCH, N).unwrap();
+            gemm(1.0, dout, decoder.t(), 0.0, out).unwrap();
+            black_box(&df);
+        })
+    });
+    let dz = MatRef::row_major(&f, BATCH, N).unwrap();
+    group.bench_function(BenchmarkId::new("grad_Wenc_Xt_dF", &shape), |b| {
+        b.iter(|| {
+            let out = MatMut::row_major(&mut grad_enc, D, N).unwrap();
+            gemm(1.0, input.t(), dz, 0.0, out).unwrap();
+            black_box(&grad_enc);
+        })
+    });
+    group.finish();
+}
+
+/// Adam over a tensor the size of `W_dec`, at a late step (its bias corrections near 1).
+fn updates(c: &mut Criterion) {
+    let len = N * D;
+    let grad = gaussian(len, 14, 0.0, 1e-3);
+    let mut m = gaussian(len, 15, 0.0, 1e-4);
+    let mut v: Vec<f32> = gaussian(len, 16, 0.0, 1e-3).iter().map(|g| g * g).collect();
+    let mut param = gaussian(len, 17, 0.0, 0.05);
+    let step = AdamStep::new(1e-4, 0.9, 0.999, 1e-8, 1000);
+    let mut group = throughput_group(c, "adam_update", len);
+    kernel_and_reference(&mut group, &variants(), &format!("{N}x{D}"), |run| {
+        let update = match run {
+            Impl::Kernel => optim::adam_update,
+            Impl::Reference => optim::reference::adam_update,
+        };
+        update(step, &grad, &mut m, &mut v, &mut param)
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = selections, products, unit_rows
+    targets = selections, products, unit_rows, dense_products, updates
 }
 criterion_main!(benches);

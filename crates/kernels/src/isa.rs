@@ -3,7 +3,9 @@
 //! Every kernel is written once, generic over [`pulp::Simd`], and run through
 //! `dispatch`, which picks the widest instruction set the CPU offers. Tests and
 //! benchmarks can pin a thread to a narrower one with [`with_arch`] to compare
-//! every code path against the scalar reference.
+//! every code path against the scalar reference, and the environment variable
+//! `SAE_SIMD` (`scalar`, `avx2` or `avx512`) narrows the whole process, so that one
+//! machine can show how a CPU without AVX-512 would run (see [`requested`]).
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -15,9 +17,42 @@ thread_local! {
     static FORCED: Cell<Option<Arch>> = const { Cell::new(None) };
 }
 
+/// The environment variable that narrows the instruction set of the whole process.
+pub const SIMD_VARIABLE: &str = "SAE_SIMD";
+
 fn detected() -> Arch {
     static BEST: OnceLock<Arch> = OnceLock::new();
-    *BEST.get_or_init(Arch::new)
+    // An unusable request is reported by the programs that check `requested()` first;
+    // here it leaves the best instruction set in place.
+    *BEST.get_or_init(|| requested().ok().flatten().unwrap_or_default())
+}
+
+/// The instruction set `SAE_SIMD` asks for: `None` when it is unset or empty, an error
+/// naming the problem when it names no instruction set or one this CPU lacks.
+pub fn requested() -> Result<Option<Arch>, String> {
+    let Some(value) = std::env::var_os(SIMD_VARIABLE).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    parse_request(&value.to_string_lossy()).map(Some)
+}
+
+/// The instruction set a value of `SAE_SIMD` names, if this CPU offers it.
+fn parse_request(value: &str) -> Result<Arch, String> {
+    let value = value.to_ascii_lowercase();
+    let wanted = match value.as_str() {
+        "scalar" => "scalar",
+        "avx2" => "x86-v3 (AVX2+FMA)",
+        "avx512" => "x86-v4 (AVX-512)",
+        _ => {
+            return Err(format!(
+                "{SIMD_VARIABLE}={value}: expected scalar, avx2 or avx512"
+            ))
+        }
+    };
+    available()
+        .into_iter()
+        .find(|&arch| name(arch) == wanted)
+        .ok_or_else(|| format!("{SIMD_VARIABLE}={value}: this CPU does not offer {wanted}"))
 }
 
 /// Runs `op` with the instruction set pinned by [`with_arch`] on this thread,
@@ -90,6 +125,27 @@ mod tests {
     fn scalar_is_always_available_and_first() {
         let arches = available();
         assert!(matches!(arches[0], Arch::Scalar));
+    }
+
+    #[test]
+    fn requests_name_an_available_instruction_set_or_fail() {
+        assert_eq!(name(parse_request("scalar").unwrap()), "scalar");
+        assert_eq!(name(parse_request("Scalar").unwrap()), "scalar");
+        let offered: Vec<_> = available().into_iter().map(name).collect();
+        for (value, wanted) in [
+            ("avx2", "x86-v3 (AVX2+FMA)"),
+            ("avx512", "x86-v4 (AVX-512)"),
+        ] {
+            match parse_request(value) {
+                Ok(arch) => assert_eq!(name(arch), wanted),
+                Err(e) => {
+                    assert!(!offered.contains(&wanted), "{wanted} is offered: {e}");
+                    assert!(e.contains("does not offer"), "{e}");
+                }
+            }
+        }
+        let e = parse_request("sse4").map(name).unwrap_err();
+        assert!(e.contains("expected scalar, avx2 or avx512"), "{e}");
     }
 
     #[test]
