@@ -94,9 +94,9 @@ pub struct TrainArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: Option<u32>,
     /// For training files larger than memory: shuffle within windows of this many MiB of
-    /// the file, made of 1 MiB blocks from all over it, so that the file is read in large
-    /// pieces, ahead of the steps, and resident memory stays a few windows. A training
-    /// set that fits in one window is shuffled whole.
+    /// the file (at least one block), made of blocks of 2 to 8 MiB from all over it, so
+    /// that the file is read in large pieces, ahead of the steps, and resident memory
+    /// stays about one window. A training set that fits in one window is shuffled whole.
     #[arg(long, value_name = "MIB", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub shuffle_window: u32,

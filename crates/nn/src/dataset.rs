@@ -20,10 +20,21 @@ use std::sync::Arc;
 
 pub use crate::source::U8_SCALE;
 
+/// The largest piece the page cache keeps a file in (a folio of one huge page on x86-64).
+/// A fault on a memory-mapped file maps the whole folio around the page, so the blocks a
+/// shuffle window reads are cut at multiples of it in the file: a block then never shares
+/// a folio with another block, but for the one row that crosses its end.
+pub const LARGE_FOLIO_BYTES: usize = 2 << 20;
+
 /// Bytes of the file read in one piece when a training set larger than its shuffle window
-/// is shuffled ([`Dataset::window_shuffled_order`]): large enough that reading a block is
-/// sequential for the disk, small enough that a window mixes rows from many places.
-pub const SHUFFLE_BLOCK_BYTES: usize = 1 << 20;
+/// of `window_bytes` is shuffled ([`Dataset::window_shuffled_order`]): a sixteenth of the
+/// window, as a whole number of [`LARGE_FOLIO_BYTES`] from one to four of them. Large
+/// enough that reading a block is sequential for the disk and that the folio its last
+/// row reaches into is a small part of it; small enough that a window mixes rows from
+/// many places in the file.
+pub fn shuffle_block_bytes(window_bytes: usize) -> usize {
+    (window_bytes / 16 / LARGE_FOLIO_BYTES).clamp(1, 4) * LARGE_FOLIO_BYTES
+}
 
 /// How an epoch's order reads its file: cut into windows, each holding the rows of a few
 /// blocks of the file, so that the reader can ask for the next window ahead and let go of
@@ -288,15 +299,16 @@ impl Dataset {
 
     /// Fills `order` with this view's sample indices shuffled within windows of about
     /// `window_bytes` bytes of the file, and `plan` with how that order reads the file,
-    /// for sets larger than the page cache allows: the view is cut into blocks of
-    /// [`SHUFFLE_BLOCK_BYTES`], the blocks are shuffled and taken a window's worth at a
-    /// time, and each window's samples are shuffled together. So an epoch reads every
+    /// for sets larger than the page cache allows: the file is cut into blocks of
+    /// [`shuffle_block_bytes`] (at multiples of it from the file's start, a block taking
+    /// the rows that start in it), the blocks are shuffled and taken a window's worth at
+    /// a time, and each window's samples are shuffled together. So an epoch reads every
     /// block once, whole, and a step's batch mixes samples from every block of its
     /// window.
     ///
     /// A view that fits in one window is shuffled whole, exactly as
     /// [`Dataset::shuffled_order`] does, and `plan` is left empty. Depends only on
-    /// `seed`, `epoch` and `window_bytes`.
+    /// `seed`, `epoch`, `window_bytes` and where the view lies in its file.
     pub fn window_shuffled_order(
         &self,
         seed: u64,
@@ -306,13 +318,12 @@ impl Dataset {
         plan: &mut ReadPlan,
     ) {
         plan.clear();
-        let (block_rows, window_rows) = self.window_rows(window_bytes);
-        if self.len() <= window_rows {
+        if self.fits_in_window(window_bytes) {
             self.shuffled_order(seed, epoch, order);
             return;
         }
         let mut rng = shuffle_rng(seed, epoch);
-        self.cut_into_blocks(block_rows, window_rows, plan);
+        self.cut_into_blocks(window_bytes, plan);
         plan.blocks.shuffle(&mut rng);
         order.clear();
         let per_window = plan.blocks_per_window;
@@ -339,32 +350,54 @@ impl Dataset {
     ) {
         plan.clear();
         self.sequential_order(order);
-        let (block_rows, window_rows) = self.window_rows(window_bytes);
-        if self.len() > window_rows {
-            self.cut_into_blocks(block_rows, window_rows, plan);
-            let ends = (1..=plan.blocks.len().div_ceil(plan.blocks_per_window))
-                .map(|w| (w * window_rows).min(self.len()));
+        if !self.fits_in_window(window_bytes) {
+            self.cut_into_blocks(window_bytes, plan);
+            let ends = plan
+                .blocks
+                .chunks(plan.blocks_per_window)
+                .map(|window| window.last().map_or(0, |b| b.end) - self.rows.start);
             plan.window_ends.extend(ends);
         }
     }
 
-    /// Samples per block and per window of about `window_bytes` bytes (a whole number of
-    /// blocks, at least one).
-    fn window_rows(&self, window_bytes: usize) -> (usize, usize) {
-        let row_bytes = self.features * self.stored_value_bytes();
-        let block_rows = (SHUFFLE_BLOCK_BYTES / row_bytes).max(1);
-        let blocks = (window_bytes / (block_rows * row_bytes)).max(1);
-        (block_rows, blocks.saturating_mul(block_rows))
+    /// Bytes of one sample in the source.
+    fn row_bytes(&self) -> usize {
+        self.features * self.stored_value_bytes()
     }
 
-    /// Fills `plan.blocks` with the view cut into blocks of `block_rows` samples, in file
-    /// order.
-    fn cut_into_blocks(&self, block_rows: usize, window_rows: usize, plan: &mut ReadPlan) {
+    /// Blocks in a window of about `window_bytes` (at least one).
+    fn blocks_per_window(window_bytes: usize) -> usize {
+        (window_bytes / shuffle_block_bytes(window_bytes)).max(1)
+    }
+
+    /// Whether the view's samples take no more than a window of `window_bytes`, a whole
+    /// number of blocks.
+    fn fits_in_window(&self, window_bytes: usize) -> bool {
+        let window = Self::blocks_per_window(window_bytes) * shuffle_block_bytes(window_bytes);
+        self.len().saturating_mul(self.row_bytes()) <= window
+    }
+
+    /// Fills `plan.blocks` with the view cut into blocks, in file order: block `b` of the
+    /// file takes the samples whose first byte lies in bytes `b B..(b + 1) B` of it, `B`
+    /// being [`shuffle_block_bytes`]. Blocks with no sample (a sample longer than a
+    /// block) are left out.
+    fn cut_into_blocks(&self, window_bytes: usize, plan: &mut ReadPlan) {
+        let block_bytes = shuffle_block_bytes(window_bytes);
+        let (row_bytes, first_byte) = (self.row_bytes(), self.source.storage.file_offset());
+        // The first sample starting at or after byte `at` of the file.
+        let row_at = |at: usize| (at.saturating_sub(first_byte)).div_ceil(row_bytes);
         let end = self.rows.end;
-        let starts = self.rows.clone().step_by(block_rows);
-        plan.blocks
-            .extend(starts.map(|start| start..(start + block_rows).min(end)));
-        plan.blocks_per_window = window_rows / block_rows;
+        let mut start = self.rows.start;
+        let mut boundary = (first_byte + start * row_bytes) / block_bytes + 1;
+        while start < end {
+            let next = row_at(boundary * block_bytes).clamp(start, end);
+            if next > start {
+                plan.blocks.push(start..next);
+                start = next;
+            }
+            boundary += 1;
+        }
+        plan.blocks_per_window = Self::blocks_per_window(window_bytes);
     }
 
     /// Bytes one stored value takes in the source.

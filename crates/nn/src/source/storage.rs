@@ -67,6 +67,17 @@ impl Storage {
         }
     }
 
+    /// Where the first value lies in the mapped file, in bytes (0 for values held in
+    /// memory).
+    pub(crate) fn file_offset(&self) -> usize {
+        match self {
+            Storage::MappedU8 { data, .. }
+            | Storage::MappedF32 { data, .. }
+            | Storage::MappedF32Be { data, .. } => data.start,
+            Storage::OwnedU8(_) | Storage::F32(_) => 0,
+        }
+    }
+
     /// Tells the kernel what is about to happen to `bytes` (counted from the first value)
     /// of a mapped file; nothing for values held in memory. Only advice: a kernel that
     /// refuses it changes nothing but speed and resident memory, so its errors are

@@ -477,11 +477,12 @@ impl Trainer {
 
 /// Advice to the kernel as an epoch reads a training set by windows (a [`ReadPlan`]):
 /// when a step's batch enters a window, the window after it is asked for, so that it is
-/// read from disk while the steps compute, and everything of the file but the windows in
-/// use is let go of, so that resident memory stays a few windows however large the
-/// file. All of it rather than the window just left: a page fault maps the file's pages
-/// around the faulting one too (a whole large folio on recent kernels), which can belong
-/// to any window.
+/// read from disk while the steps compute, and before every step everything of the file
+/// but the blocks of the windows the batch reads is let go of, so that resident memory
+/// stays about one window however large the file. Before every step rather than at each
+/// window's entry: a page fault maps the whole large folio around the faulting page on
+/// recent kernels, and the last row of a block reaches into the folio after it, of
+/// another block; released at once, those folios stay a step's worth.
 struct Readahead<'a> {
     train: &'a Dataset,
     plan: &'a ReadPlan,
@@ -530,10 +531,8 @@ impl<'a> Readahead<'a> {
             }
             self.asked += 1;
         }
-        if self.entered != Some(first) {
-            self.entered = Some(first);
-            self.hold_only(first..ahead + 1);
-        }
+        self.entered = Some(first);
+        self.hold_only(first..last + 1);
     }
 
     /// Lets go of every part of the training set but the blocks of `windows`.
