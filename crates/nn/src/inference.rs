@@ -15,6 +15,9 @@ use std::ops::Range;
 /// products efficient, small enough for the buffers to stay in cache.
 pub const INFERENCE_BATCH: usize = 256;
 
+/// Floats of codes one thread's evaluation batch of an SAE may hold (64 MiB).
+pub const EVALUATION_CODES: usize = 1 << 24;
+
 /// A sigmoid coding unit above this counts as on, in the statistic that the book's
 /// models report besides the dead latents ([`Evaluation::never_above_half`]).
 pub const SIGMOID_ON: f32 = 0.5;
@@ -159,7 +162,7 @@ impl Autoencoder {
         data: &Dataset,
         batch_size: usize,
     ) -> Evaluation {
-        let batch_size = batch_size.max(1);
+        let batch_size = self.evaluation_batch(batch_size);
         let work = |range: Range<usize>| self.evaluate_range(data, range, batch_size);
         let sums = threads.split_range(data.len(), batch_size, &work, &|mut a, b| {
             a.add(&b);
@@ -186,6 +189,19 @@ impl Autoencoder {
             never_above_half: sums.ever_above_half.iter().filter(|&&a| !a).count(),
             samples: n,
         }
+    }
+
+    /// The batch an evaluation asked for `batch_size` runs in: an SAE's, capped so that
+    /// each thread's codes take at most [`EVALUATION_CODES`] floats (64 MiB), since its
+    /// training batch times its latents can be as large as the model itself (4096 rows of
+    /// 32768 latents: 512 MiB), and the training step's own buffers are still held. The
+    /// sums are the same up to the order of their f64 additions.
+    fn evaluation_batch(&self, batch_size: usize) -> usize {
+        let batch_size = batch_size.max(1);
+        if self.config().sae.is_none() {
+            return batch_size;
+        }
+        batch_size.min((EVALUATION_CODES / self.coding_width().max(1)).max(1))
     }
 
     /// The sums behind [`Evaluation`] over the samples in `range`, in batches of
@@ -321,5 +337,37 @@ impl Autoencoder {
             a.extend_from_slice(&b);
             a
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+    use crate::sae::SaeConfig;
+
+    #[test]
+    fn an_sae_with_many_latents_is_evaluated_in_smaller_batches_with_the_same_sums() {
+        let (d, latents, rows) = (8, 1 << 16, 300);
+        let values: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0).powi(3))
+            .collect();
+        let data = Dataset::from_f32(values.clone(), d);
+        let config = ModelConfig::sae(d, latents, SaeConfig::topk(4, latents));
+        let model = Autoencoder::new_sae(config, 3, &values).unwrap();
+        assert_eq!(model.evaluation_batch(rows), EVALUATION_CODES / latents);
+        assert!(model.evaluation_batch(rows) < rows);
+
+        let whole = model.evaluate_range(&data, 0..rows, rows);
+        let capped = model.evaluate(&data, rows);
+        assert_eq!(capped.samples, rows);
+        let loss = whole.loss / rows as f64;
+        assert!(
+            (capped.loss - loss).abs() <= 1e-12 * loss.abs(),
+            "{capped:?}"
+        );
+        assert_eq!(capped.l0, whole.active as f64 / rows as f64);
+        let dead = whole.ever_active.iter().filter(|&&a| !a).count();
+        assert_eq!(capped.dead_latents, dead);
     }
 }
