@@ -28,7 +28,7 @@ use std::hint::black_box;
 use std::ops::Range;
 use std::time::Duration;
 
-#[path = "../tests/sae_data/mod.rs"]
+#[path = "../tests/suite/sae_data/mod.rs"]
 mod sae_data;
 
 use sae_data::gaussian;

@@ -14,8 +14,8 @@
 //!   into them, are single products every engine schedules itself;
 //! - the batch's loss: [`StepPlan::batch_loss`].
 //!
-//! `tests/gradients.rs` checks these against finite differences through the forked
-//! step, and `tests/engines.rs` checks every engine against that step.
+//! `tests/suite/gradients.rs` checks these against finite differences through the forked
+//! step, and `tests/suite/engines.rs` checks every engine against that step.
 
 use crate::coding::Coding;
 use crate::config::ModelConfig;

@@ -164,7 +164,7 @@ impl SaeConfig {
         Self {
             arch: Arch::JumpRelu,
             apply_b_dec_to_input: true,
-            // Not among SAE.md's choices for JumpReLU; on synthetic rows (tests/recovery.rs)
+            // Not among SAE.md's choices for JumpReLU; on synthetic rows (tests/suite/recovery.rs)
             // free decoder rows recovered 0.65-0.73 of the features where unit rows
             // recovered 0.92-0.998.
             unit_norm_decoder: true,

@@ -19,7 +19,7 @@
 //! `batchtopk` trains on the `k B` largest activations of the batch, with AuxK as
 //! `topk`; its running threshold is updated after the step (`SaeStep::train`).
 //!
-//! `tests/sae.rs` checks these gradients against central differences of an f64 model.
+//! `tests/suite/sae.rs` checks these gradients against central differences of an f64 model.
 
 use super::{Arch, SaeConfig, THRESHOLD_DECAY};
 use crate::dataset::{first_non_finite_row, Dataset};

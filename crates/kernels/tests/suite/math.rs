@@ -1,8 +1,6 @@
 //! `exp`, `ln`, sigmoid, SELU and rounding against the standard library and f64.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kernels::activation::{activation_forward, reference, Activation};
 use kernels::math::{self, EXP_MAX_ULP, SELU_LAMBDA_ALPHA};
 use proptest::prelude::*;
@@ -21,7 +19,7 @@ fn sweep(stride: u32) -> Vec<f32> {
         f32::MAX,
         f32::MIN,
     ]);
-    values.extend(common::EXTREMES);
+    values.extend(crate::common::EXTREMES);
     values
 }
 

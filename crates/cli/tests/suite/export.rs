@@ -8,9 +8,7 @@
 //! The interpreter is `$SAE_TEST_PYTHON`, else `python3`; without numpy or safetensors
 //! the test fails, saying how to install them (`.ci/run` makes a venv for it).
 
-mod common;
-
-use common::{fails_with, sae, text};
+use crate::common::{fails_with, sae, text};
 use nn::sae::{Arch, SaeConfig};
 use nn::{Autoencoder, Dataset, ModelConfig};
 use serde_json::{json, Value};

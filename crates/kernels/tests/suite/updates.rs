@@ -1,8 +1,6 @@
 //! Gather, reductions and optimizer updates against their scalar references.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kernels::isa;
 use kernels::{gather, optim, reduce};
 use proptest::prelude::*;

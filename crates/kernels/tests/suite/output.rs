@@ -1,8 +1,6 @@
 //! The fused output step against the f64 reference.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kernels::isa;
 use kernels::output::{self, reference, OutputLoss};
 use proptest::prelude::*;

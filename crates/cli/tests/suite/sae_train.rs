@@ -1,9 +1,7 @@
 //! `sae train --arch`: sparse autoencoders trained from an `.npy` file of rows built
 //! from known features, their metrics, their resumption, and their bad flags.
 
-mod common;
-
-use common::{sae, text};
+use crate::common::{sae, text};
 use nn::synthetic::{recovery, superposition, SuperpositionSpec};
 use std::path::Path;
 

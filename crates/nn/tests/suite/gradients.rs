@@ -12,8 +12,7 @@ use nn::trainer::loss_and_gradients;
 use nn::Autoencoder;
 use proptest::prelude::*;
 
-mod common;
-use common::{build, case, Case};
+use crate::common::{build, case, Case};
 
 const SELU_LAMBDA: f64 = 1.050_700_987_355_480_5;
 const SELU_ALPHA: f64 = 1.673_263_242_354_377_2;

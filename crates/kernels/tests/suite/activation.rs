@@ -1,8 +1,6 @@
 //! Fused dense epilogue and activation backward against the scalar reference.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kernels::activation::{self, reference};
 use kernels::isa;
 use proptest::prelude::*;

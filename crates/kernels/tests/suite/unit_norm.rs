@@ -1,15 +1,12 @@
 //! Row norms, normalisation and the parallel-gradient projection against f64 references,
 //! over ragged widths and rows from subnormal to beyond `f32::MAX` in norm.
 
-mod common;
-mod sae_data;
-
-use common::*;
+use crate::common::*;
+use crate::sae_data::*;
 use kernels::isa;
 use kernels::unit_norm::{self, reference};
 use kernels::Layout;
 use proptest::prelude::*;
-use sae_data::*;
 
 /// Per-row scales: moderate, zero rows, tiny, subnormal, huge, and large enough that the
 /// sum of squares (or the norm itself) overflows f32.

@@ -3,9 +3,7 @@
 //! `tests/gradients.rs` checks against finite differences say, over the same random
 //! architectures.
 
-mod common;
-
-use common::{build, case};
+use crate::common::{build, case};
 use nn::config::{Activation, Coding, Penalty};
 use nn::trainer::loss_and_gradients;
 use nn::{Dataset, Engine, Optimizer, TrainConfig, Trainer};

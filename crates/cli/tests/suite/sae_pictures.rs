@@ -1,9 +1,7 @@
 //! The pictures of a sparse autoencoder's run: the feature-density histogram in place of
 //! the book's activation histograms, and the decoder rows of the most frequent latents.
 
-mod common;
-
-use common::{sae, text};
+use crate::common::{sae, text};
 use nn::synthetic::{superposition, SuperpositionSpec};
 use std::path::Path;
 

@@ -1,16 +1,13 @@
 //! The sparse-times-dense products against their f64 references, over ragged shapes and
 //! extreme magnitudes, on every instruction set.
 
-mod common;
-mod sae_data;
-
-use common::*;
+use crate::common::*;
+use crate::sae_data::*;
 use kernels::isa;
 use kernels::sparse::{self, reference};
 use kernels::sparse_rows::{LatentIndex, SparseRows};
 use kernels::Layout;
 use proptest::prelude::*;
-use sae_data::*;
 
 /// `|got - want| <= terms * eps * magnitude + terms * 2^-149 + extra` per element: each
 /// of the `terms` roundings of an f32 accumulation costs at most an ulp of the running

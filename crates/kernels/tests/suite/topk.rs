@@ -1,17 +1,14 @@
 //! Top-k, batch top-k, threshold and masked selections against the references: the kept
 //! sets must be identical (the selections are exact), on every instruction set.
 
-mod common;
-mod sae_data;
-
-use common::*;
+use crate::common::*;
+use crate::sae_data::gaussian_like;
 use kernels::activation::{self, Activation};
 use kernels::isa;
 use kernels::sparse_rows::SparseRows;
 use kernels::topk::{self, reference, SelectScratch, Threshold};
 use kernels::Layout;
 use proptest::prelude::*;
-use sae_data::gaussian_like;
 
 /// Row lengths that leave ragged tails on every SIMD width, and a few exact ones.
 const AWKWARD_COLS: &[usize] = &[1, 7, 17, 33, 64, 65, 100, 512, 1000, 2049];

@@ -1,10 +1,8 @@
 //! The sparse batch containers: filling, reading, joining, counting, and the index of
 //! the entries by latent against a brute-force grouping.
 
-mod sae_data;
-
+use crate::sae_data::*;
 use kernels::sparse_rows::{LatentIndex, SparseRows};
-use sae_data::*;
 
 #[test]
 fn rows_are_filled_and_read_back() {

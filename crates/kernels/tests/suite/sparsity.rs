@@ -1,8 +1,6 @@
 //! KL, L1, L2 and squared mean-target sparsity steps against the f64 references.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kernels::activation::reference::derivative_from_output;
 use kernels::isa;
 use kernels::sparsity::{self, reference};

@@ -2,9 +2,7 @@
 //! expected, a disk that fills up during training, and SIGKILL at random moments. Every
 //! case must end with a clear error (or a clean kill) and complete output files.
 
-mod common;
-
-use common::{command, data_dir, text, SAE};
+use crate::common::{command, data_dir, text, SAE};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -458,7 +456,7 @@ fn every_crafted_data_file_is_one_clear_error_naming_it() {
         std::fs::write(&path, bytes).unwrap();
         path
     };
-    let valid = common::idx_u8(&[2, 4, 4], &[7; 32]);
+    let valid = crate::common::idx_u8(&[2, 4, 4], &[7; 32]);
     let mut trailing = valid.clone();
     trailing.push(0);
     let cases: Vec<(std::path::PathBuf, &str)> = vec![
@@ -489,13 +487,13 @@ fn every_crafted_data_file_is_one_clear_error_naming_it() {
         .map(String::from)
         .collect::<Vec<_>>()
     };
-    let few_labels = data_with(data.path(), labels, &common::idx_u8(&[10], &[1; 10]));
-    let flat = data_with(data.path(), images, &common::idx_u8(&[60], &[1; 60]));
-    let empty = data_with(data.path(), images, &common::idx_u8(&[0, 4, 4], &[]));
+    let few_labels = data_with(data.path(), labels, &crate::common::idx_u8(&[10], &[1; 10]));
+    let flat = data_with(data.path(), images, &crate::common::idx_u8(&[60], &[1; 60]));
+    let empty = data_with(data.path(), images, &crate::common::idx_u8(&[0, 4, 4], &[]));
     let wide = data_with(
         data.path(),
         test_images,
-        &common::idx_u8(&[3, 5, 5], &[9; 75]),
+        &crate::common::idx_u8(&[3, 5, 5], &[9; 75]),
     );
     let before = std::fs::read(&model).unwrap();
     for (data, file, problem) in [
@@ -612,7 +610,7 @@ fn every_crafted_npy_file_is_one_clear_error_naming_it() {
     train(data.path(), run.path(), "1");
     let model = run.path().join("model.safetensors");
     let dir = tempfile::tempdir().unwrap();
-    let rows = common::bars_f32(20);
+    let rows = crate::common::bars_f32(20);
     let bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
     let good = nn::npy::encode_f32(&[20, 16], &rows);
     let dict = |descr: &str, fortran: &str, shape: &str| {

@@ -2,9 +2,7 @@
 //! output file with the right contents, the trained model is usable by every other
 //! command, and bad arguments or files exit non-zero with one clear line and no panic.
 
-mod common;
-
-use common::{data_dir, fails_with, idx_u8, sae, text};
+use crate::common::{data_dir, fails_with, idx_u8, sae, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -437,7 +435,7 @@ fn sae_simd_narrows_the_instruction_set_or_is_refused() {
     let out = tempfile::tempdir().unwrap();
     let run = |simd: &str, dir: &str| {
         let o = out.path().join(dir);
-        let r = common::command(common::SAE)
+        let r = crate::common::command(crate::common::SAE)
             .env("SAE_SIMD", simd)
             .args(["train", "--data", data.path().to_str().unwrap()])
             .args(["--out", o.to_str().unwrap(), "--layers", "8:selu,6:sigmoid"])
@@ -722,7 +720,7 @@ fn a_run_interrupted_by_a_signal_can_be_resumed() {
 fn a_single_npy_or_safetensors_file_of_rows_trains_and_is_used_by_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let samples = 60;
-    let rows = common::bars_f32(samples);
+    let rows = crate::common::bars_f32(samples);
     let file = |name: &str, bytes: &[u8]| -> String {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
@@ -731,11 +729,11 @@ fn a_single_npy_or_safetensors_file_of_rows_trains_and_is_used_by_every_command(
     let npy = file("rows.npy", &nn::npy::encode_f32(&[samples, 4, 4], &rows));
     let st = file(
         "acts.safetensors",
-        &common::safetensors_f32("acts", &[samples, 16], &rows),
+        &crate::common::safetensors_f32("acts", &[samples, 16], &rows),
     );
     let u8_npy = file(
         "pixels.npy",
-        &nn::npy::encode("|u1", &[samples, 16], &common::bars(samples)),
+        &nn::npy::encode("|u1", &[samples, 16], &crate::common::bars(samples)),
     );
     let mut models = Vec::new();
     for (data, name) in [(&npy, "npy"), (&st, "st"), (&u8_npy, "u8")] {
