@@ -6,12 +6,12 @@
 //! on their content), after one warm-up run, with the repetitions at 1 and 2 threads
 //! taken by turns, and reports the minimum and median over the repetitions: seconds,
 //! samples/s, GFLOP/s, the share of the machine's FMA peak for the threads used
-//! (measured at the start of the run), and the projected time of one reference epoch
+//! (measured just before and just after each case, the higher taken), and the projected time of one reference epoch
 //! (55000 training samples plus 5000 validation samples).
 
 use benches::{
     cached_product_gflops, inference_flops_per_sample, measure, measured_fma_peak,
-    training_flops_per_sample, Stats, THREADS,
+    training_flops_per_sample, with_peak_around, Stats, THREADS,
 };
 use nn::parallel::Threads;
 use nn::{
@@ -79,7 +79,8 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let reps = if quick { 1 } else { 5 };
     let isa = benches::instruction_set();
-    let peaks = THREADS.map(|threads| measured_fma_peak(threads, if quick { 2 } else { 6 }));
+    let rounds = if quick { 2 } else { 6 };
+    let peaks = THREADS.map(|threads| measured_fma_peak(threads, rounds));
     println!(
         "FMA peak measured now (independent FMA chains, best of several runs, {}): {:.1} GFLOP/s on {} thread, {:.1} on {}",
         isa, peaks[0], THREADS[0], peaks[1], THREADS[1]
@@ -105,21 +106,23 @@ fn main() {
     let data = synthetic_images(12_800);
     for (name, config, batch, samples) in cases {
         let train = data.slice(0..samples);
-        let stats = measure(reps, |threads| {
-            let model = Autoencoder::new(config.clone(), 1).unwrap();
-            let settings = TrainConfig {
-                epochs: 1,
-                batch_size: batch,
-                shuffle: true,
-                shuffle_window_bytes: None,
-                seed: 1,
-                optimizer: Optimizer::sgd(1.0),
-                threads,
-            };
-            let mut trainer = Trainer::new(model, settings).unwrap();
-            let started = Instant::now();
-            trainer.fit_epoch(&train, None, &mut ()).unwrap();
-            started.elapsed().as_secs_f64()
+        let (peaks, stats) = with_peak_around(rounds, || {
+            measure(reps, |threads| {
+                let model = Autoencoder::new(config.clone(), 1).unwrap();
+                let settings = TrainConfig {
+                    epochs: 1,
+                    batch_size: batch,
+                    shuffle: true,
+                    shuffle_window_bytes: None,
+                    seed: 1,
+                    optimizer: Optimizer::sgd(1.0),
+                    threads,
+                };
+                let mut trainer = Trainer::new(model, settings).unwrap();
+                let started = Instant::now();
+                trainer.fit_epoch(&train, None, &mut ()).unwrap();
+                started.elapsed().as_secs_f64()
+            })
         });
         for (threads, stats) in THREADS.into_iter().zip(&stats) {
             // One reference epoch: 55000 samples trained and 5000 evaluated (about a
@@ -139,12 +142,14 @@ fn main() {
     let model = Autoencoder::new(reference.clone(), 1).unwrap();
     let test = data.slice(0..10_000);
     let pools = THREADS.map(|threads| Threads::new(threads).unwrap());
-    let stats = measure(reps, |threads| {
-        let pool = pools.iter().find(|pool| pool.count() == threads).unwrap();
-        let started = Instant::now();
-        let evaluation = pool.install(|| model.evaluate_with(pool, &test, 256));
-        assert_eq!(evaluation.samples, 10_000);
-        started.elapsed().as_secs_f64()
+    let (peaks, stats) = with_peak_around(rounds, || {
+        measure(reps, |threads| {
+            let pool = pools.iter().find(|pool| pool.count() == threads).unwrap();
+            let started = Instant::now();
+            let evaluation = pool.install(|| model.evaluate_with(pool, &test, 256));
+            assert_eq!(evaluation.samples, 10_000);
+            started.elapsed().as_secs_f64()
+        })
     });
     for (threads, stats) in THREADS.into_iter().zip(&stats) {
         report(

@@ -58,6 +58,22 @@ pub fn instruction_set() -> &'static str {
     kernels::isa::name(kernels::isa::current())
 }
 
+/// Runs `case`, and the FMA peak of 1 and 2 threads ([`THREADS`]) just before and just
+/// after it, of which it returns the higher for each count with the case's result: on a
+/// shared machine whose speed swings within a minute, a peak taken once at the start can
+/// fall in a slow spell and flatter every case after it. The peak used is printed.
+pub fn with_peak_around<R>(rounds: usize, case: impl FnOnce() -> R) -> ([f64; 2], R) {
+    let before = THREADS.map(|threads| measured_fma_peak(threads, rounds));
+    let result = case();
+    let after = THREADS.map(|threads| measured_fma_peak(threads, rounds));
+    let peaks = [before[0].max(after[0]), before[1].max(after[1])];
+    println!(
+        "  FMA peak around the case (the higher of before and after): {:.1} GFLOP/s on {} thread, {:.1} on {}",
+        peaks[0], THREADS[0], peaks[1], THREADS[1]
+    );
+    (peaks, result)
+}
+
 /// The f32 FMA peak of `threads` cores of this machine right now, in GFLOP/s: the best of
 /// `rounds` runs of independent FMA chains (about 0.05 s each) on `threads` threads at
 /// once, summed over the threads. Only registers are touched, so this is the ceiling of

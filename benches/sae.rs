@@ -12,7 +12,7 @@
 //! gradient, the codes' gradient and the encoder's gradient on the active latents only
 //! (`10 d N` for ReLU, whose codes are dense), plus Adam's ten per parameter and step
 //! spread over the batch's rows. The share of peak is over the FMA peak of the same
-//! number of threads measured at the start of the run.
+//! number of threads measured just before and just after each case, the higher taken.
 
 use benches::{measured_fma_peak, Stats, THREADS};
 use nn::sae::{input_scale, SaeConfig};
@@ -74,7 +74,8 @@ fn main() {
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let reps = if quick { 1 } else { 3 };
     let isa = benches::instruction_set();
-    let peaks = THREADS.map(|threads| measured_fma_peak(threads, if quick { 2 } else { 6 }));
+    let rounds = if quick { 2 } else { 6 };
+    let peaks = THREADS.map(|threads| measured_fma_peak(threads, rounds));
     println!(
         "FMA peak measured now (independent FMA chains, best of several runs, {}): {:.1} GFLOP/s on {} thread, {:.1} on {}",
         isa, peaks[0], THREADS[0], peaks[1], THREADS[1]
@@ -128,32 +129,34 @@ fn main() {
             continue;
         }
         let mut l0 = 0.0;
-        let stats = benches::measure(reps, |threads| {
-            let model = model(case, &data);
-            let settings = TrainConfig {
-                epochs: 1,
-                batch_size: BATCH,
-                shuffle: false,
-                shuffle_window_bytes: None,
-                seed: 1,
-                optimizer: Optimizer::adam(2e-4),
-                threads,
-            };
-            let mut trainer = Trainer::new(model, settings).expect("an SAE trains");
-            // One untimed step first: the buffers and Adam's moments are allocated and
-            // first touched in it, once per run however long.
-            let first = train.slice(0..BATCH);
-            trainer
-                .fit_epoch(&first, None, &mut ())
-                .expect("no divergence");
-            let started = Instant::now();
-            trainer
-                .fit_epoch(&train, None, &mut ())
-                .expect("no divergence");
-            let seconds = started.elapsed().as_secs_f64();
-            let probe = train.slice(0..BATCH);
-            l0 = trainer.model().evaluate(&probe, 256).l0;
-            seconds
+        let (peaks, stats) = benches::with_peak_around(rounds, || {
+            benches::measure(reps, |threads| {
+                let model = model(case, &data);
+                let settings = TrainConfig {
+                    epochs: 1,
+                    batch_size: BATCH,
+                    shuffle: false,
+                    shuffle_window_bytes: None,
+                    seed: 1,
+                    optimizer: Optimizer::adam(2e-4),
+                    threads,
+                };
+                let mut trainer = Trainer::new(model, settings).expect("an SAE trains");
+                // One untimed step first: the buffers and Adam's moments are allocated and
+                // first touched in it, once per run however long.
+                let first = train.slice(0..BATCH);
+                trainer
+                    .fit_epoch(&first, None, &mut ())
+                    .expect("no divergence");
+                let started = Instant::now();
+                trainer
+                    .fit_epoch(&train, None, &mut ())
+                    .expect("no divergence");
+                let seconds = started.elapsed().as_secs_f64();
+                let probe = train.slice(0..BATCH);
+                l0 = trainer.model().evaluate(&probe, 256).l0;
+                seconds
+            })
         });
         let n = case.latents as f64;
         let d = D as f64;
