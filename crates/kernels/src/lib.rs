@@ -1,4 +1,4 @@
-//! Hand-written SIMD kernels for training dense autoencoders on the CPU.
+//! Hand-written SIMD kernels for training dense and sparse autoencoders on the CPU.
 //!
 //! Each module holds one family of operations, written once generically over
 //! [`pulp::Simd`] and dispatched at run time to the widest instruction set the CPU has
