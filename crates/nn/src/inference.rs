@@ -18,6 +18,10 @@ pub const INFERENCE_BATCH: usize = 256;
 /// Floats of codes one thread's evaluation batch of an SAE may hold (64 MiB).
 pub const EVALUATION_CODES: usize = 1 << 24;
 
+/// Rows of one thread's evaluation batch of an SAE, at most: enough for the products to
+/// run at full speed, few enough that the buffers stay small beside the training step's.
+pub const EVALUATION_ROWS: usize = 1024;
+
 /// A sigmoid coding unit above this counts as on, in the statistic that the book's
 /// models report besides the dead latents ([`Evaluation::never_above_half`]).
 pub const SIGMOID_ON: f32 = 0.5;
@@ -191,17 +195,19 @@ impl Autoencoder {
         }
     }
 
-    /// The batch an evaluation asked for `batch_size` runs in: an SAE's, capped so that
-    /// each thread's codes take at most [`EVALUATION_CODES`] floats (64 MiB), since its
-    /// training batch times its latents can be as large as the model itself (4096 rows of
-    /// 32768 latents: 512 MiB), and the training step's own buffers are still held. The
-    /// sums are the same up to the order of their f64 additions.
+    /// The batch an evaluation asked for `batch_size` runs in: an SAE's, capped at
+    /// [`EVALUATION_ROWS`] rows and so that each thread's codes take at most
+    /// [`EVALUATION_CODES`] floats (64 MiB), since its training batch times its latents
+    /// can be as large as the model itself (4096 rows of 32768 latents: 512 MiB), and the
+    /// training step's own buffers are still held. The sums are the same up to the order
+    /// of their f64 additions.
     fn evaluation_batch(&self, batch_size: usize) -> usize {
         let batch_size = batch_size.max(1);
         if self.config().sae.is_none() {
             return batch_size;
         }
-        batch_size.min((EVALUATION_CODES / self.coding_width().max(1)).max(1))
+        let codes = (EVALUATION_CODES / self.coding_width().max(1)).max(1);
+        batch_size.min(EVALUATION_ROWS).min(codes)
     }
 
     /// The sums behind [`Evaluation`] over the samples in `range`, in batches of
@@ -357,6 +363,11 @@ mod tests {
         let model = Autoencoder::new_sae(config, 3, &values).unwrap();
         assert_eq!(model.evaluation_batch(rows), EVALUATION_CODES / latents);
         assert!(model.evaluation_batch(rows) < rows);
+        let narrow =
+            Autoencoder::new_sae(ModelConfig::sae(d, 64, SaeConfig::topk(4, 64)), 3, &values)
+                .unwrap();
+        assert_eq!(narrow.evaluation_batch(4096), EVALUATION_ROWS);
+        assert_eq!(narrow.evaluation_batch(100), 100);
 
         let whole = model.evaluate_range(&data, 0..rows, rows);
         let capped = model.evaluate(&data, rows);
