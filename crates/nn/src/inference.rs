@@ -2,12 +2,15 @@
 //! coding statistics of [`Evaluation`]), encoding, decoding and reconstruction, over
 //! batches shared out across threads.
 
+use crate::config::Activation;
 use crate::dataset::Dataset;
 use crate::loss::Loss;
 use crate::model::{Activations, Autoencoder};
 use crate::parallel::Threads;
 use kernels::activation::activation_forward;
 use kernels::output::{output_stats, OutputStats};
+use kernels::sparse::sparse_times_dense;
+use kernels::sparse_rows::SparseRows;
 use kernels::Layout;
 use std::ops::Range;
 
@@ -17,6 +20,16 @@ pub const INFERENCE_BATCH: usize = 256;
 
 /// Floats of codes one thread's evaluation batch of an SAE may hold (64 MiB).
 pub const EVALUATION_CODES: usize = 1 << 24;
+
+/// How an evaluation decodes an SAE's codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decode {
+    /// The kept latents' rows of the decoder only.
+    Sparse,
+    /// The dense product, as training's generic forward pass runs it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Dense,
+}
 
 /// Rows of one thread's evaluation batch of an SAE, at most: enough for the products to
 /// run at full speed, few enough that the buffers stay small beside the training step's.
@@ -213,17 +226,33 @@ impl Autoencoder {
     /// The sums behind [`Evaluation`] over the samples in `range`, in batches of
     /// `batch_size` from its start.
     fn evaluate_range(&self, data: &Dataset, range: Range<usize>, batch_size: usize) -> Sums {
+        self.evaluate_range_by(data, range, batch_size, Decode::Sparse)
+    }
+
+    /// [`Autoencoder::evaluate_range`], decoding an SAE's codes as `decode` says.
+    fn evaluate_range_by(
+        &self,
+        data: &Dataset,
+        range: Range<usize>,
+        batch_size: usize,
+        decode: Decode,
+    ) -> Sums {
         let (width, units) = (self.input_width(), self.coding_width());
         let mut acts = Activations::new(self.config(), batch_size);
         let mut x = vec![0.0; batch_size * width];
         let mut scratch = vec![0.0; self.plan().scratch_len()];
         let mut sums = Sums::new(width, units);
+        let mut codes = SparseRows::new(units);
         for start in range.clone().step_by(batch_size) {
             let rows = batch_size.min(range.end - start);
             let x = &mut x[..rows * width];
             data.gather_range(start..start + rows, x);
-            self.forward(x, rows, &mut acts);
             let sae = self.config().sae;
+            if sae.is_some() && decode == Decode::Sparse {
+                self.forward_sae_sparse(x, rows, &mut acts, &mut codes);
+            } else {
+                self.forward(x, rows, &mut acts);
+            }
             if sae.is_some() {
                 let last = self.layer_count() - 1;
                 self.finish_output(&mut acts.outputs[last][..rows * width]);
@@ -287,6 +316,43 @@ impl Autoencoder {
 
     /// Applies the output activation that the forward buffers leave out under BCE (the
     /// sigmoid is fused into the loss there), turning stored logits into reconstructions.
+    /// An SAE's forward pass with its decoder run on the kept latents only: the encoder
+    /// and the selection as [`Autoencoder::forward`] runs them, then `sparse_times_dense`
+    /// over each row's nonzero codes (`k` of `N`, rather than a dense `N x d` product:
+    /// as much arithmetic as the encoder's). The same sums as the dense decoder, up to
+    /// the order of their additions.
+    fn forward_sae_sparse(
+        &self,
+        x: &[f32],
+        rows: usize,
+        acts: &mut Activations,
+        codes: &mut SparseRows,
+    ) {
+        let (width, units) = (self.input_width(), self.coding_width());
+        let (coding, last) = (self.config().coding_layer, self.layer_count() - 1);
+        debug_assert!(coding + 1 == last);
+        debug_assert_eq!(self.config().layers[last].activation, Activation::Linear);
+        self.forward_range(0..coding + 1, x, rows, acts);
+        codes.clear(units);
+        for row in acts.outputs[coding][..rows * units].chunks_exact(units) {
+            for (j, &v) in row.iter().enumerate() {
+                if v != 0.0 {
+                    codes.push(j as u32, v);
+                }
+            }
+            codes.end_row();
+        }
+        let decoder = self.layer(last);
+        sparse_times_dense(
+            codes,
+            decoder.weight,
+            Layout::contiguous(units, width),
+            Some(decoder.bias),
+            &mut acts.outputs[last][..rows * width],
+            Layout::contiguous(rows, width),
+        );
+    }
+
     fn finish_output(&self, out: &mut [f32]) {
         let last = self.layer_count() - 1;
         let activation = self.config().layers[last].activation;
@@ -351,6 +417,39 @@ mod tests {
     use super::*;
     use crate::config::ModelConfig;
     use crate::sae::SaeConfig;
+
+    #[test]
+    fn an_sae_decoded_on_its_kept_latents_evaluates_as_the_dense_decoder_does() {
+        let (d, latents, rows) = (16, 256, 300);
+        let values: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0).powi(3))
+            .collect();
+        let data = Dataset::from_f32(values.clone(), d);
+        for sae in [
+            SaeConfig::topk(8, d),
+            SaeConfig::batchtopk(8, d),
+            SaeConfig::jumprelu(0.05),
+            SaeConfig::relu(1.0, 0),
+        ] {
+            let config = ModelConfig::sae(d, latents, sae);
+            let model = Autoencoder::new_sae(config, 5, &values).unwrap();
+            let dense = model.evaluate_range_by(&data, 0..rows, 64, Decode::Dense);
+            let sparse = model.evaluate_range_by(&data, 0..rows, 64, Decode::Sparse);
+            assert!(dense.active > 0, "{sae:?} keeps nothing");
+            assert_eq!(sparse.active, dense.active, "{sae:?}");
+            assert_eq!(sparse.ever_active, dense.ever_active, "{sae:?}");
+            for (what, a, b) in [
+                ("loss", sparse.loss, dense.loss),
+                ("squared error", sparse.squared_error, dense.squared_error),
+                ("coding", sparse.coding, dense.coding),
+            ] {
+                assert!(
+                    (a - b).abs() <= 1e-5 * b.abs().max(1e-12),
+                    "{sae:?} {what}: {a} against {b}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn an_sae_with_many_latents_is_evaluated_in_smaller_batches_with_the_same_sums() {
