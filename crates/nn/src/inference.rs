@@ -314,8 +314,6 @@ impl Autoencoder {
         out
     }
 
-    /// Applies the output activation that the forward buffers leave out under BCE (the
-    /// sigmoid is fused into the loss there), turning stored logits into reconstructions.
     /// An SAE's forward pass with its decoder run on the kept latents only: the encoder
     /// and the selection as [`Autoencoder::forward`] runs them, then `sparse_times_dense`
     /// over each row's nonzero codes (`k` of `N`, rather than a dense `N x d` product:
@@ -353,6 +351,8 @@ impl Autoencoder {
         );
     }
 
+    /// Applies the output activation that the forward buffers leave out under BCE (the
+    /// sigmoid is fused into the loss there), turning stored logits into reconstructions.
     fn finish_output(&self, out: &mut [f32]) {
         let last = self.layer_count() - 1;
         let activation = self.config().layers[last].activation;
@@ -397,10 +397,17 @@ impl Autoencoder {
             let mut acts = Activations::new(self.config(), batch_size);
             let mut x = vec![0.0; batch_size * in_width];
             let mut out = Vec::with_capacity(range.len() * out_width);
+            // An SAE's whole pass decodes its kept latents only.
+            let sparse = self.config().sae.is_some() && layers == (0..self.layer_count());
+            let mut codes = SparseRows::new(self.coding_width());
             for start in range.clone().step_by(batch_size) {
                 let rows = batch_size.min(range.end - start);
-                data.gather_range(start..start + rows, &mut x[..rows * in_width]);
-                self.forward_range(layers.clone(), &x, rows, &mut acts);
+                let x = &x_rows(&mut x, rows * in_width, data, start..start + rows);
+                if sparse {
+                    self.forward_sae_sparse(x, rows, &mut acts, &mut codes);
+                } else {
+                    self.forward_range(layers.clone(), x, rows, &mut acts);
+                }
                 out.extend_from_slice(&acts.outputs[last][..rows * out_width]);
             }
             out
@@ -410,6 +417,12 @@ impl Autoencoder {
             a
         })
     }
+}
+
+/// The first `len` floats of `x`, filled with the samples `rows` of `data`.
+fn x_rows<'x>(x: &'x mut [f32], len: usize, data: &Dataset, rows: Range<usize>) -> &'x [f32] {
+    data.gather_range(rows, &mut x[..len]);
+    &x[..len]
 }
 
 #[cfg(test)]
@@ -448,6 +461,25 @@ mod tests {
                     "{sae:?} {what}: {a} against {b}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn an_sae_reconstructs_from_its_kept_latents_as_the_dense_decoder_does() {
+        let (d, latents, rows) = (16, 256, 150);
+        let values: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 104_729 % 997) as f32 / 498.0 - 1.0).powi(3))
+            .collect();
+        let data = Dataset::from_f32(values.clone(), d);
+        let config = ModelConfig::sae(d, latents, SaeConfig::topk(8, d));
+        let model = Autoencoder::new_sae(config, 7, &values).unwrap();
+        let sparse = model.reconstruct(&data, 64);
+        // The dense decoder: the codes through `decode`, the generic product.
+        let codes = model.encode(&data, 64);
+        let dense = model.decode(&codes);
+        assert_eq!(sparse.len(), dense.len());
+        for (a, b) in sparse.iter().zip(&dense) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} against {b}");
         }
     }
 
