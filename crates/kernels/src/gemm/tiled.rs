@@ -517,7 +517,7 @@ impl Tile {
         if self.c_row_stride == 1 && self.c_col_stride != 1 && transpose8::fits::<S>() {
             // SAFETY: this function's contract, `c_row_stride == 1`, and `S` passes
             // `transpose8::fits`.
-            return unsafe { self.store_transposed::<S, R, V>(simd, acc) };
+            return unsafe { self.store_transposed::<S, R, V>(acc) };
         }
         // Row by row with constant indices: a loop over `acc` here made the compiler keep
         // it in memory and store every accumulator on every step above.
@@ -543,12 +543,10 @@ impl Tile {
     #[inline(always)]
     unsafe fn store_transposed<S: Simd, const R: usize, const V: usize>(
         &self,
-        simd: S,
         // By value: behind a reference the compiler kept `acc` in memory, storing every
         // accumulator on every step of the product.
         acc: [[S::f32s; V]; R],
     ) {
-        let _ = simd;
         let lanes = S::F32_LANES;
         // `v` picks a register in every row of `acc`, across its first dimension.
         #[allow(clippy::needless_range_loop)]
@@ -564,14 +562,13 @@ impl Tile {
                 // tile's columns `first..first + 8` that lie in `skip..width` are `R`
                 // adjacent floats of `C` each (`c_row_stride == 1`), `c_col_stride` apart.
                 unsafe {
-                    let rows = transpose8::halves::<S, R, V>(&acc, v, h);
-                    transpose8::store_columns::<R>(
-                        rows,
+                    transpose8::store_half::<S, R, V>(
+                        &acc,
+                        (v, h),
                         self.c.add(first * self.c_col_stride),
                         self.c_col_stride,
                         self.skip.saturating_sub(first)..(self.width - first).min(8),
-                        self.alpha,
-                        self.beta,
+                        (self.alpha, self.beta),
                     )
                 };
             }
@@ -686,10 +683,10 @@ mod transpose8 {
     }
 
     #[cfg(target_arch = "x86_64")]
-    pub(super) use x86::{copy, halves, store_columns};
+    pub(super) use x86::{copy, store_half};
 
     #[cfg(not(target_arch = "x86_64"))]
-    pub(super) use elsewhere::{copy, halves, store_columns};
+    pub(super) use elsewhere::{copy, store_half};
 
     #[cfg(not(target_arch = "x86_64"))]
     mod elsewhere {
@@ -700,21 +697,13 @@ mod transpose8 {
             unreachable!("no 8 x 8 transpose on this architecture")
         }
 
-        pub(in super::super) unsafe fn halves<S: Simd, const R: usize, const V: usize>(
+        pub(in super::super) unsafe fn store_half<S: Simd, const R: usize, const V: usize>(
             _: &[[S::f32s; V]; R],
-            _: usize,
-            _: usize,
-        ) {
-            unreachable!("no 8 x 8 transpose on this architecture")
-        }
-
-        pub(in super::super) unsafe fn store_columns<const R: usize>(
-            _: (),
+            _: (usize, usize),
             _: *mut f32,
             _: usize,
             _: core::ops::Range<usize>,
-            _: f32,
-            _: f32,
+            _: (f32, f32),
         ) {
             unreachable!("no 8 x 8 transpose on this architecture")
         }
@@ -726,6 +715,28 @@ mod transpose8 {
         use core::ops::Range;
         use pulp::Simd;
 
+        /// Stores half `h` (lanes `8 h..8 h + 8`) of register `v` of each of the `R` rows
+        /// of `acc`, transposed, as [`store_columns`] does: the columns `columns` of an
+        /// 8-column tile at `c`, scaled by `(alpha, beta)`.
+        ///
+        /// # Safety
+        /// As [`halves`] and [`store_columns`].
+        #[inline(always)]
+        pub(in super::super) unsafe fn store_half<S: Simd, const R: usize, const V: usize>(
+            acc: &[[S::f32s; V]; R],
+            (v, h): (usize, usize),
+            c: *mut f32,
+            c_col_stride: usize,
+            columns: Range<usize>,
+            (alpha, beta): (f32, f32),
+        ) {
+            // SAFETY: the caller's contract, which is these two functions'.
+            unsafe {
+                let rows = halves::<S, R, V>(acc, v, h);
+                store_columns::<R>(rows, c, c_col_stride, columns, alpha, beta)
+            }
+        }
+
         /// Half `h` (lanes `8 h..8 h + 8`) of register `v` of each of the `R` rows of
         /// `acc`, and zeros for rows `R..8`.
         ///
@@ -733,7 +744,7 @@ mod transpose8 {
         /// `S` passes [`super::fits`], `h < S::F32_LANES / 8`, `v < V`, `R <= 8`, and the
         /// CPU runs AVX.
         #[inline(always)]
-        pub(in super::super) unsafe fn halves<S: Simd, const R: usize, const V: usize>(
+        unsafe fn halves<S: Simd, const R: usize, const V: usize>(
             acc: &[[S::f32s; V]; R],
             v: usize,
             h: usize,
@@ -833,7 +844,7 @@ mod transpose8 {
         #[inline]
         #[target_feature(enable = "avx,fma")]
         #[allow(unused_unsafe)]
-        pub(in super::super) unsafe fn store_columns<const R: usize>(
+        unsafe fn store_columns<const R: usize>(
             rows: [__m256; 8],
             c: *mut f32,
             c_col_stride: usize,
