@@ -38,7 +38,7 @@ pub fn shuffle_block_bytes(window_bytes: usize) -> usize {
 
 /// How an epoch's order reads its file: cut into windows, each holding the rows of a few
 /// blocks of the file, so that the reader can ask for the next window ahead and let go of
-/// the last one behind it (see [`Dataset::advise`]). Empty when the order is a single
+/// every block it is not reading (see [`Dataset::advise`]). Empty when the order is a single
 /// window, the whole set, with nothing to tell.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadPlan {
@@ -412,7 +412,7 @@ impl Dataset {
     /// as in an order) of a memory-mapped file: read soon, or done with. Advice only: it
     /// changes what is resident, never what is read. Nothing for samples held in memory.
     pub fn advise(&self, rows: Range<usize>, residency: Residency) {
-        let row_bytes = self.features * self.stored_value_bytes();
+        let row_bytes = self.row_bytes();
         let bytes = rows.start * row_bytes..rows.end * row_bytes;
         self.source.storage.advise(bytes, residency);
     }

@@ -1,6 +1,6 @@
 //! Optimizers with Keras 3 semantics, and the per-parameter state they keep.
 
-use crate::parallel::{cut_mut, Threads};
+use crate::parallel::{cut_mut, cut_ref, Threads};
 use crate::params::Parameters;
 use kernels::optim::{adam_update, momentum_update, AdamStep, MomentumStep};
 use serde::{Deserialize, Serialize};
@@ -164,12 +164,7 @@ impl OptimizerState {
             .collect();
         let iterations = self.iterations;
         let pieces = || lengths.iter().copied();
-        let mut rest = grad;
-        let grads = pieces().map(|len| {
-            let (piece, tail) = rest.split_at(len);
-            rest = tail;
-            piece
-        });
+        let grads = cut_ref(grad, pieces());
         let firsts = slot_pieces(&mut self.first, slot, &lengths);
         let seconds = slot_pieces(&mut self.second, slot, &lengths);
         let parts: Vec<_> = grads

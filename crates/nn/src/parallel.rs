@@ -475,3 +475,15 @@ pub(crate) fn cut_mut<T>(
         })
         .collect()
 }
+
+/// `slice` cut into consecutive pieces of `lengths`, as [`cut_mut`] cuts a mutable one.
+pub(crate) fn cut_ref<'a, T>(
+    mut slice: &'a [T],
+    lengths: impl Iterator<Item = usize> + 'a,
+) -> impl Iterator<Item = &'a [T]> {
+    lengths.map(move |len| {
+        let (piece, rest) = slice.split_at(len);
+        slice = rest;
+        piece
+    })
+}

@@ -487,8 +487,9 @@ struct Readahead<'a> {
     train: &'a Dataset,
     plan: &'a ReadPlan,
     batch: usize,
-    /// The window the last batch started in, once one has.
-    entered: Option<usize>,
+    /// Whether a step of this epoch has been advised for (the first may follow a
+    /// resumption, mid-epoch).
+    started: bool,
     /// Windows asked for: `..asked`.
     asked: usize,
     /// The blocks held, sorted (kept to reuse its allocation).
@@ -501,7 +502,7 @@ impl<'a> Readahead<'a> {
             train,
             plan,
             batch,
-            entered: None,
+            started: false,
             asked: 0,
             held: Vec::new(),
         }
@@ -521,8 +522,8 @@ impl<'a> Readahead<'a> {
         let first = self.plan.window_of(start);
         let last = self.plan.window_of((start + self.batch).min(end) - 1);
         let ahead = (last + 1).min(windows - 1);
-        if self.entered.is_none() {
-            // The epoch's first step, or the first after a resumption.
+        if !self.started {
+            self.started = true;
             self.asked = first;
         }
         while self.asked <= ahead {
@@ -531,7 +532,6 @@ impl<'a> Readahead<'a> {
             }
             self.asked += 1;
         }
-        self.entered = Some(first);
         self.hold_only(first..last + 1);
     }
 
@@ -554,7 +554,7 @@ impl<'a> Readahead<'a> {
 
     /// Lets go of the whole training set, at the end of the epoch.
     fn finish(&mut self) {
-        if self.entered.is_some() {
+        if self.started {
             self.hold_only(0..0);
         }
     }
