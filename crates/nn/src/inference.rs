@@ -11,6 +11,7 @@ use kernels::activation::activation_forward;
 use kernels::output::{output_stats, OutputStats};
 use kernels::sparse::sparse_times_dense;
 use kernels::sparse_rows::SparseRows;
+use kernels::topk::{threshold_rows, SelectScratch, Threshold};
 use kernels::Layout;
 use std::ops::Range;
 
@@ -20,6 +21,10 @@ pub const INFERENCE_BATCH: usize = 256;
 
 /// Floats of codes one thread's evaluation batch of an SAE may hold (64 MiB).
 pub const EVALUATION_CODES: usize = 1 << 24;
+
+/// Rows of one thread's evaluation batch of an SAE, at most: enough for the products to
+/// run at full speed, few enough that the buffers stay small beside the training step's.
+pub const EVALUATION_ROWS: usize = 1024;
 
 /// How an evaluation decodes an SAE's codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,9 +36,23 @@ enum Decode {
     Dense,
 }
 
-/// Rows of one thread's evaluation batch of an SAE, at most: enough for the products to
-/// run at full speed, few enough that the buffers stay small beside the training step's.
-pub const EVALUATION_ROWS: usize = 1024;
+/// What an SAE's sparse decoding keeps between batches: the kept codes, the selection's
+/// scratch, and a zero bias for it (the codes are already `relu(z + b_enc)`).
+struct SparseCodes {
+    codes: SparseRows,
+    scratch: SelectScratch,
+    zero_bias: Vec<f32>,
+}
+
+impl SparseCodes {
+    fn new(units: usize) -> Self {
+        Self {
+            codes: SparseRows::new(units),
+            scratch: SelectScratch::new(),
+            zero_bias: vec![0.0; units],
+        }
+    }
+}
 
 /// A sigmoid coding unit above this counts as on, in the statistic that the book's
 /// models report besides the dead latents ([`Evaluation::never_above_half`]).
@@ -242,7 +261,7 @@ impl Autoencoder {
         let mut x = vec![0.0; batch_size * width];
         let mut scratch = vec![0.0; self.plan().scratch_len()];
         let mut sums = Sums::new(width, units);
-        let mut codes = SparseRows::new(units);
+        let mut codes = SparseCodes::new(units);
         for start in range.clone().step_by(batch_size) {
             let rows = batch_size.min(range.end - start);
             let x = &mut x[..rows * width];
@@ -324,25 +343,26 @@ impl Autoencoder {
         x: &[f32],
         rows: usize,
         acts: &mut Activations,
-        codes: &mut SparseRows,
+        sparse: &mut SparseCodes,
     ) {
         let (width, units) = (self.input_width(), self.coding_width());
         let (coding, last) = (self.config().coding_layer, self.layer_count() - 1);
         debug_assert!(coding + 1 == last);
         debug_assert_eq!(self.config().layers[last].activation, Activation::Linear);
         self.forward_range(0..coding + 1, x, rows, acts);
-        codes.clear(units);
-        for row in acts.outputs[coding][..rows * units].chunks_exact(units) {
-            for (j, &v) in row.iter().enumerate() {
-                if v != 0.0 {
-                    codes.push(j as u32, v);
-                }
-            }
-            codes.end_row();
-        }
+        // The selection's nonzero codes (all positive), gathered as the training step's
+        // ReLU path gathers them.
+        threshold_rows(
+            Layout::contiguous(rows, units),
+            &acts.outputs[coding][..rows * units],
+            &sparse.zero_bias,
+            Threshold::Global(0.0),
+            &mut sparse.scratch,
+            &mut sparse.codes,
+        );
         let decoder = self.layer(last);
         sparse_times_dense(
-            codes,
+            &sparse.codes,
             decoder.weight,
             Layout::contiguous(units, width),
             Some(decoder.bias),
@@ -399,10 +419,11 @@ impl Autoencoder {
             let mut out = Vec::with_capacity(range.len() * out_width);
             // An SAE's whole pass decodes its kept latents only.
             let sparse = self.config().sae.is_some() && layers == (0..self.layer_count());
-            let mut codes = SparseRows::new(self.coding_width());
+            let mut codes = SparseCodes::new(self.coding_width());
             for start in range.clone().step_by(batch_size) {
                 let rows = batch_size.min(range.end - start);
-                let x = &x_rows(&mut x, rows * in_width, data, start..start + rows);
+                data.gather_range(start..start + rows, &mut x[..rows * in_width]);
+                let x = &x[..rows * in_width];
                 if sparse {
                     self.forward_sae_sparse(x, rows, &mut acts, &mut codes);
                 } else {
@@ -417,12 +438,6 @@ impl Autoencoder {
             a
         })
     }
-}
-
-/// The first `len` floats of `x`, filled with the samples `rows` of `data`.
-fn x_rows<'x>(x: &'x mut [f32], len: usize, data: &Dataset, rows: Range<usize>) -> &'x [f32] {
-    data.gather_range(rows, &mut x[..len]);
-    &x[..len]
 }
 
 #[cfg(test)]
