@@ -3,7 +3,8 @@
 //! batch 32, or another with `--batch N`), one thread, and the time of all eleven.
 //!
 //! `cargo bench -p kernels --bench gemm_compare` (add `-- --quick` for fewer rounds,
-//! `-- --batch 256` for that batch size).
+//! `-- --batch 256` for that batch size, `-- --sae` for a sparse autoencoder's large
+//! products instead).
 //!
 //! The two are run in alternation, a few hundred products at a time, for several rounds,
 //! and each keeps its fastest round: on a machine whose speed drifts from one second to
@@ -46,6 +47,28 @@ fn step_products(batch: usize) -> Vec<Product> {
     products
 }
 
+/// The products of a sparse autoencoder's step past the tiled kernel's shapes, as one
+/// of two threads runs them at batch 4096 (its 2048 rows), `d` 512 and 8192 latents:
+/// the encoder (the only large product of a TopK step), and the dense ReLU step's three
+/// others.
+fn sae_products() -> Vec<Product> {
+    let (rows, d, n) = (2048, 512, 8192);
+    let product = |name: &str, m, k, n, transposed_a, transposed_b| Product {
+        name: name.to_string(),
+        m,
+        k,
+        n,
+        transposed_a,
+        transposed_b,
+    };
+    vec![
+        product("encoder forward", rows, d, n, false, false),
+        product("decoder forward", rows, n, d, false, false),
+        product("encoder weight grad", d, rows, n, true, false),
+        product("latents' grad", rows, d, n, false, true),
+    ]
+}
+
 fn fill(len: usize) -> Vec<f32> {
     (0..len)
         .map(|i| -1.0 + 2.0 * (i as f32 * 0.618_034).fract())
@@ -77,6 +100,11 @@ fn main() {
         },
         None => 32,
     };
+    let products = if args.iter().any(|a| a == "--sae") {
+        sae_products()
+    } else {
+        step_products(batch)
+    };
     // `gemm` on every SIMD instruction set this CPU has, widest last.
     let arches: Vec<isa::Arch> = isa::available().into_iter().skip(1).collect();
     print!("{:<24} {:>16}", "product", "m x k x n");
@@ -86,7 +114,7 @@ fn main() {
     println!(" {:>16} {:>8}", "matrixmultiply", "ratio");
     // Seconds of one run of every product, per column.
     let mut totals = vec![0.0; arches.len() + 1];
-    for p in step_products(batch) {
+    for p in products {
         let (m, k, n) = (p.m, p.k, p.n);
         let a = fill(m * k);
         let b = fill(k * n);
@@ -104,7 +132,8 @@ fn main() {
         // The weight gradient adds into the weights (the fused SGD step); the others
         // overwrite their output.
         let beta = if p.transposed_a { 1.0 } else { 0.0 };
-        let per_round = 200;
+        // About 0.4 GFLOP a round: 200 of the reference model's products, one of the SAE's.
+        let per_round = (4e8 / (2 * m * k * n) as f64).clamp(1.0, 200.0) as usize;
         // One slot per instruction set, then `matrixmultiply`.
         let mut best = vec![f64::MAX; arches.len() + 1];
         for _ in 0..rounds {

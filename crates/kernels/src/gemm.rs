@@ -1,7 +1,8 @@
 //! `C <- alpha * A * B + beta * C` on strided f32 matrices: our register-tiled kernel for
 //! the products of training and inference (a batch of up to 1024 rows by layers up to
-//! 800 units wide, or any product 64 deep or 64 rows tall), `matrixmultiply` for
-//! larger ones.
+//! 800 units wide, or any product 64 deep or 64 rows tall), our packed, cache-blocked
+//! kernel for larger ones (a sparse autoencoder's encoder and decoder), and
+//! `matrixmultiply` for those where neither AVX2 nor AVX-512 is available.
 //!
 //! The operands are the strided views of [`crate::matrix`], so a transpose is a swap of
 //! the two strides ([`MatRef::t`]) and the three products a dense layer needs are one call
@@ -9,6 +10,7 @@
 //! input gradient `dX = dZ W^T`. Views are validated when built, so the unsafe calls below
 //! only ever see in-bounds, non-aliasing strides.
 
+mod packed;
 mod tiled;
 
 pub use crate::matrix::{MatMut, MatRef};
@@ -28,13 +30,15 @@ pub const TILED_MAX_ROWS: usize = 1024;
 /// whose `A` has at most [`TILED_MAX_ROWS`] rows.
 pub const TILED_MAX_COLUMNS: usize = 800;
 
-/// Whether the register-tiled kernel runs a product rather than `matrixmultiply`: the
+/// Whether the register-tiled kernel runs a product rather than the packed one (or
+/// `matrixmultiply` without AVX2): the
 /// products of a training step at batch sizes up to 64, and those of a batch of up to
 /// [`TILED_MAX_ROWS`] rows by a layer up to [`TILED_MAX_COLUMNS`] units wide (larger
 /// batches, inference), which it runs without allocating. It reads each block of `A` (up
 /// to 1024 rows by 128 steps, 512 KB) once per 32 columns of `B`, from L2; a taller `A`
-/// or a wider `B` gains from `matrixmultiply`'s cache blocking (at 2048 x 784 x 1000, with
-/// the tiled kernel forced, 72 GFLOP/s against 95).
+/// or a wider `B` gains from the cache blocking of the packed kernel or of
+/// `matrixmultiply` (at 2048 x 784 x 1000, with the tiled kernel forced, 72 GFLOP/s
+/// against `matrixmultiply`'s 95).
 fn tiled_suits(m: usize, k: usize, n: usize) -> bool {
     m <= 64 || k <= 64 || (m <= TILED_MAX_ROWS && n <= TILED_MAX_COLUMNS)
 }
@@ -128,25 +132,30 @@ pub fn gemm(
         }
         return Ok(());
     }
+    let product = tiled::Product {
+        m,
+        k,
+        n,
+        alpha,
+        beta,
+        a: a.data.as_ptr(),
+        a_row_stride: a.row_stride,
+        a_col_stride: a.col_stride,
+        b: b.data.as_ptr(),
+        b_row_stride: b.row_stride,
+        b_col_stride: b.col_stride,
+        c: c.ptr,
+        c_row_stride: c.row_stride,
+        c_col_stride: c.col_stride,
+    };
     if tiled_suits(m, k, n) {
-        let product = tiled::Product {
-            m,
-            k,
-            n,
-            alpha,
-            beta,
-            a: a.data.as_ptr(),
-            a_row_stride: a.row_stride,
-            a_col_stride: a.col_stride,
-            b: b.data.as_ptr(),
-            b_row_stride: b.row_stride,
-            b_col_stride: b.col_stride,
-            c: c.ptr,
-            c_row_stride: c.row_stride,
-            c_col_stride: c.col_stride,
-        };
         // SAFETY: as below; `m`, `k` and `n` are positive.
         unsafe { product.run() };
+        return Ok(());
+    }
+    if packed::suits(crate::isa::current()) {
+        // SAFETY: as below; `m`, `k` and `n` are positive.
+        unsafe { packed::run(product) };
         return Ok(());
     }
     // SAFETY: every view was bounds-checked when built (all strides and offsets fit in

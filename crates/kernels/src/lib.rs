@@ -21,12 +21,14 @@
 //! - [`matrix`]: strided matrix views ([`MatRef`], [`MatMut`]), validated when built, that
 //!   split by rows or columns for threads.
 //! - [`mod@gemm`]: `C <- alpha A B + beta C` on those views, register-tiled for the
-//!   products of training and inference, through `matrixmultiply` for larger ones.
+//!   products of training and inference, packed and cache-blocked for larger ones
+//!   (through `matrixmultiply` without AVX2).
 //!
-//! No kernel allocates, except the GEMM's per-thread buffer on a thread's first product,
-//! `matrixmultiply`'s packing buffers, and the selections' caller-owned `SelectScratch`
-//! and `SparseRows`, which grow until they have held the largest batch. Shape preconditions are checked up front and violations panic
-//! with a message naming the kernel (GEMM returns an error instead).
+//! No kernel allocates, except the GEMM's per-thread buffers on a thread's first product
+//! of each kind, `matrixmultiply`'s packing buffers, and the selections' caller-owned
+//! `SelectScratch` and `SparseRows`, which grow until they have held the largest batch.
+//! Shape preconditions are checked up front and violations panic with a message naming
+//! the kernel (GEMM returns an error instead).
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
