@@ -9,7 +9,8 @@
 //! part, `--quick` for fewer rounds).
 //! The dense step of the ReLU SAE (whose codes are dense until the L1 penalty thins them)
 //! runs its four products through the GEMM with transposed operands; they are timed at
-//! the same shape, and Adam's update over a tensor of `W_dec`'s size.
+//! the same shape, with its pass over the codes between them (the ReLU's mask, the L1
+//! term, the per-latent sums), and Adam's update over a tensor of `W_dec`'s size.
 //! Throughput: elements/s for the selections (`B x N` pre-activations read), the
 //! row-norm kernels (`N x d`) and Adam (`N x d` parameters); FLOP/s for the products (`2 d`
 //! per kept entry) and the GEMMs.
@@ -353,6 +354,30 @@ fn dense_products(c: &mut Criterion) {
     group.finish();
 }
 
+/// The dense ReLU step's pass over its codes and their gradient (`B x N`, row by row):
+/// the ReLU's mask with the L1 term, the per-latent sums and counts, the bias gradient.
+fn relu_codes_pass(c: &mut Criterion) {
+    let mut f = gaussian(BATCH * N, 11, -0.45, 1.0);
+    f.iter_mut().for_each(|v| *v = v.max(0.0));
+    let grad = gaussian(BATCH * N, 13, 0.0, 1e-3);
+    let norms = gaussian(N, 18, 1.0, 0.1);
+    let mut work = grad.clone();
+    let (mut sums, mut counts, mut bias) = (vec![0.0f32; N], vec![0u32; N], vec![0.0f32; N]);
+    let mut group = throughput_group(c, "relu_l1_codes_pass", BATCH * N);
+    kernel_and_reference(&mut group, &variants(), &format!("{BATCH}x{N}"), |run| {
+        let row = match run {
+            Impl::Kernel => kernels::sparsity::relu_l1_codes_row,
+            Impl::Reference => kernels::sparsity::reference::relu_l1_codes_row,
+        };
+        work.copy_from_slice(&grad);
+        for (codes, g) in f.chunks_exact(N).zip(work.chunks_exact_mut(N)) {
+            row(codes, g, &norms, 1e-3, &mut sums, &mut counts, &mut bias);
+        }
+        black_box(&bias);
+    });
+    group.finish();
+}
+
 /// Adam over a tensor the size of `W_dec`, at a late step (its bias corrections near 1).
 fn updates(c: &mut Criterion) {
     let len = N * D;
@@ -375,6 +400,6 @@ fn updates(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = config();
-    targets = selections, products, unit_rows, dense_products, updates
+    targets = selections, products, unit_rows, dense_products, relu_codes_pass, updates
 }
 criterion_main!(benches);

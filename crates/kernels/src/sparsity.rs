@@ -14,6 +14,10 @@
 //!
 //! The backward kernels turn `da` (the gradient arriving from the decoder) into
 //! `dz = (da + dP/da) * act'(z)` in the same pass.
+//!
+//! [`relu_l1_codes_row`] is the same step for a ReLU + L1 sparse autoencoder, whose
+//! penalty weights each latent by its decoder row's norm (see `SAE.md`), fused with the
+//! batch's per-latent sums and firing counts.
 
 use crate::activation::{monomorphise, Activation};
 use crate::isa::dispatch;
@@ -626,9 +630,158 @@ pub fn l2_sparsity_backward(
     ElementPenalty::L2.run(layout, output, Some((act, grad)), weight)
 }
 
+struct ReluL1CodesRow<'a> {
+    codes: &'a [f32],
+    grad: &'a mut [f32],
+    norms: &'a [f32],
+    lambda: f32,
+    sums: &'a mut [f32],
+    counts: &'a mut [u32],
+    bias_grad: &'a mut [f32],
+}
+
+impl WithSimd for ReluL1CodesRow<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            codes,
+            grad,
+            norms,
+            lambda,
+            sums,
+            counts,
+            bias_grad,
+        } = self;
+        let (zero, lambda) = (simd.splat_f32s(0.0), simd.splat_f32s(lambda));
+        let (one_count, no_count) = (simd.splat_u32s(1), simd.splat_u32s(0));
+        let step = |f: S::f32s,
+                    g: S::f32s,
+                    norm: S::f32s,
+                    sum: &mut S::f32s,
+                    count: &mut S::u32s,
+                    bias: &mut S::f32s| {
+            let fired = simd.greater_than_f32s(f, zero);
+            *sum = simd.add_f32s(*sum, f);
+            *count = simd.add_u32s(*count, simd.select_u32s(fired, one_count, no_count));
+            // `g + lambda * norm` rounded twice, as the scalar loop does.
+            let g = simd.select_f32s(fired, simd.add_f32s(g, simd.mul_f32s(lambda, norm)), zero);
+            *bias = simd.add_f32s(*bias, g);
+            g
+        };
+        let (codes_head, codes_tail) = S::as_simd_f32s(codes);
+        let (grad_head, grad_tail) = S::as_mut_simd_f32s(grad);
+        let (norms_head, norms_tail) = S::as_simd_f32s(norms);
+        let (sums_head, sums_tail) = S::as_mut_simd_f32s(sums);
+        let (counts_head, counts_tail) = S::as_mut_simd_u32s(counts);
+        let (bias_head, bias_tail) = S::as_mut_simd_f32s(bias_grad);
+        for (((f, g), norm), ((sum, count), bias)) in codes_head
+            .iter()
+            .zip(grad_head.iter_mut())
+            .zip(norms_head)
+            .zip(
+                sums_head
+                    .iter_mut()
+                    .zip(counts_head.iter_mut())
+                    .zip(bias_head.iter_mut()),
+            )
+        {
+            *g = step(*f, *g, *norm, sum, count, bias);
+        }
+        if !codes_tail.is_empty() {
+            let mut sum = simd.partial_load_f32s(sums_tail);
+            let mut count = simd.partial_load_u32s(counts_tail);
+            let mut bias = simd.partial_load_f32s(bias_tail);
+            let g = step(
+                simd.partial_load_f32s(codes_tail),
+                simd.partial_load_f32s(grad_tail),
+                simd.partial_load_f32s(norms_tail),
+                &mut sum,
+                &mut count,
+                &mut bias,
+            );
+            simd.partial_store_f32s(grad_tail, g);
+            simd.partial_store_f32s(sums_tail, sum);
+            simd.partial_store_u32s(counts_tail, count);
+            simd.partial_store_f32s(bias_tail, bias);
+        }
+    }
+}
+
+/// One row of a ReLU + L1 sparse autoencoder's backward pass over its codes, for a run
+/// of latents: `codes` (`f = relu(z + b_enc)`), `grad` (`dout W_dec^T` in, the
+/// pre-activations' gradient out), the latents' decoder-row norms and the L1 weight
+/// `lambda`. Per latent `j`:
+///
+/// - `sums[j] += f_j` and `counts[j] += 1` where `f_j > 0` (the batch's activations and
+///   firings, a row at a time);
+/// - `grad_j <- grad_j + lambda * norms[j]` where `f_j > 0`, else `0` (the ReLU's mask);
+/// - `bias_grad[j] += grad_j` (the encoder bias's gradient, after the mask).
+///
+/// Element-wise in every lane, so every instruction set gives the scalar loop's bits, and
+/// a caller that adds the rows in order gets the same sums however it splits the latents.
+///
+/// # Panics
+/// If the slices differ in length.
+pub fn relu_l1_codes_row(
+    codes: &[f32],
+    grad: &mut [f32],
+    norms: &[f32],
+    lambda: f32,
+    sums: &mut [f32],
+    counts: &mut [u32],
+    bias_grad: &mut [f32],
+) {
+    let width = codes.len();
+    assert!(
+        [
+            grad.len(),
+            norms.len(),
+            sums.len(),
+            counts.len(),
+            bias_grad.len()
+        ]
+        .iter()
+        .all(|&len| len == width),
+        "relu_l1_codes_row: slices differ in length"
+    );
+    dispatch(ReluL1CodesRow {
+        codes,
+        grad,
+        norms,
+        lambda,
+        sums,
+        counts,
+        bias_grad,
+    });
+}
+
 /// Scalar references for this module's kernels, in f64 where it matters.
 pub mod reference {
     use super::*;
+
+    /// Reference for [`super::relu_l1_codes_row`].
+    pub fn relu_l1_codes_row(
+        codes: &[f32],
+        grad: &mut [f32],
+        norms: &[f32],
+        lambda: f32,
+        sums: &mut [f32],
+        counts: &mut [u32],
+        bias_grad: &mut [f32],
+    ) {
+        for j in 0..codes.len() {
+            let f = codes[j];
+            sums[j] += f;
+            if f > 0.0 {
+                counts[j] += 1;
+                grad[j] += lambda * norms[j];
+            } else {
+                grad[j] = 0.0;
+            }
+            bias_grad[j] += grad[j];
+        }
+    }
     use crate::activation::reference::derivative_from_output;
 
     fn column_means(layout: Layout, output: &[f32]) -> Vec<f64> {

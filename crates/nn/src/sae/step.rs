@@ -30,6 +30,7 @@ use crate::parallel::{cut_mut, Threads};
 use crate::params::Parameters;
 use kernels::sparse::{dots_at_entries, scatter_outer_add, sparse_times_dense, sum_by_latent};
 use kernels::sparse_rows::{LatentIndex, SparseRows};
+use kernels::sparsity::relu_l1_codes_row;
 use kernels::topk::{
     batch_top_k_relu_in_place, threshold_rows, top_k_rows_among, top_k_rows_relu_in_place,
 };
@@ -463,22 +464,10 @@ impl SaeStep {
             .gemm(1.0, codes.t(), dout_view, 0.0, dec_w_view)
             .expect(gemm);
         column_sums(dout, d, dec_b);
-        // Each latent's activations summed over the batch, and how many rows it fired
-        // in, in one pass.
-        self.sums.fill(0.0);
-        self.counts.fill(0);
-        for row in f.chunks_exact(n) {
-            for ((sum, c), &v) in self.sums.iter_mut().zip(self.counts.iter_mut()).zip(row) {
-                *sum += v;
-                *c += u32::from(v > 0.0);
-            }
-        }
         let lambda = l1_weight(&sae, step, scale);
-        let mut penalty = 0.0;
         self.norms.fill(0.0);
         if lambda > 0.0 {
             row_norms(Layout::contiguous(n, d), decoder.weight, &mut self.norms);
-            penalty = decoder_l1(lambda, &self.sums, &self.norms, decoder.weight, dec_w);
         }
 
         // dZ = (dout W_dec^T + lambda |W_dec,j|) where F > 0, then the encoder's.
@@ -489,19 +478,36 @@ impl SaeStep {
         threads
             .gemm(1.0, dout_view, decoder_t, 0.0, dz_view)
             .expect(gemm);
-        let blocks = threads.ranges(rows);
+        // One pass over the codes and dZ, split by latents so that each latent's sums
+        // run over the rows in order, as one thread would add them.
+        let latent_blocks = threads.ranges(n);
+        let mut parts = Vec::with_capacity(latent_blocks.len());
+        let mut dz_rest = MatMut::row_major(&mut self.dz[..rows * n], rows, n).expect("sized");
+        let (mut sums, mut counts, mut bias) =
+            (&mut self.sums[..], &mut self.counts[..], &mut enc_b[..]);
+        for block in &latent_blocks {
+            let (dz_part, right) = dz_rest.split_cols(block.len());
+            dz_rest = right;
+            let (sums_part, right) = sums.split_at_mut(block.len());
+            sums = right;
+            let (counts_part, right) = counts.split_at_mut(block.len());
+            counts = right;
+            let (bias_part, right) = bias.split_at_mut(block.len());
+            bias = right;
+            parts.push((dz_part, sums_part, counts_part, bias_part));
+        }
         let norms = &self.norms;
-        let parts = cut_mut(dz, blocks.iter().map(|b| b.len() * n));
-        threads.each(parts, &|i, dz| {
-            let f = &f[blocks[i].start * n..blocks[i].end * n];
-            for (g_row, f_row) in dz.chunks_exact_mut(n).zip(f.chunks_exact(n)) {
-                for ((g, &v), &norm) in g_row.iter_mut().zip(f_row).zip(norms) {
-                    *g = if v > 0.0 { *g + lambda * norm } else { 0.0 };
-                }
-            }
+        threads.each(parts, &|i, (mut dz, sums, counts, bias)| {
+            let latents = latent_blocks[i].clone();
+            let norms = &norms[latents.clone()];
+            relu_codes_pass(f, n, latents, norms, lambda, &mut dz, sums, counts, bias);
         });
+        let penalty = if lambda > 0.0 {
+            decoder_l1(lambda, &self.sums, &self.norms, decoder.weight, dec_w)
+        } else {
+            0.0
+        };
         let dz = &self.dz[..rows * n];
-        column_sums(dz, n, enc_b);
         let input = MatRef::row_major(&self.input[..rows * d], rows, d).expect("sized");
         let dz_view = MatRef::row_major(dz, rows, n).expect("sized");
         let enc_w_view = MatMut::row_major(enc_w, d, n).expect("sized");
@@ -862,6 +868,32 @@ fn subtract_through_encoder(
 }
 
 /// `out[j] = sum_b m[b, j]` over the rows of `cols` values of `m`.
+/// For the columns `latents` of the `rows x n` codes `f` and of `dz` (a view of those
+/// columns alone): each latent's sum of activations and count of rows it fired in, `dz`
+/// masked to the rows it fired in with `lambda * norm` added there, and the masked
+/// column's sum (the encoder bias's gradient). Every sum runs over the rows in order.
+#[allow(clippy::too_many_arguments)]
+fn relu_codes_pass(
+    f: &[f32],
+    n: usize,
+    latents: Range<usize>,
+    norms: &[f32],
+    lambda: f32,
+    dz: &mut MatMut<'_>,
+    sums: &mut [f32],
+    counts: &mut [u32],
+    bias: &mut [f32],
+) {
+    sums.fill(0.0);
+    counts.fill(0);
+    bias.fill(0.0);
+    for (r, f_row) in f.chunks_exact(n).enumerate() {
+        let g_row = dz.row_mut(r).expect("a row-major view");
+        let f_row = &f_row[latents.clone()];
+        relu_l1_codes_row(f_row, g_row, norms, lambda, sums, counts, bias);
+    }
+}
+
 fn column_sums(m: &[f32], cols: usize, out: &mut [f32]) {
     out.fill(0.0);
     for row in m.chunks_exact(cols) {
