@@ -229,17 +229,38 @@ unsafe fn pack_a<const R: usize>(
     {
         let first = i0 + panel * R;
         let count = R.min(i0 + rows - first);
-        for r in 0..R {
-            if r < count {
-                // SAFETY: row `first + r < i0 + rows` at step `k0`, in `A`.
-                let from = unsafe { p.a.add((first + r) * p.a_row_stride + k0 * p.a_col_stride) };
-                for step in 0..depth {
-                    // SAFETY: step `k0 + step < k0 + depth` of that row.
-                    out[step * R + r] = unsafe { *from.add(step * p.a_col_stride) };
+        if p.a_col_stride == 1 {
+            // Rows stored by rows: each row's steps are adjacent, read in order.
+            for r in 0..R {
+                if r < count {
+                    // SAFETY: row `first + r < i0 + rows` at step `k0`, in `A`.
+                    let from = unsafe { p.a.add((first + r) * p.a_row_stride + k0) };
+                    for step in 0..depth {
+                        // SAFETY: step `k0 + step < k0 + depth` of that row.
+                        out[step * R + r] = unsafe { *from.add(step) };
+                    }
+                } else {
+                    for step in 0..depth {
+                        out[step * R + r] = 0.0;
+                    }
                 }
-            } else {
-                for step in 0..depth {
-                    out[step * R + r] = 0.0;
+            }
+        } else {
+            // `A` stored transposed (a weight gradient's `X^T`): a step's rows are
+            // adjacent, so read a step at a time rather than a row at a time across
+            // `depth` cache lines.
+            for (step, out) in out.chunks_exact_mut(R).enumerate() {
+                // SAFETY: row `first` at step `k0 + step < k0 + depth`, in `A`.
+                let from = unsafe {
+                    p.a.add(first * p.a_row_stride + (k0 + step) * p.a_col_stride)
+                };
+                for (r, slot) in out.iter_mut().enumerate() {
+                    *slot = if r < count {
+                        // SAFETY: row `first + r < i0 + rows` of that step.
+                        unsafe { *from.add(r * p.a_row_stride) }
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
