@@ -28,6 +28,7 @@ use crate::model::Autoencoder;
 use crate::optimizer::{Optimizer, OptimizerState};
 use crate::parallel::{cut_mut, Threads};
 use crate::params::Parameters;
+use kernels::reduce::column_sums;
 use kernels::sparse::{dots_at_entries, scatter_outer_add, sparse_times_dense, sum_by_latent};
 use kernels::sparse_rows::{LatentIndex, SparseRows};
 use kernels::sparsity::relu_l1_codes_row;
@@ -342,7 +343,7 @@ impl SaeStep {
                 scatter_outer_add(index, values, dout, rows_d, 1.0, latents, g, layout);
             });
         }
-        column_sums(dout, d, dec_b);
+        column_sums(Layout::contiguous(rows, d), dout, 1.0, 0.0, dec_b);
 
         let lambda = l1_weight(&sae, step, scale);
         if sae.arch == Arch::Relu && lambda > 0.0 {
@@ -463,7 +464,7 @@ impl SaeStep {
         threads
             .gemm(1.0, codes.t(), dout_view, 0.0, dec_w_view)
             .expect(gemm);
-        column_sums(dout, d, dec_b);
+        column_sums(Layout::contiguous(rows, d), dout, 1.0, 0.0, dec_b);
         let lambda = l1_weight(&sae, step, scale);
         self.norms.fill(0.0);
         if lambda > 0.0 {
@@ -481,21 +482,24 @@ impl SaeStep {
         // One pass over the codes and dZ, split by latents so that each latent's sums
         // run over the rows in order, as one thread would add them.
         let latent_blocks = threads.ranges(n);
-        let mut parts = Vec::with_capacity(latent_blocks.len());
+        let widths = || latent_blocks.iter().map(Range::len);
+        let mut dz_columns = Vec::with_capacity(latent_blocks.len());
         let mut dz_rest = MatMut::row_major(&mut self.dz[..rows * n], rows, n).expect("sized");
-        let (mut sums, mut counts, mut bias) =
-            (&mut self.sums[..], &mut self.counts[..], &mut enc_b[..]);
-        for block in &latent_blocks {
-            let (dz_part, right) = dz_rest.split_cols(block.len());
+        for width in widths() {
+            let (part, right) = dz_rest.split_cols(width);
+            dz_columns.push(part);
             dz_rest = right;
-            let (sums_part, right) = sums.split_at_mut(block.len());
-            sums = right;
-            let (counts_part, right) = counts.split_at_mut(block.len());
-            counts = right;
-            let (bias_part, right) = bias.split_at_mut(block.len());
-            bias = right;
-            parts.push((dz_part, sums_part, counts_part, bias_part));
         }
+        let parts = dz_columns
+            .into_iter()
+            .zip(cut_mut(&mut self.sums, widths()))
+            .zip(
+                cut_mut(&mut self.counts, widths())
+                    .into_iter()
+                    .zip(cut_mut(enc_b, widths())),
+            )
+            .map(|((dz, sums), (counts, bias))| (dz, sums, counts, bias))
+            .collect();
         let norms = &self.norms;
         threads.each(parts, &|i, (mut dz, sums, counts, bias)| {
             let latents = latent_blocks[i].clone();
@@ -867,7 +871,6 @@ fn subtract_through_encoder(
     }
 }
 
-/// `out[j] = sum_b m[b, j]` over the rows of `cols` values of `m`.
 /// For the columns `latents` of the `rows x n` codes `f` and of `dz` (a view of those
 /// columns alone): each latent's sum of activations and count of rows it fired in, `dz`
 /// masked to the rows it fired in with `lambda * norm` added there, and the masked
@@ -891,15 +894,6 @@ fn relu_codes_pass(
         let g_row = dz.row_mut(r).expect("a row-major view");
         let f_row = &f_row[latents.clone()];
         relu_l1_codes_row(f_row, g_row, norms, lambda, sums, counts, bias);
-    }
-}
-
-fn column_sums(m: &[f32], cols: usize, out: &mut [f32]) {
-    out.fill(0.0);
-    for row in m.chunks_exact(cols) {
-        for (o, &v) in out.iter_mut().zip(row) {
-            *o += v;
-        }
     }
 }
 
