@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p kernels --bench gemm_compare` (add `-- --quick` for fewer rounds,
 //! `-- --batch 256` for that batch size, `-- --sae` for a sparse autoencoder's large
-//! products instead).
+//! products instead, `-- --threads 2` to split each product's rows between that many
+//! threads, each running its part of every product of a round).
 //!
 //! The two are run in alternation, a few hundred products at a time, for several rounds,
 //! and each keeps its fastest round: on a machine whose speed drifts from one second to
@@ -86,20 +87,27 @@ fn print_row(label: &str, shape: &str, values: &[f64], ratio: f64) {
     println!(" {ratio:>7.2}x");
 }
 
+/// The positive number after `flag`, `default` without the flag; exits with a message
+/// when the flag has no positive number after it.
+fn positive_option(args: &[String], flag: &str, default: usize) -> usize {
+    match args.iter().position(|a| a == flag) {
+        Some(at) => match args.get(at + 1).and_then(|v| v.parse::<usize>().ok()) {
+            Some(value) if value > 0 => value,
+            _ => {
+                eprintln!("{flag} takes a positive number");
+                std::process::exit(2);
+            }
+        },
+        None => default,
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let rounds = if quick { 3 } else { 15 };
-    let batch = match args.iter().position(|a| a == "--batch") {
-        Some(at) => match args.get(at + 1).and_then(|v| v.parse::<usize>().ok()) {
-            Some(batch) if batch > 0 => batch,
-            _ => {
-                eprintln!("--batch takes a positive number of rows");
-                std::process::exit(2);
-            }
-        },
-        None => 32,
-    };
+    let batch = positive_option(&args, "--batch", 32);
+    let threads = positive_option(&args, "--threads", 1);
     let products = if args.iter().any(|a| a == "--sae") {
         sae_products()
     } else {
@@ -136,39 +144,57 @@ fn main() {
         let per_round = (4e8 / (2 * m * k * n) as f64).clamp(1.0, 200.0) as usize;
         // One slot per instruction set, then `matrixmultiply`.
         let mut best = vec![f64::MAX; arches.len() + 1];
+        // Each thread's rows of `C`, a contiguous run of whole rows.
+        let parts: Vec<std::ops::Range<usize>> = (0..threads)
+            .map(|t| m * t / threads..m * (t + 1) / threads)
+            .collect();
         for _ in 0..rounds {
             for (which, slot) in best.iter_mut().enumerate() {
                 let started = Instant::now();
-                for _ in 0..per_round {
-                    if let Some(&arch) = arches.get(which) {
-                        isa::with_arch(arch, || {
-                            let out = MatMut::row_major(&mut c, m, n).unwrap();
-                            gemm(-1e-6, a_view, b_view, beta, out).unwrap();
+                std::thread::scope(|scope| {
+                    let mut rest = c.as_mut_slice();
+                    for rows in parts.iter().cloned() {
+                        let (c_part, after) =
+                            std::mem::take(&mut rest).split_at_mut(rows.len() * n);
+                        rest = after;
+                        let (a, b, arch) = (&a, &b, arches.get(which).copied());
+                        scope.spawn(move || {
+                            let a_part = a_view.rows_range(rows.clone());
+                            for _ in 0..per_round {
+                                if let Some(arch) = arch {
+                                    isa::with_arch(arch, || {
+                                        let out = MatMut::row_major(c_part, rows.len(), n).unwrap();
+                                        gemm(-1e-6, a_part, b_view, beta, out).unwrap();
+                                    });
+                                } else {
+                                    // SAFETY: the strides describe the buffers above (or
+                                    // their transposes) exactly, the part's rows start
+                                    // `rows.start` rows into `A`, and `c_part` is this
+                                    // thread's own `rows.len() x n` slice of `C`.
+                                    unsafe {
+                                        matrixmultiply::sgemm(
+                                            rows.len(),
+                                            k,
+                                            n,
+                                            -1e-6,
+                                            a.as_ptr().add(rows.start * a_rs),
+                                            a_rs as isize,
+                                            a_cs as isize,
+                                            b.as_ptr(),
+                                            b_rs as isize,
+                                            b_cs as isize,
+                                            beta,
+                                            c_part.as_mut_ptr(),
+                                            n as isize,
+                                            1,
+                                        )
+                                    };
+                                }
+                                black_box(&mut *c_part);
+                            }
                         });
-                    } else {
-                        // SAFETY: the strides describe the buffers above (or their
-                        // transposes) exactly, and `c` is a distinct m x n buffer.
-                        unsafe {
-                            matrixmultiply::sgemm(
-                                m,
-                                k,
-                                n,
-                                -1e-6,
-                                a.as_ptr(),
-                                a_rs as isize,
-                                a_cs as isize,
-                                b.as_ptr(),
-                                b_rs as isize,
-                                b_cs as isize,
-                                beta,
-                                c.as_mut_ptr(),
-                                n as isize,
-                                1,
-                            )
-                        };
                     }
-                    black_box(&mut c);
-                }
+                });
                 *slot = slot.min(started.elapsed().as_secs_f64());
             }
         }

@@ -10,9 +10,8 @@
 //! A micro-tile keeps `R x V` vectors of `C` in registers over a block's steps: per step
 //! `V` vector loads and `R` broadcasts from the two copies, read in order, for `R x V`
 //! FMAs. With AVX-512 that is 6 x 4: 24 independent chains, well past what two FMA pipes
-//! of latency 4 need, and 10 loads for 24 FMAs; 12 x 2 and 14 x 2 (fewer vectors of `B`
-//! per step, more broadcasts) ran 20 to 25% slower on a 2-core Xeon, 8 x 3 about as
-//! fast. With AVX2 (16 registers) it is 6 x 2.
+//! of latency 4 need, and 10 loads for 24 FMAs (12 x 2 would take 14). With AVX2 (16
+//! registers) it is 6 x 2.
 //!
 //! The copies pad a ragged edge with zeros to whole tiles; a tile crossing an edge of
 //! `C` goes through a stack tile with the same vector arithmetic, so every element of
@@ -48,8 +47,10 @@ thread_local! {
 
 /// Whether this kernel runs the products too large for the tiled one on `arch`, rather
 /// than `matrixmultiply`: with AVX2 or AVX-512, whose registers its micro-tiles are
-/// sized for. At 4096 x 512 x 8192 split over 2 threads it ran at 200 to 216 GFLOP/s
-/// against `matrixmultiply`'s 133 on a Xeon (AVX-512), 213 against 200 on a Zen 4.
+/// sized for. `matrixmultiply`'s AVX-512 kernel (16 x 16, a broadcast load per FMA) held
+/// the SAE step at a third of the FMA peak on a Xeon with two 512-bit FMA units (see
+/// README.md); on a Zen 4 the two are within a few percent of each other
+/// (`cargo bench -p kernels --bench gemm_compare -- --sae`, and `--threads 2`).
 pub(super) fn suits(arch: crate::isa::Arch) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
