@@ -139,6 +139,42 @@ impl Operands {
     }
 }
 
+/// `alpha A B + beta C` by the f64 reference, `C` starting as `c_init` stored with
+/// strides `(rs, cs)`.
+fn reference_product(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c_init: &[f32],
+    (rs, cs): (usize, usize),
+) -> Vec<f32> {
+    let mut c = c_init.to_vec();
+    let out = MatMut::new(&mut c, a.rows(), b.cols(), rs, cs).unwrap();
+    reference::gemm(alpha, a, b, beta, out);
+    c
+}
+
+/// The same product by `gemm` pinned to `arch`; where `beta` is zero `C` starts as NaN,
+/// so a kernel that reads it shows.
+fn gemm_on(
+    arch: kernels::isa::Arch,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c_init: &[f32],
+    (rs, cs): (usize, usize),
+) -> Vec<f32> {
+    let mut c = c_init.to_vec();
+    if beta == 0.0 {
+        c.fill(f32::NAN);
+    }
+    let out = MatMut::new(&mut c, a.rows(), b.cols(), rs, cs).unwrap();
+    kernels::isa::with_arch(arch, || gemm(alpha, a, b, beta, out)).unwrap();
+    c
+}
+
 /// Every element of `got` within f32 rounding of `want`, relative to the magnitude of
 /// the terms that were summed.
 #[allow(clippy::too_many_arguments)]
@@ -228,28 +264,8 @@ fn every_instruction_set_matches_the_naive_loop_at_tile_and_block_edges() {
                             let (a, b) = operands.views();
                             let c_init = patterned(m * n, 3);
                             let (rs, cs) = if c_column_major { (1, m) } else { (n, 1) };
-                            let mut want = c_init.clone();
-                            reference::gemm(
-                                alpha,
-                                a,
-                                b,
-                                beta,
-                                MatMut::new(&mut want, m, n, rs, cs).unwrap(),
-                            );
-                            let mut got = c_init.clone();
-                            if beta == 0.0 {
-                                got.fill(f32::NAN);
-                            }
-                            kernels::isa::with_arch(arch, || {
-                                gemm(
-                                    alpha,
-                                    a,
-                                    b,
-                                    beta,
-                                    MatMut::new(&mut got, m, n, rs, cs).unwrap(),
-                                )
-                            })
-                            .unwrap();
+                            let want = reference_product(alpha, a, b, beta, &c_init, (rs, cs));
+                            let got = gemm_on(arch, alpha, a, b, beta, &c_init, (rs, cs));
                             within_tolerance(alpha, a, b, beta, &c_init, (rs, cs), &got, &want)
                                 .unwrap_or_else(|e| {
                                     panic!(
@@ -298,30 +314,10 @@ fn large_products_match_the_naive_loop_at_block_edges_on_every_instruction_set()
             let (a, b) = operands.views();
             let c_init = patterned(m * n, 3);
             let (rs, cs) = if c_column_major { (1, m) } else { (n, 1) };
-            let mut want = c_init.clone();
-            reference::gemm(
-                alpha,
-                a,
-                b,
-                beta,
-                MatMut::new(&mut want, m, n, rs, cs).unwrap(),
-            );
+            let want = reference_product(alpha, a, b, beta, &c_init, (rs, cs));
             let mut simd_bits: Option<(kernels::isa::Arch, Vec<u32>)> = None;
             for &arch in &arches {
-                let mut got = c_init.clone();
-                if beta == 0.0 {
-                    got.fill(f32::NAN);
-                }
-                kernels::isa::with_arch(arch, || {
-                    gemm(
-                        alpha,
-                        a,
-                        b,
-                        beta,
-                        MatMut::new(&mut got, m, n, rs, cs).unwrap(),
-                    )
-                })
-                .unwrap();
+                let got = gemm_on(arch, alpha, a, b, beta, &c_init, (rs, cs));
                 let context = format!("{}: {pattern:?} {m}x{k}x{n}", kernels::isa::name(arch));
                 within_tolerance(alpha, a, b, beta, &c_init, (rs, cs), &got, &want)
                     .unwrap_or_else(|e| panic!("{context}: {e}"));
