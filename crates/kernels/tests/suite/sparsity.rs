@@ -548,6 +548,7 @@ fn l2_and_squared_gradients_are_the_derivatives_of_their_penalties() {
 /// leaves nothing unmasked: every gradient where a code is not positive is zero.
 #[test]
 fn relu_l1_codes_row_matches_reference_bit_for_bit() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let mut checked = 0;
     let widths: Vec<usize> = (0..=40).chain([63, 64, 65, 4096 + 7]).collect();
     for width in widths {
@@ -596,7 +597,6 @@ fn relu_l1_codes_row_matches_reference_bit_for_bit() {
                             codes, &mut grad, &norms, lambda, sums, counts, bias,
                         )
                     });
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&grad),
                         bits(want_grad),
@@ -609,7 +609,6 @@ fn relu_l1_codes_row_matches_reference_bit_for_bit() {
                         );
                     }
                 }
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got.0), bits(&want.0), "{name}: width {width}, sums");
                 assert_eq!(got.1, want.1, "{name}: width {width}, counts");
                 assert_eq!(
