@@ -16,9 +16,10 @@
 //! product of the batch by weights of ragged width (32 x 784 by 784 x 100) runs
 //! transposed too, where
 //! the batch fills whole panels rather than the width leaving one part padding. A
-//! ragged right edge is otherwise computed as the last whole vector or pair of vectors,
-//! whose columns the panel before wrote are written back as they are (or, where `B` is
-//! narrower than a panel and not whole vectors, copied into a zero-padded one). The copies
+//! ragged right edge is otherwise computed as the last whole vector or pair of vectors
+//! (with AVX-512, an AVX2 vector where that covers it), whose columns the panel before
+//! wrote are written back as they are (or, where `B` is narrower than a panel and not
+//! whole vectors, copied into a zero-padded one). The copies
 //! go to a buffer each thread keeps, so nothing is allocated after a thread's first
 //! product.
 //!
@@ -213,6 +214,7 @@ impl Product {
     unsafe fn blocks<S: Simd>(&self, simd: S, block: usize, scratch: &mut [f32]) {
         let lanes = S::F32_LANES;
         let pair = 2 * lanes;
+        let half = half_width::<S>();
         let b_pack = scratch.as_mut_ptr();
         let mut k0 = 0;
         while k0 < self.k {
@@ -237,13 +239,16 @@ impl Product {
                     let rows = tile_rows(self.m - i);
                     let mut j = 0;
                     while j < self.n {
-                        let panel = Panel::at(self, j, lanes);
+                        let panel = Panel::at(self, j, lanes, half.is_some());
                         // SAFETY: step `k0 < k` of column `panel.column < n`: an element of `B`.
                         let b = unsafe { self.b.add(k0 * self.b_row_stride + panel.column) };
                         // SAFETY: `B`'s rows are contiguous and at least two vectors wide, so
-                        // `Panel::at` gives whole vectors in `0..n`, read in place for the
+                        // `Panel::at` gives whole vectors in `0..n` (of `half` for a half-width
+                        // panel, which `half` being there allowed), read in place for the
                         // block's steps (`k0 + depth <= k`); rows `i..i + rows` are in `0..m`.
-                        unsafe { self.tile(simd, &block, i, rows, &panel, b, self.b_row_stride) };
+                        unsafe {
+                            self.tile(simd, half, &block, i, rows, &panel, b, self.b_row_stride)
+                        };
                         j += pair;
                     }
                     i += rows;
@@ -251,10 +256,11 @@ impl Product {
             } else {
                 let mut j = 0;
                 while j < self.n {
-                    let panel = Panel::at(self, j, lanes);
+                    let panel = Panel::at(self, j, lanes, half.is_some());
                     // Panels of whole vectors of an in-place `B` are read where they are;
                     // only a `B` narrower than a panel, and not whole vectors, is copied.
-                    let (b, b_step) = if self.b_col_stride == 1 && panel.width % lanes == 0 {
+                    let whole = panel.width % lanes == 0 || panel.half;
+                    let (b, b_step) = if self.b_col_stride == 1 && whole {
                         (
                             // SAFETY: step `k0 < k` of column `panel.column < n`: an element
                             // of `B`.
@@ -272,9 +278,10 @@ impl Product {
                         let rows = tile_rows(self.m - i);
                         // SAFETY: `b` holds the block's `depth` steps of the panel's columns
                         // (in `0..n`), `b_step` apart, as whole vectors: `B`'s own rows where
-                        // the panel is whole vectors of contiguous rows, else the copy of
+                        // the panel is whole vectors of contiguous rows (of `half` for a
+                        // half-width panel, which `half` being there allowed), else the copy of
                         // `pair` floats a step; rows `i..i + rows` are in `0..m`.
-                        unsafe { self.tile(simd, &block, i, rows, &panel, b, b_step) };
+                        unsafe { self.tile(simd, half, &block, i, rows, &panel, b, b_step) };
                         i += rows;
                     }
                     j += pair;
@@ -285,18 +292,19 @@ impl Product {
     }
 
     /// Runs the tile of rows `i..i + rows` and `panel`'s columns, reading `B`'s block
-    /// from `b`, `b_step` floats per step.
+    /// from `b`, `b_step` floats per step; a half-width panel on `half`'s registers.
     ///
     /// # Safety
     /// As [`Product::run`]; rows `i..i + rows` (1 to [`ROWS`] of them) lie in `0..m`, the
     /// block's steps in `0..k`, and `panel`'s columns in `0..n`; `b` holds the block's
     /// `depth` steps of those columns, `b_step` floats apart, each as whole vectors (two
-    /// where `panel.width` exceeds one).
+    /// where `panel.width` exceeds one) of `S`, or of `half` for a half-width panel.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn tile<S: Simd>(
         &self,
         simd: S,
+        half: Option<Half>,
         block: &Block,
         i: usize,
         rows: usize,
@@ -329,7 +337,11 @@ impl Product {
         };
         // SAFETY: the tile's fields describe rows `i..i + rows` of `A` and `C`, the block's
         // steps and `panel`'s columns, in bounds by this function's contract.
-        unsafe { tile.dispatch(simd, rows, panel.width > S::F32_LANES) };
+        match half {
+            // SAFETY: as below, with `half`'s registers, one of which the panel is.
+            Some(half) if panel.half => unsafe { tile.dispatch(half, rows, false) },
+            _ => unsafe { tile.dispatch(simd, rows, panel.width > S::F32_LANES) },
+        }
     }
 
     /// Copies `B`'s rows `k0..k0 + depth`, columns `j..j + width`, into `to` as `depth`
@@ -409,6 +421,8 @@ struct Panel {
     width: usize,
     /// Leading columns not stored, as another panel stores them.
     skip: usize,
+    /// One register of half the width (see [`half_width`]).
+    half: bool,
 }
 
 impl Panel {
@@ -416,26 +430,58 @@ impl Panel {
     /// of an in-place `B` is computed as the last whole vector or pair of vectors, `n -
     /// lanes..n` or `n - 2 lanes..n`, whose leading columns keep the values the panel
     /// before stored: full registers, and no copy. One vector where it covers the edge:
-    /// its tile has half the accumulators, but finishes sooner than two vectors' would.
+    /// its tile has half the accumulators, but finishes sooner than two vectors' would;
+    /// and, where `half` (registers of half the width exist), one of those where it
+    /// covers the edge.
     #[inline(always)]
-    fn at(product: &Product, j: usize, lanes: usize) -> Self {
+    fn at(product: &Product, j: usize, lanes: usize, half: bool) -> Self {
         let pair = 2 * lanes;
         let width = pair.min(product.n - j);
         if product.b_col_stride == 1 && width < pair && product.n >= pair {
-            let vectors = if width <= lanes { lanes } else { pair };
+            let half = half && width <= lanes / 2;
+            let vectors = if half {
+                lanes / 2
+            } else if width <= lanes {
+                lanes
+            } else {
+                pair
+            };
             Self {
                 column: product.n - vectors,
                 width: vectors,
                 skip: j + vectors - product.n,
+                half,
             }
         } else {
             Self {
                 column: j,
                 width,
                 skip: 0,
+                half: false,
             }
         }
     }
+}
+
+/// The registers of a half-width panel.
+#[cfg(target_arch = "x86_64")]
+type Half = pulp::x86::V3;
+/// Never made: no instruction set here has registers of two widths.
+#[cfg(not(target_arch = "x86_64"))]
+type Half = pulp::Scalar;
+
+/// Registers half as wide as `S`'s, for a ragged right edge of at most that many
+/// columns: AVX2's 8 lanes beside AVX-512's 16. An FMA on them costs half of a 16-lane
+/// one where the core splits those in two (AMD's Zen 4), and no more elsewhere; at the
+/// reference model's 100-unit layers the last four columns cost 8 lanes instead of 16.
+/// The same operations on every element, so the same bits.
+#[inline(always)]
+fn half_width<S: Simd>() -> Option<Half> {
+    #[cfg(target_arch = "x86_64")]
+    if S::F32_LANES == 16 {
+        return pulp::x86::V3::try_new();
+    }
+    None
 }
 
 /// Where one micro-tile reads and writes.

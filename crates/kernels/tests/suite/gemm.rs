@@ -248,14 +248,16 @@ fn the_products_of_a_training_step_match_the_naive_loop() {
 
 /// Every instruction set's code path against the f64 loop, at the sizes where the
 /// register tiles change shape: row counts around the six-row tile, column counts around
-/// one and two vectors (of every width), depths around a block of `k`, all three layouts
+/// one and two vectors (of every width), ragged edges of up to 8 columns past two 16-lane
+/// vectors (33, 40, 100: AVX-512 runs them on an AVX2 register) and of 9 (41, on a
+/// 16-lane one), depths around a block of `k`, all three layouts
 /// of a dense layer's products, and `C` stored by rows or by columns.
 #[test]
 fn every_instruction_set_matches_the_naive_loop_at_tile_and_block_edges() {
     let mut checked = 0;
     for arch in kernels::isa::available() {
         for m in [1, 5, 7, 13, 32, 64] {
-            for n in [1, 9, 16, 17, 33, 100] {
+            for n in [1, 9, 16, 17, 33, 40, 41, 100] {
                 for k in [1, 3, 128, 129, 1030] {
                     for pattern in [Pattern::Plain, Pattern::TransposeA, Pattern::TransposeB] {
                         for (c_column_major, alpha, beta) in [(false, -0.5, 1.0), (true, 1.5, 0.0)]
@@ -282,7 +284,7 @@ fn every_instruction_set_matches_the_naive_loop_at_tile_and_block_edges() {
         }
     }
     assert!(
-        checked >= 2 * 6 * 6 * 5 * 3 * 2,
+        checked >= 2 * 6 * 8 * 5 * 3 * 2,
         "only {checked} products checked"
     );
 }
@@ -603,7 +605,8 @@ fn rows_of_split_column_views_are_disjoint_slices_and_reborrows_write_through() 
 
 /// The register-tiled products give the same bits whichever instruction set runs them
 /// and whichever way round they run (a ragged-width product may run transposed on some
-/// instruction sets and not on others): every element is the same chain of FMAs over
+/// instruction sets and not on others), and whatever register width a ragged edge takes
+/// (AVX-512 runs an edge of up to 8 columns on an AVX2 register): every element is the same chain of FMAs over
 /// the same blocks of `k`. Thread splits rely on it.
 #[test]
 fn every_instruction_set_computes_the_same_bits() {
@@ -616,6 +619,9 @@ fn every_instruction_set_computes_the_same_bits() {
         (16, 300, 100),
         (64, 129, 17),
         (32, 100, 152),
+        (392, 32, 100),
+        (32, 129, 40),
+        (32, 129, 41),
     ] {
         for pattern in [Pattern::Plain, Pattern::TransposeB] {
             for (alpha, beta) in [(1.0, 0.0), (-0.01, 1.0), (0.5, -1.5)] {
