@@ -5,13 +5,15 @@
 //! `cargo bench -p kernels --bench gemm_compare` (add `-- --quick` for fewer rounds,
 //! `-- --batch 256` for that batch size, `-- --sae` for a sparse autoencoder's large
 //! products instead, `-- --threads 2` to split each product's rows between that many
-//! threads, each running its part of every product of a round).
+//! threads, each running its part of every product of a round, `-- --shape 2048x784x1000`
+//! for that one product, `-- --kernel tiled` (or `packed`, `matrixmultiply`) to run
+//! `gemm`'s columns on that kernel whatever the shape).
 //!
 //! The two are run in alternation, a few hundred products at a time, for several rounds,
 //! and each keeps its fastest round: on a machine whose speed drifts from one second to
 //! the next, a comparison of two long runs made one after the other measures the drift.
 
-use kernels::gemm::{gemm, MatMut, MatRef};
+use kernels::gemm::{gemm, with_kernel, Kernel, MatMut, MatRef};
 use kernels::isa;
 use std::hint::black_box;
 use std::time::Instant;
@@ -102,17 +104,65 @@ fn positive_option(args: &[String], flag: &str, default: usize) -> usize {
     }
 }
 
+/// The value after `flag`, if the flag is there; exits with a message when nothing
+/// follows it.
+fn option<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let at = args.iter().position(|a| a == flag)?;
+    match args.get(at + 1) {
+        Some(value) => Some(value),
+        None => {
+            eprintln!("{flag} takes a value");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `--shape MxKxN`: that one product, `A` and `B` stored by rows.
+fn shape_product(shape: &str) -> Product {
+    let sizes: Vec<usize> = shape
+        .split('x')
+        .map(|v| v.parse().ok().filter(|&v: &usize| v > 0))
+        .collect::<Option<_>>()
+        .filter(|sizes: &Vec<usize>| sizes.len() == 3)
+        .unwrap_or_else(|| {
+            eprintln!("--shape takes MxKxN, three positive numbers (2048x784x1000)");
+            std::process::exit(2);
+        });
+    Product {
+        name: "--shape".to_string(),
+        m: sizes[0],
+        k: sizes[1],
+        n: sizes[2],
+        transposed_a: false,
+        transposed_b: false,
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let rounds = if quick { 3 } else { 15 };
     let batch = positive_option(&args, "--batch", 32);
     let threads = positive_option(&args, "--threads", 1);
-    let products = if args.iter().any(|a| a == "--sae") {
+    let kernel = option(&args, "--kernel").map(|name| match name {
+        "tiled" => Kernel::Tiled,
+        "packed" => Kernel::Packed,
+        "matrixmultiply" => Kernel::Matrixmultiply,
+        _ => {
+            eprintln!("--kernel takes tiled, packed or matrixmultiply");
+            std::process::exit(2);
+        }
+    });
+    let products = if let Some(shape) = option(&args, "--shape") {
+        vec![shape_product(shape)]
+    } else if args.iter().any(|a| a == "--sae") {
         sae_products()
     } else {
         step_products(batch)
     };
+    if let Some(kernel) = kernel {
+        println!("gemm's columns run on the {kernel:?} kernel, whatever the shape");
+    }
     // `gemm` on every SIMD instruction set this CPU has, widest last.
     let arches: Vec<isa::Arch> = isa::available().into_iter().skip(1).collect();
     print!("{:<24} {:>16}", "product", "m x k x n");
@@ -162,9 +212,13 @@ fn main() {
                             let a_part = a_view.rows_range(rows.clone());
                             for _ in 0..per_round {
                                 if let Some(arch) = arch {
-                                    isa::with_arch(arch, || {
+                                    let mut run = || {
                                         let out = MatMut::row_major(c_part, rows.len(), n).unwrap();
                                         gemm(-1e-6, a_part, b_view, beta, out).unwrap();
+                                    };
+                                    isa::with_arch(arch, || match kernel {
+                                        Some(kernel) => with_kernel(kernel, run),
+                                        None => run(),
                                     });
                                 } else {
                                     // SAFETY: the strides describe the buffers above (or

@@ -15,6 +15,51 @@ mod tiled;
 
 pub use crate::matrix::{MatMut, MatRef};
 
+use std::cell::Cell;
+
+/// The kernels a product can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// The register-tiled kernel, for the products of training (`gemm/tiled.rs`).
+    Tiled,
+    /// The packed, cache-blocked kernel, for larger products, with AVX2 or AVX-512
+    /// (`gemm/packed.rs`).
+    Packed,
+    /// `matrixmultiply`, for larger products where neither AVX2 nor AVX-512 is there
+    /// (the packed kernel's tiles are made for their registers).
+    Matrixmultiply,
+}
+
+thread_local! {
+    static FORCED_KERNEL: Cell<Option<Kernel>> = const { Cell::new(None) };
+}
+
+/// The kernel [`gemm`] runs an `m x k` by `k x n` product on, on this thread and its
+/// instruction set ([`crate::isa::current`]), as [`with_kernel`] may have forced it.
+pub fn kernel_for(m: usize, k: usize, n: usize) -> Kernel {
+    match FORCED_KERNEL.with(Cell::get) {
+        Some(kernel) => kernel,
+        None if tiled_suits(m, k, n) => Kernel::Tiled,
+        None if packed::suits(crate::isa::current()) => Kernel::Packed,
+        None => Kernel::Matrixmultiply,
+    }
+}
+
+/// Runs `f` with every product this thread starts in it on `kernel`, whatever its shape
+/// and the instruction set: for the benchmarks and tests that compare the kernels at one
+/// shape. Products run on other threads are not affected. The kernel chosen before is
+/// restored when `f` returns or unwinds.
+pub fn with_kernel<R>(kernel: Kernel, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Kernel>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCED_KERNEL.with(|forced| forced.set(self.0));
+        }
+    }
+    let _restore = Restore(FORCED_KERNEL.with(|forced| forced.replace(Some(kernel))));
+    f()
+}
+
 /// Allocates the calling thread's packing buffer (a thread's first product does it
 /// otherwise): for worker threads, so that a step that happens to be the first to use
 /// one does not allocate.
@@ -37,8 +82,8 @@ pub const TILED_MAX_COLUMNS: usize = 800;
 /// batches, inference), which it runs without allocating. It reads each block of `A` (up
 /// to 1024 rows by 128 steps, 512 KB) once per 32 columns of `B`, from L2; a taller `A`
 /// or a wider `B` gains from the cache blocking of the packed kernel or of
-/// `matrixmultiply` (at 2048 x 784 x 1000, with the tiled kernel forced, 72 GFLOP/s
-/// against `matrixmultiply`'s 95).
+/// `matrixmultiply` (measured with `cargo bench -p kernels --bench gemm_compare --
+/// --shape 2048x784x1000 --kernel tiled`; the kernels README has the figures).
 fn tiled_suits(m: usize, k: usize, n: usize) -> bool {
     m <= 64 || k <= 64 || (m <= TILED_MAX_ROWS && n <= TILED_MAX_COLUMNS)
 }
@@ -148,15 +193,18 @@ pub fn gemm(
         c_row_stride: c.row_stride,
         c_col_stride: c.col_stride,
     };
-    if tiled_suits(m, k, n) {
-        // SAFETY: as below; `m`, `k` and `n` are positive.
-        unsafe { product.run() };
-        return Ok(());
-    }
-    if packed::suits(crate::isa::current()) {
-        // SAFETY: as below; `m`, `k` and `n` are positive.
-        unsafe { packed::run(product) };
-        return Ok(());
+    match kernel_for(m, k, n) {
+        Kernel::Tiled => {
+            // SAFETY: as below; `m`, `k` and `n` are positive.
+            unsafe { product.run() };
+            return Ok(());
+        }
+        Kernel::Packed => {
+            // SAFETY: as below; `m`, `k` and `n` are positive.
+            unsafe { packed::run(product) };
+            return Ok(());
+        }
+        Kernel::Matrixmultiply => {}
     }
     // SAFETY: every view was bounds-checked when built (all strides and offsets fit in
     // isize and every element index is inside its slice), `c` has distinct element
