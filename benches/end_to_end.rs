@@ -10,43 +10,12 @@
 //! (55000 training samples plus 5000 validation samples).
 
 use benches::{
-    cached_product_gflops, inference_flops_per_sample, measure, measured_fma_peak,
-    training_flops_per_sample, with_peak_around, Stats, THREADS,
+    cached_product_gflops, inference_flops_per_sample, kl_model, measure, measured_fma_peak,
+    synthetic_images, training_flops_per_sample, with_peak_around, Stats, THREADS,
 };
 use nn::parallel::Threads;
-use nn::{
-    Activation, Autoencoder, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig, Trainer,
-};
+use nn::{Activation, Autoencoder, ModelConfig, Optimizer, TrainConfig, Trainer};
 use std::time::Instant;
-
-const FEATURES: usize = 784;
-
-fn synthetic_images(samples: usize) -> Dataset {
-    // A fixed xorshift stream: reproducible without an RNG dependency.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let bytes = (0..samples * FEATURES)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 56) as u8
-        })
-        .collect();
-    Dataset::from_u8(bytes, FEATURES)
-}
-
-fn kl_model(encoder: &[(usize, Activation)]) -> ModelConfig {
-    ModelConfig::autoencoder(
-        FEATURES,
-        encoder,
-        None,
-        Penalty::Kl {
-            target: 0.1,
-            weight: 0.05,
-        },
-        Loss::Bce,
-    )
-}
 
 fn report(
     peaks: &[f64; 2],

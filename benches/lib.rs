@@ -2,9 +2,42 @@
 //! and inference pass, the machine's FMA peak they are compared with, measured when the
 //! benchmark runs, and the timing of repetitions by turns.
 
-use nn::ModelConfig;
+use nn::{Activation, Dataset, Loss, ModelConfig, Penalty};
 use pulp::{Simd, WithSimd};
 use std::time::Instant;
+
+/// Pixels of a Fashion-MNIST image.
+const FEATURES: usize = 784;
+
+/// `samples` images of random 28x28 u8 pixels (training speed does not depend on their
+/// content), from a fixed xorshift stream: reproducible without an RNG dependency.
+pub fn synthetic_images(samples: usize) -> Dataset {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let bytes = (0..samples * FEATURES)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    Dataset::from_u8(bytes, FEATURES)
+}
+
+/// The reference model's kind: 784 pixels through `encoder` (and its mirror), a KL
+/// sparsity penalty (target 0.1, weight 0.05) and binary cross-entropy.
+pub fn kl_model(encoder: &[(usize, Activation)]) -> ModelConfig {
+    ModelConfig::autoencoder(
+        FEATURES,
+        encoder,
+        None,
+        Penalty::Kl {
+            target: 0.1,
+            weight: 0.05,
+        },
+        Loss::Bce,
+    )
+}
 
 /// Independent accumulators of [`FmaChains`]: more than FMA latency times FMA pipes on
 /// current x86 cores (4 x 2), so the chains never wait on each other.

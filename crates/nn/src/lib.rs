@@ -18,7 +18,8 @@
 //! - [`parallel`]: the step's products split across threads, deterministically.
 //! - `team` (internal): plain SGD epochs run by threads that each own a part of every
 //!   layer, meeting at barriers.
-//! - `barrier` (internal): the spinning barrier the team meets at.
+//! - `barrier` (internal): the spinning barrier the team meets at; [`phase_times`]: where
+//!   the team's step spends its time (with the `phase-times` feature).
 //! - [`sae`]: the sparse autoencoders of interpretability (TopK, ReLU+L1): their
 //!   configuration, initialisation and sparse training step.
 //! - [`synthetic`]: rows built from known sparse features, and how well a decoder
@@ -47,6 +48,7 @@ pub mod optimizer;
 pub mod parallel;
 pub mod params;
 pub mod penalty;
+pub mod phase_times;
 pub mod sae;
 pub mod source;
 mod step;

@@ -44,6 +44,7 @@ use crate::dataset::Dataset;
 use crate::error::TrainError;
 use crate::model::Autoencoder;
 use crate::parallel::Threads;
+use crate::phase_times::{timed, PhaseKind};
 use crate::step::StepPlan;
 use kernels::output::OutputStats;
 use kernels::MatMut;
@@ -239,12 +240,16 @@ impl Team {
             let batch_order = &order[start..start + rows];
             let x = MatMut::row_major(&mut shard.x[..rows * columns.len()], rows, columns.len())
                 .expect("sized");
-            train.gather_columns(batch_order, columns.clone(), x);
+            timed(PhaseKind::Gather, None, t, || {
+                train.gather_columns(batch_order, columns.clone(), x)
+            });
             // The next batch's samples are scattered over the data set: have this part's
             // columns of them on their way from memory while this step computes (each
             // part its own, which also spreads the page walks).
             let next = (start + rows).min(order.len())..(start + rows + batch).min(order.len());
-            train.prefetch_columns(&order[next], columns.clone());
+            timed(PhaseKind::Prefetch, None, t, || {
+                train.prefetch_columns(&order[next], columns.clone())
+            });
             // `Err`: part 0 stopped the epoch, or a part panicked.
             let Ok(result) = self.step(t, shard, rows, lr) else {
                 break;
@@ -252,7 +257,7 @@ impl Team {
             *self.results[t]
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = result;
-            if self.barrier.wait().is_err() {
+            if timed(PhaseKind::StepBarrier, None, t, || self.barrier.wait()).is_err() {
                 break;
             }
             if let Some(step_end) = step_end.as_mut() {

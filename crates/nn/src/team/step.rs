@@ -4,6 +4,7 @@
 
 use super::plan::Split;
 use super::{PartResult, Shard, Stopped, Team};
+use crate::phase_times::{timed, PhaseKind};
 use kernels::reduce::{column_sums, scaled_add};
 use kernels::{gemm, Layout, MatMut, MatRef};
 use std::sync::atomic::Ordering;
@@ -36,20 +37,28 @@ impl Team {
                             .unwrap_or_else(PoisonError::into_inner);
                         let partial = &mut partial[..rows * plan.units];
                         let c = MatMut::row_major(partial, rows, plan.units).expect("sized");
-                        gemm(1.0, input, weight, 0.0, c).expect("shapes chain");
+                        timed(PhaseKind::Forward, Some(l), t, || {
+                            gemm(1.0, input, weight, 0.0, c).expect("shapes chain")
+                        });
                     }
-                    self.barrier.wait()?;
+                    timed(PhaseKind::Barrier, Some(l), t, || self.barrier.wait())?;
                     if l == 0 && self.stop.load(Ordering::Acquire) {
                         return Err(Stopped);
                     }
-                    self.sum_partials(l, rows * plan.units, out);
+                    timed(PhaseKind::SumPartials, Some(l), t, || {
+                        self.sum_partials(l, rows * plan.units, out)
+                    });
                 }
                 Split::Outputs => {
                     let c = MatMut::row_major(out, rows, w_cols).expect("sized");
-                    gemm(1.0, input, weight, 0.0, c).expect("shapes chain");
+                    timed(PhaseKind::Forward, Some(l), t, || {
+                        gemm(1.0, input, weight, 0.0, c).expect("shapes chain")
+                    });
                 }
             }
-            self.plan.forward_epilogue(l, out, rows, &shard.biases[l]);
+            timed(PhaseKind::ForwardEpilogue, Some(l), t, || {
+                self.plan.forward_epilogue(l, out, rows, &shard.biases[l])
+            });
         }
 
         // The output step on this part's columns.
@@ -57,9 +66,10 @@ impl Team {
         let own = output.part(t).len();
         let z = &shard.acts[last][..rows * own];
         let dz = &mut shard.grads[last][..rows * own];
-        let stats = self
-            .plan
-            .output_step(z, &shard.x[..rows * own], dz, rows, own);
+        let stats = timed(PhaseKind::OutputStep, Some(last), t, || {
+            self.plan
+                .output_step(z, &shard.x[..rows * own], dz, rows, own)
+        });
 
         // Backward, from the last layer down.
         let mut penalty = 0.0;
@@ -84,27 +94,37 @@ impl Team {
                         let partial = &mut partial[..rows * plan.inputs];
                         let w = MatRef::row_major(weight, w_rows, w_cols).expect("sized");
                         let c = MatMut::row_major(partial, rows, plan.inputs).expect("sized");
-                        gemm(1.0, dz_view, w.t(), 0.0, c).expect("shapes chain");
+                        timed(PhaseKind::InputGradient, Some(l), t, || {
+                            gemm(1.0, dz_view, w.t(), 0.0, c).expect("shapes chain")
+                        });
                     }
                     let w = MatMut::row_major(weight, w_rows, w_cols).expect("sized");
-                    gemm(-lr, input_t, dz_view, 1.0, w).expect("shapes chain");
+                    timed(PhaseKind::WeightGradient, Some(l), t, || {
+                        gemm(-lr, input_t, dz_view, 1.0, w).expect("shapes chain")
+                    });
                     let layout = Layout::contiguous(rows, dz_width);
-                    column_sums(layout, dz, -lr, 1.0, &mut shard.biases[l]);
+                    timed(PhaseKind::BiasGradient, Some(l), t, || {
+                        column_sums(layout, dz, -lr, 1.0, &mut shard.biases[l])
+                    });
                     if l > 0 {
-                        self.barrier.wait()?;
+                        timed(PhaseKind::Barrier, Some(l), t, || self.barrier.wait())?;
                         let below = &self.layers[l - 1];
                         let da = &mut lower[l - 1][..rows * below.units];
-                        self.sum_partials(l, rows * below.units, da);
+                        timed(PhaseKind::SumPartials, Some(l), t, || {
+                            self.sum_partials(l, rows * below.units, da)
+                        });
                         // Every part holds the same whole `dZ` below; part 0 counts its
                         // penalty.
-                        let value = self.plan.to_dz(
-                            l - 1,
-                            &shard.acts[l - 1],
-                            da,
-                            rows,
-                            below.units,
-                            &mut shard.scratch,
-                        );
+                        let value = timed(PhaseKind::ToDz, Some(l - 1), t, || {
+                            self.plan.to_dz(
+                                l - 1,
+                                &shard.acts[l - 1],
+                                da,
+                                rows,
+                                below.units,
+                                &mut shard.scratch,
+                            )
+                        });
                         if t == 0 {
                             penalty += value;
                         }
@@ -117,20 +137,28 @@ impl Team {
                         let da = &mut lower[l - 1][..rows * own];
                         let w = MatRef::row_major(weight, w_rows, w_cols).expect("sized");
                         let c = MatMut::row_major(da, rows, own).expect("sized");
-                        gemm(1.0, dz_view, w.t(), 0.0, c).expect("shapes chain");
-                        penalty += self.plan.to_dz(
-                            l - 1,
-                            &shard.acts[l - 1],
-                            da,
-                            rows,
-                            own,
-                            &mut shard.scratch,
-                        );
+                        timed(PhaseKind::InputGradient, Some(l), t, || {
+                            gemm(1.0, dz_view, w.t(), 0.0, c).expect("shapes chain")
+                        });
+                        penalty += timed(PhaseKind::ToDz, Some(l - 1), t, || {
+                            self.plan.to_dz(
+                                l - 1,
+                                &shard.acts[l - 1],
+                                da,
+                                rows,
+                                own,
+                                &mut shard.scratch,
+                            )
+                        });
                     }
                     let w = MatMut::row_major(weight, w_rows, w_cols).expect("sized");
-                    gemm(-lr, input_t, dz_view, 1.0, w).expect("shapes chain");
+                    timed(PhaseKind::WeightGradient, Some(l), t, || {
+                        gemm(-lr, input_t, dz_view, 1.0, w).expect("shapes chain")
+                    });
                     let layout = Layout::contiguous(rows, plan.units);
-                    column_sums(layout, dz, -lr, 1.0, &mut shard.biases[l]);
+                    timed(PhaseKind::BiasGradient, Some(l), t, || {
+                        column_sums(layout, dz, -lr, 1.0, &mut shard.biases[l])
+                    });
                 }
             }
         }
