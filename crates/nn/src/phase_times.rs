@@ -1,7 +1,7 @@
 //! Where the time of the team's training step goes: the wall time of each of its phases
 //! (every product, epilogue, barrier, the output step, the gather), per part, added up
 //! over the steps since the last [`take`]. Compiled in only with the `phase-times`
-//! feature; without it [`timed`] is the bare call. With it, each phase costs two clock
+//! feature; without it the timing wrapper is the bare call. With it, each phase costs two clock
 //! reads and two atomic adds to the part's own counters, about 30 of each a step of
 //! the reference model.
 //!
