@@ -513,35 +513,35 @@ impl Tile {
     unsafe fn dispatch<S: Simd>(&self, simd: S, rows: usize, two: bool) {
         // Rows of `A` that are adjacent floats (a weight gradient's `X^T`) are broadcast
         // from fixed offsets: no stride and no address arithmetic in the loop, which on
-        // AVX2's 16 registers spared those products a stack reload per broadcast.
-        // SAFETY (both arms): this function's contract; `UNIT` only where it holds.
-        if self.a_row_stride == 1 {
-            unsafe { self.dispatch_rows::<S, true>(simd, rows, two) }
-        } else {
-            unsafe { self.dispatch_rows::<S, false>(simd, rows, two) }
-        }
-    }
-
-    /// # Safety
-    /// As [`Tile::run`] with `R = rows`, 1 to [`ROWS`], and `V` two exactly when `two`.
-    #[inline(always)]
-    unsafe fn dispatch_rows<S: Simd, const UNIT: bool>(&self, simd: S, rows: usize, two: bool) {
-        // A tile one vector wide where that covers the edge: less padding multiplied.
+        // AVX2's 16 registers spared those products a stack reload per broadcast. Only
+        // the full tiles (5 and 6 rows) have that form: the others are a product's last
+        // rows, and each form is another copy of the kernel to compile.
         // SAFETY (every arm): `rows` is 1 to 6, so each arm's `R` is `rows`, and its `V` is
-        // two exactly when `two`: this function's contract is `Tile::run`'s.
+        // two exactly when `two`: this function's contract is `Tile::run`'s, and `UNIT`
+        // is set only where `a_row_stride` is 1.
+        if self.a_row_stride == 1 {
+            match (rows, two) {
+                (6, true) => return unsafe { self.run::<S, 6, 2, true>(simd) },
+                (5, true) => return unsafe { self.run::<S, 5, 2, true>(simd) },
+                (6, false) => return unsafe { self.run::<S, 6, 1, true>(simd) },
+                (5, false) => return unsafe { self.run::<S, 5, 1, true>(simd) },
+                _ => {}
+            }
+        }
+        // A tile one vector wide where that covers the edge: less padding multiplied.
         match (rows, two) {
-            (6, true) => unsafe { self.run::<S, 6, 2, UNIT>(simd) },
-            (5, true) => unsafe { self.run::<S, 5, 2, UNIT>(simd) },
-            (4, true) => unsafe { self.run::<S, 4, 2, UNIT>(simd) },
-            (3, true) => unsafe { self.run::<S, 3, 2, UNIT>(simd) },
-            (2, true) => unsafe { self.run::<S, 2, 2, UNIT>(simd) },
-            (_, true) => unsafe { self.run::<S, 1, 2, UNIT>(simd) },
-            (6, false) => unsafe { self.run::<S, 6, 1, UNIT>(simd) },
-            (5, false) => unsafe { self.run::<S, 5, 1, UNIT>(simd) },
-            (4, false) => unsafe { self.run::<S, 4, 1, UNIT>(simd) },
-            (3, false) => unsafe { self.run::<S, 3, 1, UNIT>(simd) },
-            (2, false) => unsafe { self.run::<S, 2, 1, UNIT>(simd) },
-            (_, false) => unsafe { self.run::<S, 1, 1, UNIT>(simd) },
+            (6, true) => unsafe { self.run::<S, 6, 2, false>(simd) },
+            (5, true) => unsafe { self.run::<S, 5, 2, false>(simd) },
+            (4, true) => unsafe { self.run::<S, 4, 2, false>(simd) },
+            (3, true) => unsafe { self.run::<S, 3, 2, false>(simd) },
+            (2, true) => unsafe { self.run::<S, 2, 2, false>(simd) },
+            (_, true) => unsafe { self.run::<S, 1, 2, false>(simd) },
+            (6, false) => unsafe { self.run::<S, 6, 1, false>(simd) },
+            (5, false) => unsafe { self.run::<S, 5, 1, false>(simd) },
+            (4, false) => unsafe { self.run::<S, 4, 1, false>(simd) },
+            (3, false) => unsafe { self.run::<S, 3, 1, false>(simd) },
+            (2, false) => unsafe { self.run::<S, 2, 1, false>(simd) },
+            (_, false) => unsafe { self.run::<S, 1, 1, false>(simd) },
         }
     }
 
