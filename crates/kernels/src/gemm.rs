@@ -50,14 +50,7 @@ pub fn kernel_for(m: usize, k: usize, n: usize) -> Kernel {
 /// shape. Products run on other threads are not affected. The kernel chosen before is
 /// restored when `f` returns or unwinds.
 pub fn with_kernel<R>(kernel: Kernel, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Kernel>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FORCED_KERNEL.with(|forced| forced.set(self.0));
-        }
-    }
-    let _restore = Restore(FORCED_KERNEL.with(|forced| forced.replace(Some(kernel))));
-    f()
+    crate::isa::with_override(&FORCED_KERNEL, kernel, f)
 }
 
 /// Allocates the calling thread's packing buffer (a thread's first product does it

@@ -107,13 +107,23 @@ pub fn current() -> Arch {
 ///
 /// Restores the previous choice afterwards, even if `f` panics.
 pub fn with_arch<R>(arch: Arch, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Arch>);
-    impl Drop for Restore {
+    with_override(&FORCED, arch, f)
+}
+
+/// Runs `f` with this thread's `slot` set to `value`, and the value before put back when
+/// `f` returns or unwinds: the pinning of [`with_arch`] and of `gemm::with_kernel`.
+pub(crate) fn with_override<T: Copy + 'static, R>(
+    slot: &'static std::thread::LocalKey<Cell<Option<T>>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<Cell<Option<T>>>, Option<T>);
+    impl<T: Copy + 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            FORCED.with(|forced| forced.set(self.0));
+            self.0.with(|slot| slot.set(self.1));
         }
     }
-    let _restore = Restore(FORCED.with(|forced| forced.replace(Some(arch))));
+    let _restore = Restore(slot, slot.with(|slot| slot.replace(Some(value))));
     f()
 }
 
