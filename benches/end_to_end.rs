@@ -11,10 +11,10 @@
 
 use benches::{
     cached_product_gflops, inference_flops_per_sample, kl_model, measure, measured_fma_peak,
-    synthetic_images, training_flops_per_sample, with_peak_around, Stats, THREADS,
+    sgd_trainer, synthetic_images, training_flops_per_sample, with_peak_around, Stats, THREADS,
 };
 use nn::parallel::Threads;
-use nn::{Activation, Autoencoder, ModelConfig, Optimizer, TrainConfig, Trainer};
+use nn::{Activation, Autoencoder, ModelConfig};
 use std::time::Instant;
 
 fn report(
@@ -77,17 +77,7 @@ fn main() {
         let train = data.slice(0..samples);
         let (peaks, stats) = with_peak_around(rounds, || {
             measure(reps, |threads| {
-                let model = Autoencoder::new(config.clone(), 1).unwrap();
-                let settings = TrainConfig {
-                    epochs: 1,
-                    batch_size: batch,
-                    shuffle: true,
-                    shuffle_window_bytes: None,
-                    seed: 1,
-                    optimizer: Optimizer::sgd(1.0),
-                    threads,
-                };
-                let mut trainer = Trainer::new(model, settings).unwrap();
+                let mut trainer = sgd_trainer(config, batch, threads);
                 let started = Instant::now();
                 trainer.fit_epoch(&train, None, &mut ()).unwrap();
                 started.elapsed().as_secs_f64()

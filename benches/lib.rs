@@ -2,7 +2,9 @@
 //! and inference pass, the machine's FMA peak they are compared with, measured when the
 //! benchmark runs, and the timing of repetitions by turns.
 
-use nn::{Activation, Dataset, Loss, ModelConfig, Penalty};
+use nn::{
+    Activation, Autoencoder, Dataset, Loss, ModelConfig, Optimizer, Penalty, TrainConfig, Trainer,
+};
 use pulp::{Simd, WithSimd};
 use std::time::Instant;
 
@@ -22,6 +24,22 @@ pub fn synthetic_images(samples: usize) -> Dataset {
         })
         .collect();
     Dataset::from_u8(bytes, FEATURES)
+}
+
+/// A trainer of a fresh `config` model (seed 1) by plain SGD at rate 1, one shuffled
+/// epoch per `fit_epoch`: the team's engine, as the reference model trains.
+pub fn sgd_trainer(config: &ModelConfig, batch_size: usize, threads: usize) -> Trainer {
+    let model = Autoencoder::new(config.clone(), 1).unwrap();
+    let settings = TrainConfig {
+        epochs: 1,
+        batch_size,
+        shuffle: true,
+        shuffle_window_bytes: None,
+        seed: 1,
+        optimizer: Optimizer::sgd(1.0),
+        threads,
+    };
+    Trainer::new(model, settings).unwrap()
 }
 
 /// The reference model's kind: 784 pixels through `encoder` (and its mirror), a KL

@@ -9,9 +9,9 @@
 //! even share of each product per part (the team cuts layers to within 8 units of even),
 //! timed on the slower part.
 
-use benches::{kl_model, synthetic_images, with_peak_around, THREADS};
+use benches::{kl_model, sgd_trainer, synthetic_images, with_peak_around, THREADS};
 use nn::phase_times::{self, PhaseKind, PhaseTime};
-use nn::{Activation, Autoencoder, Optimizer, TrainConfig, Trainer};
+use nn::Activation;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -26,17 +26,7 @@ fn main() {
     let data = synthetic_images(SAMPLES);
     let steps = (SAMPLES / BATCH * epochs) as f64;
     for threads in THREADS {
-        let model = Autoencoder::new(config.clone(), 1).unwrap();
-        let settings = TrainConfig {
-            epochs: 1,
-            batch_size: BATCH,
-            shuffle: true,
-            shuffle_window_bytes: None,
-            seed: 1,
-            optimizer: Optimizer::sgd(1.0),
-            threads,
-        };
-        let mut trainer = Trainer::new(model, settings).unwrap();
+        let mut trainer = sgd_trainer(&config, BATCH, threads);
         trainer.fit_epoch(&data, None, &mut ()).unwrap();
         let (peaks, (wall, times)) = with_peak_around(3, || {
             phase_times::take();

@@ -92,16 +92,10 @@ mod counters {
     static CALLS: Table =
         [const { [const { [const { AtomicU64::new(0) }; SLOTS] }; KINDS] }; PARTS];
 
-    fn kind_index(kind: PhaseKind) -> usize {
-        PhaseKind::ALL
-            .iter()
-            .position(|&k| k == kind)
-            .expect("every kind is listed")
-    }
-
     pub(super) fn add(kind: PhaseKind, layer: Option<usize>, part: usize, nanos: u64) {
         let slot = layer.map_or(LAYERS, |l| l.min(LAYERS - 1));
-        let (part, kind) = (part.min(PARTS - 1), kind_index(kind));
+        // `ALL` lists the kinds in declaration order, so a kind's discriminant is its index.
+        let (part, kind) = (part.min(PARTS - 1), kind as usize);
         NANOS[part][kind][slot].fetch_add(nanos, Ordering::Relaxed);
         CALLS[part][kind][slot].fetch_add(1, Ordering::Relaxed);
     }
@@ -247,6 +241,20 @@ mod tests {
             assert!(calls(PhaseKind::OutputStep, Some(3), part) >= steps);
             assert!(calls(PhaseKind::StepBarrier, None, part) >= steps);
             assert!(calls(PhaseKind::Gather, None, part) >= steps);
+        }
+    }
+}
+
+#[cfg(test)]
+mod order {
+    use super::PhaseKind;
+
+    /// The counters index a kind by its discriminant, and the reports list kinds through
+    /// `ALL`: the two orders must be one.
+    #[test]
+    fn all_lists_the_kinds_in_declaration_order() {
+        for (index, &kind) in PhaseKind::ALL.iter().enumerate() {
+            assert_eq!(kind as usize, index, "{kind:?}");
         }
     }
 }
