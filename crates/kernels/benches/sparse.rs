@@ -10,9 +10,11 @@
 //! The dense step of the ReLU SAE (whose codes are dense until the L1 penalty thins them)
 //! runs its four products through the GEMM with transposed operands; they are timed at
 //! the same shape, with its pass over the codes between them (the ReLU's mask, the L1
-//! term, the per-latent sums), and Adam's update over a tensor of `W_dec`'s size.
+//! term, the per-latent sums), the encoder gradient's transpose into `W_enc`'s layout, and
+//! Adam's update over a tensor of `W_dec`'s size.
 //! Throughput: elements/s for the selections (`B x N` pre-activations read), the
-//! row-norm kernels (`N x d`) and Adam (`N x d` parameters); FLOP/s for the products (`2 d`
+//! row-norm kernels (`N x d`), the transpose (`N x d` copied) and Adam (`N x d`
+//! parameters); FLOP/s for the products (`2 d`
 //! per kept entry) and the GEMMs.
 
 use criterion::measurement::WallTime;
@@ -24,7 +26,7 @@ use kernels::isa::{self, Arch};
 use kernels::optim::{self, AdamStep};
 use kernels::sparse_rows::{LatentIndex, SparseRows};
 use kernels::topk::{self, SelectScratch, Threshold};
-use kernels::{sparse, unit_norm, Layout};
+use kernels::{sparse, transpose, unit_norm, Layout};
 use std::hint::black_box;
 use std::ops::Range;
 use std::time::Duration;
@@ -378,6 +380,23 @@ fn relu_codes_pass(c: &mut Criterion) {
     group.finish();
 }
 
+/// The encoder gradient's copy from latent-major (`N x d`, as it is built) into `W_enc`'s
+/// `d x N`.
+fn transposes(c: &mut Criterion) {
+    let from = Layout::contiguous(N, D);
+    let src = gaussian(from.len(), 18, 0.0, 1.0);
+    let mut dst = vec![0.0; from.len()];
+    let mut group = throughput_group(c, "transpose", from.len());
+    kernel_and_reference(&mut group, &variants(), &format!("{N}x{D}"), |run| {
+        let transpose = match run {
+            Impl::Kernel => transpose::transpose,
+            Impl::Reference => transpose::reference::transpose,
+        };
+        transpose(from, &src, N, &mut dst)
+    });
+    group.finish();
+}
+
 /// Adam over a tensor the size of `W_dec`, at a late step (its bias corrections near 1).
 fn updates(c: &mut Criterion) {
     let len = N * D;
@@ -400,6 +419,6 @@ fn updates(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = config();
-    targets = selections, products, unit_rows, dense_products, relu_codes_pass, updates
+    targets = selections, products, unit_rows, dense_products, relu_codes_pass, transposes, updates
 }
 criterion_main!(benches);

@@ -18,6 +18,7 @@
 //! - [`topk`]: top-k, batch top-k, threshold and masked selection fused with bias and ReLU.
 //! - [`sparse`]: sparse-times-dense products of the kept latents with a decoder's rows.
 //! - [`unit_norm`]: row norms, normalisation and the gradient projection for unit rows.
+//! - [`mod@transpose`]: a matrix copied into its transpose, by 8 x 8 blocks in registers.
 //! - [`matrix`]: strided matrix views ([`MatRef`], [`MatMut`]), validated when built, that
 //!   split by rows or columns for threads.
 //! - [`mod@gemm`]: `C <- alpha A B + beta C` on those views, register-tiled for the
@@ -48,6 +49,7 @@ pub mod sparse;
 pub mod sparse_rows;
 pub mod sparsity;
 pub mod topk;
+pub mod transpose;
 pub mod unit_norm;
 
 pub use activation::Activation;

@@ -742,32 +742,21 @@ unsafe fn store<S: Simd>(ptr: *mut f32, value: S::f32s) {
     unsafe { core::ptr::write_unaligned(ptr as *mut S::f32s, value) }
 }
 
-/// 8 x 8 transposes in registers, where the instruction set has them: AVX's, for the
-/// 8-lane registers of x86-v3 and the 8-lane halves of x86-v4's.
+/// The 8 x 8 transposes of [`crate::transpose`], and the stores of transposed tiles
+/// built on them.
 mod transpose8 {
-    use pulp::Simd;
-
-    /// Whether `S`'s registers are made of 8-lane AVX halves: x86-v3's (one) and
-    /// x86-v4's (two).
-    #[inline(always)]
-    pub(super) fn fits<S: Simd>() -> bool {
-        cfg!(target_arch = "x86_64") && (S::F32_LANES == 8 || S::F32_LANES == 16)
-    }
+    pub(super) use crate::transpose::block8::{copy, fits};
 
     #[cfg(target_arch = "x86_64")]
-    pub(super) use x86::{copy, store_half};
+    pub(super) use x86::store_half;
 
     #[cfg(not(target_arch = "x86_64"))]
-    pub(super) use elsewhere::{copy, store_half};
+    pub(super) use elsewhere::store_half;
 
     #[cfg(not(target_arch = "x86_64"))]
     mod elsewhere {
         //! Never called: [`super::fits`] is false on this architecture.
         use pulp::Simd;
-
-        pub(in super::super) unsafe fn copy(_: *const f32, _: usize, _: *mut f32, _: usize) {
-            unreachable!("no 8 x 8 transpose on this architecture")
-        }
 
         pub(in super::super) unsafe fn store_half<S: Simd, const R: usize, const V: usize>(
             _: &[[S::f32s; V]; R],
@@ -783,6 +772,7 @@ mod transpose8 {
 
     #[cfg(target_arch = "x86_64")]
     mod x86 {
+        use crate::transpose::block8::x86::transpose;
         use core::arch::x86_64::*;
         use core::ops::Range;
         use pulp::Simd;
@@ -835,75 +825,6 @@ mod transpose8 {
             })
         }
 
-        /// Row `i` of the result is column `i` of `r`.
-        ///
-        /// # Safety
-        /// The CPU runs AVX.
-        #[inline]
-        #[target_feature(enable = "avx")]
-        // The block below is redundant since Rust 1.87, which made these intrinsics safe to
-        // call where AVX is enabled; `rust-version` (1.85) still needs it.
-        #[allow(unused_unsafe)]
-        pub(in super::super) unsafe fn transpose(r: [__m256; 8]) -> [__m256; 8] {
-            // SAFETY: this function enables AVX, all these intrinsics need.
-            unsafe {
-                // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves
-                // swapped.
-                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-                let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-                let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-                let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-                let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-                let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-                let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-                let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-                let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-                [
-                    _mm256_permute2f128_ps::<0x20>(s0, s4),
-                    _mm256_permute2f128_ps::<0x20>(s1, s5),
-                    _mm256_permute2f128_ps::<0x20>(s2, s6),
-                    _mm256_permute2f128_ps::<0x20>(s3, s7),
-                    _mm256_permute2f128_ps::<0x31>(s0, s4),
-                    _mm256_permute2f128_ps::<0x31>(s1, s5),
-                    _mm256_permute2f128_ps::<0x31>(s2, s6),
-                    _mm256_permute2f128_ps::<0x31>(s3, s7),
-                ]
-            }
-        }
-
-        /// Writes the transpose of the 8 x 8 floats at `from` (row `i` at `from + i
-        /// from_stride`) to `to` (row `i` at `to + i to_stride`).
-        ///
-        /// # Safety
-        /// The CPU runs AVX; the 8 rows of 8 floats at either end are in bounds, and do
-        /// not overlap.
-        #[inline]
-        #[target_feature(enable = "avx")]
-        #[allow(unused_unsafe)]
-        pub(in super::super) unsafe fn copy(
-            from: *const f32,
-            from_stride: usize,
-            to: *mut f32,
-            to_stride: usize,
-        ) {
-            // SAFETY: the 8 rows of 8 floats at `from` are readable (the contract).
-            let rows: [__m256; 8] =
-                core::array::from_fn(|i| unsafe { _mm256_loadu_ps(from.add(i * from_stride)) });
-            // SAFETY: this function enables AVX.
-            let columns = unsafe { transpose(rows) };
-            for (i, column) in columns.into_iter().enumerate() {
-                // SAFETY: the 8 rows of 8 floats at `to` are writable (the contract).
-                unsafe { _mm256_storeu_ps(to.add(i * to_stride), column) };
-            }
-        }
-
         /// Stores `alpha * sum + beta * C` (`alpha * sum` where `beta` is zero, `C`
         /// unread) to the columns `columns` of an 8-column tile of a transposed product:
         /// column `i` of `rows`' transpose is the `R` adjacent floats at `c + i
@@ -947,35 +868,5 @@ mod transpose8 {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::transpose8;
-
-    #[test]
-    fn transpose8_moves_every_element_across_the_diagonal() {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            let rows: Vec<f32> = (0..64).map(|i| (10 * (i / 8) + i % 8) as f32).collect();
-            let mut columns = vec![-1.0f32; 8 * 11];
-            // SAFETY: `V3::try_new` found AVX2 on this CPU; 8 rows of 8 floats at both
-            // ends, the output's 11 apart.
-            simd.vectorize(|| unsafe {
-                transpose8::copy(rows.as_ptr(), 8, columns.as_mut_ptr(), 11)
-            });
-            for c in 0..8 {
-                let expected: Vec<f32> = (0..8).map(|r| (10 * r + c) as f32).collect();
-                assert_eq!(columns[c * 11..c * 11 + 8], expected[..], "column {c}");
-                assert!(columns[c * 11 + 8..(c * 11 + 11).min(88)]
-                    .iter()
-                    .all(|&v| v == -1.0));
-            }
-            assert!(transpose8::fits::<pulp::x86::V3>());
-            assert!(transpose8::fits::<pulp::x86::V4>());
-            return;
-        }
-        assert!(!transpose8::fits::<pulp::Scalar>());
     }
 }

@@ -14,5 +14,6 @@ mod sparse;
 mod sparse_rows;
 mod sparsity;
 mod topk;
+mod transpose;
 mod unit_norm;
 mod updates;
