@@ -36,6 +36,7 @@ use kernels::topk::{
     batch_top_k_relu_in_place, threshold_rows, top_k_rows_among, top_k_rows_relu_in_place,
 };
 use kernels::topk::{SelectScratch, Threshold};
+use kernels::transpose::transpose;
 use kernels::unit_norm::{normalize_rows, remove_parallel_component, row_norms};
 use kernels::{Layout, MatMut, MatRef};
 use serde::{Deserialize, Serialize};
@@ -214,25 +215,26 @@ impl SaeStep {
         let scale = 1.0 / rows as f32;
 
         // Forward: scaled targets, the encoder's input, the product, the selection.
-        let target = &mut self.target[..rows * d];
-        let input = &mut self.input[..rows * d];
-        for ((t, i), (&v, b)) in target
-            .iter_mut()
-            .zip(input.iter_mut())
-            .zip(x.iter().zip(b_dec.iter().cycle()))
+        let blocks = threads.ranges(rows);
         {
-            *t = v * sae.input_scale;
-            *i = if sae.apply_b_dec_to_input { *t - b } else { *t };
+            let lengths = || blocks.iter().map(|b| b.len() * d);
+            let target = cut_mut(&mut self.target[..rows * d], lengths());
+            let input = cut_mut(&mut self.input[..rows * d], lengths());
+            let work: Vec<_> = target.into_iter().zip(input).collect();
+            let (scale, subtract) = (sae.input_scale, sae.apply_b_dec_to_input);
+            threads.each(work, &|i, (target, input)| {
+                let x = &x[blocks[i].start * d..blocks[i].end * d];
+                scale_inputs(x, b_dec, scale, subtract, target, input);
+            });
         }
         let z = &mut self.z[..rows * n];
-        let a = MatRef::row_major(input, rows, d).expect("sized");
+        let a = MatRef::row_major(&self.input[..rows * d], rows, d).expect("sized");
         let c = MatMut::row_major(z, rows, n).expect("sized");
         threads
             .gemm(1.0, a, encoder.weight_view(), 0.0, c)
             .expect("shapes chain");
         // The selection, then the decoder, the loss and the kept latents' gradients, each
         // thread on its block of rows.
-        let blocks = threads.ranges(rows);
         self.parts.resize_with(blocks.len(), || SparseRows::new(n));
         self.scratches.resize_with(blocks.len(), SelectScratch::new);
         let mut batch_threshold = None;
@@ -897,19 +899,41 @@ fn relu_codes_pass(
     }
 }
 
-/// Rows `inputs` of the `d x n` transpose of the `n x d` matrix `t`, into `out`
-/// (`inputs.len() x n`), a tile of latents at a time so that the rows of `t` being read
-/// stay in cache.
-fn transpose_into(t: &[f32], d: usize, n: usize, inputs: Range<usize>, out: &mut [f32]) {
-    const TILE: usize = 64;
-    for first in (0..n).step_by(TILE) {
-        let last = (first + TILE).min(n);
-        for (row, i) in out.chunks_exact_mut(n).zip(inputs.clone()) {
-            for (o, j) in row[first..last].iter_mut().zip(first..last) {
-                *o = t[j * d + i];
+/// The targets `x * scale` and the encoder's input (`x * scale - b_dec` when
+/// `subtract`), row by row of `b_dec.len()` values. One row at a time, as slices of
+/// equal length, so that the compiler vectorises it (the same operations on every
+/// element, so the same bits as element by element).
+fn scale_inputs(
+    x: &[f32],
+    b_dec: &[f32],
+    scale: f32,
+    subtract: bool,
+    target: &mut [f32],
+    input: &mut [f32],
+) {
+    let d = b_dec.len();
+    let rows = x
+        .chunks_exact(d)
+        .zip(target.chunks_exact_mut(d).zip(input.chunks_exact_mut(d)));
+    for (x, (target, input)) in rows {
+        for (t, &v) in target.iter_mut().zip(x) {
+            *t = v * scale;
+        }
+        if subtract {
+            for ((i, &t), &b) in input.iter_mut().zip(&*target).zip(b_dec) {
+                *i = t - b;
             }
+        } else {
+            input.copy_from_slice(target);
         }
     }
+}
+
+/// Rows `inputs` of the `d x n` transpose of the `n x d` matrix `t` (the encoder's
+/// gradient, built latent by latent), into `out` (`inputs.len() x n`).
+fn transpose_into(t: &[f32], d: usize, n: usize, inputs: Range<usize>, out: &mut [f32]) {
+    let columns = Layout::strided(n, inputs.len(), d);
+    transpose(columns, &t[inputs.start..], n, out);
 }
 
 /// The gradient tensors, mutable: `(W_enc, b_enc, W_dec, b_dec, threshold)`.
