@@ -174,6 +174,17 @@ fn selections(c: &mut Criterion) {
     });
     group.finish();
 
+    // JumpReLU's window about the same thresholds, at its default bandwidth.
+    let thetas = vec![2.3f32; N];
+    let mut group = throughput_group(c, "window_rows", layout.len());
+    kernel_and_reference(&mut group, &simd_only(), &shape, |run| match run {
+        Impl::Kernel => topk::window_rows(layout, &z, &bias, &thetas, 0.001, &mut out),
+        Impl::Reference => {
+            topk::reference::window_rows(layout, &z, &bias, &thetas, 0.001, &mut out)
+        }
+    });
+    group.finish();
+
     let mut activations = z.clone();
     kernels::activation::bias_activation_forward(
         kernels::Activation::Relu,

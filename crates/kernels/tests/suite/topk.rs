@@ -187,6 +187,29 @@ proptest! {
     }
 
     #[test]
+    fn window_rows_match_reference(
+        (layout, z, bias, _) in pre_activations(5),
+        theta_seed in proptest::collection::vec(any::<u32>(), 2049),
+        bandwidth in proptest::sample::select(&[1.0f32, 0.001, 0.5, 2.0, 1e-30, 3e38][..]),
+    ) {
+        // Thresholds of the values' own kinds, so that distances of exactly half a
+        // bandwidth (left out) and of zero occur.
+        let kinds = [-2.0f32, -0.5, 0.0, 0.1, 0.25, 0.5, 1.0, 1.5];
+        let theta: Vec<f32> = (0..layout.cols)
+            .map(|j| kinds[theta_seed[j] as usize % kinds.len()])
+            .collect();
+        let mut want = SparseRows::new(0);
+        reference::window_rows(layout, &z, &bias, &theta, bandwidth, &mut want);
+        let mut got = SparseRows::new(0);
+        for arch in arches() {
+            isa::with_arch(arch, || {
+                topk::window_rows(layout, &z, &bias, &theta, bandwidth, &mut got)
+            });
+            same_rows(&got, &want, isa::name(arch))?;
+        }
+    }
+
+    #[test]
     fn top_k_rows_among_match_reference(
         (layout, z, bias, k) in pre_activations(5),
         pick in proptest::collection::vec(any::<bool>(), 2049),
@@ -360,4 +383,29 @@ fn top_k_rows_among_rejects_unsorted_latents() {
         &mut SelectScratch::new(),
         &mut out,
     );
+}
+
+#[test]
+fn window_rows_keep_strictly_less_than_half_a_bandwidth() {
+    // Distances from the threshold 1.0 with bandwidth 0.5: 0.25 is the edge (left out),
+    // just below it is in, as is the threshold itself; across 37 latents, so that every
+    // instruction set has a tail.
+    let cols = 37;
+    let offsets = [0.25f32, -0.25, 0.2499999, -0.2499999, 0.0, 0.3, -1.0];
+    let z: Vec<f32> = (0..cols)
+        .map(|j| 1.0 + offsets[j % offsets.len()])
+        .collect();
+    let (bias, theta) = (vec![0.0f32; cols], vec![1.0f32; cols]);
+    let layout = Layout::contiguous(1, cols);
+    let want: Vec<u32> = (0..cols as u32)
+        .filter(|j| [2, 3, 4].contains(&(j % 7)))
+        .collect();
+    for arch in arches() {
+        let mut got = SparseRows::new(0);
+        isa::with_arch(arch, || {
+            topk::window_rows(layout, &z, &bias, &theta, 0.5, &mut got)
+        });
+        assert_eq!(got.row(0).0, &want[..], "{}", isa::name(arch));
+        assert!(got.row(0).1.iter().all(|&v| v == 1.0));
+    }
 }
