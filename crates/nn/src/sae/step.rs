@@ -34,6 +34,7 @@ use kernels::sparse_rows::{LatentIndex, SparseRows};
 use kernels::sparsity::relu_l1_codes_row;
 use kernels::topk::{
     batch_top_k_relu_in_place, threshold_rows, top_k_rows_among, top_k_rows_relu_in_place,
+    window_rows,
 };
 use kernels::topk::{SelectScratch, Threshold};
 use kernels::transpose::transpose;
@@ -560,15 +561,15 @@ impl SaeStep {
         let work: Vec<_> = self.window.iter_mut().zip(&mut self.window_grads).collect();
         threads.each(work, &|i, (window, grads)| {
             let block = &blocks[i];
-            window.clear(n);
-            for row in z[block.start * n..block.end * n].chunks_exact(n) {
-                for (j, ((&z, &b), &theta)) in row.iter().zip(b_enc).zip(thetas).enumerate() {
-                    if ((z + b - theta) / eps).abs() < 0.5 {
-                        window.push(j as u32, 1.0);
-                    }
-                }
-                window.end_row();
-            }
+            let z = &z[block.start * n..block.end * n];
+            window_rows(
+                Layout::contiguous(block.len(), n),
+                z,
+                b_enc,
+                thetas,
+                eps,
+                window,
+            );
             grads.resize(window.nnz(), 0.0);
             let dout = &dout[block.start * d..block.end * d];
             let layout = Layout::contiguous(block.len(), d);
