@@ -833,9 +833,9 @@ impl Selection for ThresholdRows<'_> {
 }
 
 /// [`push_above`] on a chunk holding kept entries, a vector at a time: [`gated`] leaves
-/// each kept value (`z + bias`, the same addition) and zero elsewhere, and only the kept
-/// ones pass the one branch per value. Testing the sign and the threshold value by value
-/// mispredicted the sign every other value where about half the pre-activations are
+/// each kept value (`z + bias`, the same addition) and zero elsewhere, and
+/// [`push_lanes`] keeps the positive ones. Testing the sign and the threshold value by
+/// value mispredicted the sign every other value where about half the pre-activations are
 /// positive: JumpReLU's selection ran three times slower than TopK's.
 #[inline(always)]
 fn push_gated<S: Simd>(
@@ -846,25 +846,48 @@ fn push_gated<S: Simd>(
     range: Range<usize>,
     out: &mut SparseRows,
 ) {
-    let lanes = S::F32_LANES;
-    let mut gated_values = [0.0f32; 16];
-    let buffer = &mut gated_values[..lanes];
+    let zero = simd.splat_f32s(0.0);
     let mut j = range.start;
     while j < range.end {
-        let width = lanes.min(range.end - j);
+        let width = S::F32_LANES.min(range.end - j);
         let z = simd.partial_load_f32s(&z[j..j + width]);
         let b = simd.partial_load_f32s(&bias[j..j + width]);
         let theta = match threshold {
             Threshold::Global(theta) => simd.splat_f32s(theta),
             Threshold::PerLatent(theta) => simd.partial_load_f32s(&theta[j..j + width]),
         };
-        simd.partial_store_f32s(buffer, gated(simd, z, b, theta));
-        for (l, &v) in buffer[..width].iter().enumerate() {
-            if v > 0.0 {
-                out.push((j + l) as u32, v);
-            }
-        }
+        let v = gated(simd, z, b, theta);
+        let kept = simd.greater_than_f32s(v, zero);
+        push_lanes(simd, v, kept, j..j + width, out, |v| (v > 0.0).then_some(v));
         j += width;
+    }
+}
+
+/// Appends `(j, entry)` for each `j` in `columns` (at most one vector's lanes, from the
+/// first) whose lane of `values` gives `entry(value) = Some(entry)`. `passing`, the lanes
+/// that can, is tested once for the whole vector first, since most vectors of the
+/// selections that call this hold no entry; the lanes are then tested one by one, on a
+/// branch that passes only for entries, so that it predicts well.
+#[inline(always)]
+fn push_lanes<S: Simd>(
+    simd: S,
+    values: S::f32s,
+    passing: S::m32s,
+    columns: Range<usize>,
+    out: &mut SparseRows,
+    entry: impl Fn(f32) -> Option<f32>,
+) {
+    let (one, zero) = (simd.splat_f32s(1.0), simd.splat_f32s(0.0));
+    if simd.reduce_max_f32s(simd.select_f32s(passing, one, zero)) <= 0.0 {
+        return;
+    }
+    let mut lanes = [0.0f32; 16];
+    let lanes = &mut lanes[..S::F32_LANES];
+    simd.partial_store_f32s(lanes, values);
+    for (j, &value) in columns.clone().zip(lanes.iter()) {
+        if let Some(entry) = entry(value) {
+            out.push(j as u32, entry);
+        }
     }
 }
 
@@ -956,36 +979,22 @@ impl WithSimd for WindowRows<'_> {
             bandwidth,
             out,
         } = self;
-        let lanes = S::F32_LANES;
-        let (n, eps, half) = (layout.cols, simd.splat_f32s(bandwidth), 0.5f32);
-        let (halves, ones, zeros) = (
-            simd.splat_f32s(half),
-            simd.splat_f32s(1.0),
-            simd.splat_f32s(0.0),
-        );
-        let mut distances = [0.0f32; 16];
-        let buffer = &mut distances[..lanes];
+        let (n, eps) = (layout.cols, simd.splat_f32s(bandwidth));
+        let halves = simd.splat_f32s(0.5);
         for i in 0..layout.rows {
             let row = &z[layout.row(i)];
             let mut j = 0;
             while j < n {
-                let width = lanes.min(n - j);
+                let width = S::F32_LANES.min(n - j);
                 let v = simd.add_f32s(
                     simd.partial_load_f32s(&row[j..j + width]),
                     simd.partial_load_f32s(&bias[j..j + width]),
                 );
                 let v = simd.sub_f32s(v, simd.partial_load_f32s(&theta[j..j + width]));
                 let distance = simd.abs_f32s(simd.div_f32s(v, eps));
-                // Most vectors hold no entry of the window: one test for all their lanes.
                 let inside = simd.greater_than_f32s(halves, distance);
-                if simd.reduce_max_f32s(simd.select_f32s(inside, ones, zeros)) > 0.0 {
-                    simd.partial_store_f32s(buffer, distance);
-                    for (l, &distance) in buffer[..width].iter().enumerate() {
-                        if distance < half {
-                            out.push((j + l) as u32, 1.0);
-                        }
-                    }
-                }
+                let entry = |distance: f32| (distance < 0.5).then_some(1.0);
+                push_lanes(simd, distance, inside, j..j + width, out, entry);
                 j += width;
             }
             out.end_row();
