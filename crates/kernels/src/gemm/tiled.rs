@@ -558,8 +558,9 @@ impl Tile {
         // Each row of `A` from its own pointer. Rows a stride apart go through
         // `black_box`, which hides that stride from the compiler: it otherwise rebuilt
         // each row's address from the one before on every step, a chain of additions
-        // (and a reload of the stride from the stack) that ran these loops 5% slower on
-        // Zen 5. Adjacent rows (`UNIT`) stay visible: fixed offsets from one pointer.
+        // (and a reload of the stride from the stack) that ran the forward products 1-4%
+        // slower on Zen 5. Adjacent rows (`UNIT`) stay visible: fixed offsets from one
+        // pointer.
         let a_rows: [*const f32; R] = if UNIT {
             core::array::from_fn(|r| self.a.wrapping_add(r))
         } else {
