@@ -15,8 +15,10 @@
 //! these products at the reference model's shapes. With those transposes and AVX2, a
 //! product of the batch by weights of ragged width (32 x 784 by 784 x 100) runs
 //! transposed too, where
-//! the batch fills whole panels rather than the width leaving one part padding. A
-//! ragged right edge is otherwise computed as the last whole vector or pair of vectors
+//! the batch fills whole panels rather than the width leaving one part padding. A right
+//! edge of up to half a vector past whole pairs (a 100-unit layer's last 4 columns with
+//! AVX-512) runs apart as its own transposed product, its columns a tile's rows. Any
+//! other ragged right edge is computed as the last whole vector or pair of vectors
 //! (with AVX-512, an AVX2 vector where that covers it), whose columns the panel before
 //! wrote are written back as they are (or, where `B` is narrower than a panel and not
 //! whole vectors, copied into a zero-padded one). The copies
@@ -159,6 +161,45 @@ impl Product {
         (self, KC)
     }
 
+    /// This product cut in two where its right edge is a few columns past whole pairs
+    /// of vectors (a 100-unit layer's last 4 with AVX-512): the whole pairs, and the
+    /// edge as `C_e^T <- alpha B_e^T A^T + beta C_e^T`, the edge's columns a tile's rows
+    /// and `A`'s rows its vectors. Computed in place, that edge is a vector of mostly
+    /// padding per row of `C`, each taking its own broadcast, so loads outnumber FMAs;
+    /// at 32 x 392 x 100 and 392 x 32 x 100 those 4 columns took a fifth of the
+    /// product's time. Transposed, every lane of an FMA is an element of `C`. `A` by
+    /// rows is copied transposed by 8 x 8 blocks (`pack_b`), `A` by columns (`X^T` in a
+    /// weight gradient) read in place, and the edge's store goes through the transposed
+    /// tiles' 8 x 8 transposes. Both parts take the same blocks of `k` as the whole
+    /// product would, so every element is computed by the same operations.
+    #[inline(always)]
+    fn narrow_edge<S: Simd>(self) -> Option<(Self, Self)> {
+        let pair = 2 * S::F32_LANES;
+        let edge = self.n % pair;
+        let suits = self.b_col_stride == 1
+            && self.c_col_stride == 1
+            && self.c_row_stride != 1
+            && self.n > pair
+            && self.m >= pair
+            && edge > 0
+            && edge <= S::F32_LANES / 2
+            && transpose8::fits::<S>();
+        if !suits {
+            return None;
+        }
+        let first = self.n - edge;
+        let whole = Self { n: first, ..self };
+        let columns = Self {
+            n: edge,
+            // SAFETY: column `first < n` of `B`, in bounds (the product's contract).
+            b: unsafe { self.b.add(first * self.b_col_stride) },
+            // SAFETY: column `first < n` of `C`, likewise.
+            c: unsafe { self.c.add(first * self.c_col_stride) },
+            ..self
+        };
+        Some((whole, columns.transposed()))
+    }
+
     /// The same product as `C^T <- alpha B^T A^T + beta C^T`.
     fn transposed(self) -> Self {
         Self {
@@ -191,6 +232,16 @@ impl WithSimd for Job<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let (product, block) = self.product.oriented::<S>();
+        if let Some((whole, edge)) = product.narrow_edge::<S>() {
+            // SAFETY: as below: `whole` is the product's first columns and `edge` the
+            // rest, transposed, so each meets `Product::run`'s contract where the product
+            // does, and together they write each of its elements once.
+            unsafe {
+                whole.blocks(simd, block, self.scratch);
+                edge.blocks(simd, block, self.scratch);
+            }
+            return;
+        }
         // SAFETY: `Product::run`'s contract, which holds for the transposed product too;
         // the scratch holds `PANEL` floats, a panel of `B` for a block of up to
         // `KC_TRANSPOSED` steps.
