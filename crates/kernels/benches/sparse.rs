@@ -158,6 +158,42 @@ fn selections(c: &mut Criterion) {
     });
     group.finish();
 
+    // A whole batch of pre-activations, 128 MiB, larger than any cache, on two threads
+    // (a half each, as the training step splits it): each row comes from memory, whose
+    // bandwidth the threads share (the rows above stay in L3 between iterations).
+    let large = Layout::contiguous(16 * BATCH, N);
+    let mut from_memory = gaussian(large.len(), 5, -0.45, 1.0);
+    for v in &mut from_memory {
+        *v = v.max(0.0);
+    }
+    let half = Layout::contiguous(large.rows / 2, N);
+    let mut buffers = [
+        (SelectScratch::new(), SparseRows::new(N)),
+        (SelectScratch::new(), SparseRows::new(N)),
+    ];
+    let mut group = throughput_group(c, "top_k_rows_from_memory", large.len());
+    group.bench_function(
+        BenchmarkId::new(
+            "simd-relu-in-place-2-threads",
+            format!("{}x{N}_k{K}", large.rows),
+        ),
+        |b| {
+            b.iter(|| {
+                std::thread::scope(|scope| {
+                    let halves = from_memory.chunks_mut(half.len());
+                    for (z, (scratch, out)) in halves.zip(buffers.iter_mut()) {
+                        let zero_bias = &zero_bias;
+                        scope.spawn(move || {
+                            topk::top_k_rows_relu_in_place(half, z, zero_bias, K, scratch, out)
+                        });
+                    }
+                })
+            })
+        },
+    );
+    group.finish();
+    drop(from_memory);
+
     let mut group = throughput_group(c, "batch_top_k", layout.len());
     kernel_and_reference(&mut group, &simd_only(), &shape, |run| match run {
         Impl::Kernel => topk::batch_top_k(layout, &z, &bias, K, &mut scratch, &mut out),
