@@ -45,11 +45,12 @@
 //! keeps filtering; where it cannot (AuxK's `k_aux` 256 among a few thousand latents),
 //! every positive value is a candidate, collected by a loop without branches.
 //!
-//! While a row is selected, the next one is fetched into L2: pass 1 alone keeps the
-//! memory busy, and a training batch's pre-activations (128 MiB) come from memory. On two
-//! threads sharing it, a batch of 4096 x 8192 took 7.9-8.0 ms against 8.4-11.1 without
-//! (`cargo bench -p kernels --bench sparse -- --quick top_k_rows_from_memory`, Zen 5,
-//! 2026-12-07); on one thread the two were level.
+//! While a row is selected, the next one is fetched into L2, a piece of it before each
+//! piece of pass 1: pass 1 alone kept the memory busy, and a training batch's
+//! pre-activations (128 MiB) come from memory. On two threads sharing it, a batch of 4096
+//! x 8192 took 6.7-8.0 ms in four runs, against 7.6-8.5 asking for each next row whole
+//! and 8.4-11.1 without (`cargo bench -p kernels --bench sparse -- --quick
+//! top_k_rows_from_memory`, Zen 5, 2026-12-07, in alternation).
 //!
 //! # Threads
 //! Rows are independent: split the batch into blocks of rows, give each thread its own
@@ -70,6 +71,10 @@ use pulp::{Simd, WithSimd};
 pub const CHUNK: usize = 64;
 /// The shortest chunk used when `k` is large against the row length.
 pub const MIN_CHUNK: usize = 16;
+
+/// Values of a row per piece of the top-k selection's pass 1, each piece asking for the
+/// same of the next row into L2 (a multiple of every chunk length).
+const PREFETCH_PIECE: usize = 1024;
 
 /// The chunk length for rows of `n` values keeping `k`: [`CHUNK`], halved while there
 /// would be fewer than `4 k` chunks, down to [`MIN_CHUNK`].
@@ -394,7 +399,7 @@ fn keep_largest<K: Ord + Copy>(keys: &mut [K], k: usize, chosen: &mut Vec<K>) ->
 }
 
 impl PreActivations<'_> {
-    /// Asks for the row at `range` into L2 (not L1, which the row being selected
+    /// Asks for the values at `range` into L2 (not L1, which the row being selected
     /// fills).
     #[inline(always)]
     fn prefetch(&self, range: Range<usize>) {
@@ -587,13 +592,28 @@ impl Selection for TopKRows<'_> {
         scratch.reset_maxima(n.div_ceil(chunk));
         for i in 0..layout.rows {
             let range = layout.row(i);
-            // The next row on its way from memory while this one's bound, candidates
-            // and selection compute: pass 1 alone keeps the memory busy. A batch's
-            // pre-activations (128 MiB at B 4096, N 8192) come from memory.
-            if i + 1 < layout.rows {
-                z.prefetch(layout.row(i + 1));
+            // Pass 1 by pieces of whole chunks, each first asking for the same piece of
+            // the next row: that row is on its way from memory while this one's bound,
+            // candidates and selection compute, which left the memory idle. A batch's
+            // pre-activations (128 MiB at B 4096, N 8192) come from memory; asking for a
+            // whole row at once measured slower, by the queue of misses it fills.
+            let piece = PREFETCH_PIECE.max(chunk) / chunk * chunk;
+            let mut start = 0;
+            while start < n {
+                let end = n.min(start + piece);
+                if i + 1 < layout.rows {
+                    let next = layout.row(i + 1).start;
+                    z.prefetch(next + start..next + end);
+                }
+                z.chunk_maxima(
+                    simd,
+                    range.start + start..range.start + end,
+                    &bias[start..end],
+                    chunk,
+                    &mut scratch.maxima[start / chunk..end.div_ceil(chunk)],
+                );
+                start = end;
             }
-            z.chunk_maxima(simd, range.clone(), bias, chunk, &mut scratch.maxima);
             let collect = |maxima: &[f32], t, keys: &mut Vec<u64>| {
                 z.candidates(range, bias, maxima, chunk, t, keys)
             };
