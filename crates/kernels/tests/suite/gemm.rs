@@ -247,7 +247,8 @@ fn the_products_of_a_training_step_match_the_naive_loop() {
 }
 
 /// Every instruction set's code path against the f64 loop, at the sizes where the
-/// register tiles change shape: row counts around the six-row tile, column counts around
+/// register tiles change shape: row counts around the six-row tile (and AVX-512's
+/// eight-row one: 7 is one tile, 13 two of 7 and 6), column counts around
 /// one and two vectors (of every width), ragged edges of up to 8 columns past two 16-lane
 /// vectors (33, 40, 100: AVX-512 runs them on an AVX2 register) and of 9 (41, on a
 /// 16-lane one), depths around a block of `k`, all three layouts
