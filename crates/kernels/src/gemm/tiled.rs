@@ -50,15 +50,16 @@ const KC: usize = 128;
 /// block.
 const KC_TRANSPOSED: usize = 1024;
 
-/// Rows of `C` per micro-tile: 12 accumulators, enough independent FMA chains to
+/// Rows of `C` per micro-tile (but for [`WIDE_ROWS`]): 12 accumulators, enough independent FMA chains to
 /// cover the FMA latency on two pipes, plus two for `B` and one broadcast.
 const ROWS: usize = 6;
 
 /// Rows per micro-tile with AVX-512's 32 registers where the rows of `A` are apart in
 /// memory: 16 accumulators. Each step's two loads of `B` then serve 16 FMAs rather
 /// than 12, and a 32-row batch is 4 tiles rather than 6. On Zen 5, at the shapes of a
-/// thread's share of the reference model, the forward products and input gradients ran
-/// 2-6% faster than with 6 rows. The weight gradients, whose rows of `A` are adjacent
+/// thread's share of the reference model, the forward products ran 3-6% faster than
+/// with 6 rows (`gemm_compare --shape`), and the input gradients 2-6% (a timing program
+/// outside the repository). The weight gradients, whose rows of `A` are adjacent
 /// floats, ran no faster with 8, 10 or 12 rows, so they keep [`ROWS`] (each form is
 /// another copy of the kernel to compile).
 const WIDE_ROWS: usize = 8;
@@ -408,9 +409,10 @@ impl Product {
             alpha: self.alpha,
             beta: block.beta,
         };
-        // SAFETY: the tile's fields describe rows `i..i + rows` of `A` and `C`, the block's
-        // steps and `panel`'s columns, in bounds by this function's contract.
         let tall = S::F32_LANES == 16;
+        // SAFETY: the tile's fields describe rows `i..i + rows` of `A` and `C`, the block's
+        // steps and `panel`'s columns, in bounds by this function's contract; `rows` is at
+        // most `most_rows`, which exceeds `ROWS` only where `tall`.
         match half {
             // SAFETY: as below, with `half`'s registers, one of which the panel is.
             Some(half) if panel.half => unsafe { tile.dispatch(half, rows, false, tall) },
@@ -596,9 +598,11 @@ impl Tile {
         // AVX2's 16 registers spared those products a stack reload per broadcast. Only
         // the full tiles (5 and 6 rows) have that form: the others are a product's last
         // rows, and each form is another copy of the kernel to compile.
-        // SAFETY (every arm): `rows` is 1 to 8, so each arm's `R` is `rows`, and its `V` is
-        // two exactly when `two`: this function's contract is `Tile::run`'s, and `UNIT`
-        // is set only where `a_row_stride` is 1.
+        // SAFETY (every arm): `rows` is 1 to 6, or to 8 where `tall` (the arms just below
+        // take 7 and 8), so each arm's `R` is `rows`, and its `V` is two exactly when
+        // `two`: this function's contract is `Tile::run`'s, and `UNIT` is set only where
+        // `a_row_stride` is 1.
+        debug_assert!((1..=if tall { WIDE_ROWS } else { ROWS }).contains(&rows));
         if tall {
             match (rows, two) {
                 (8, true) => return unsafe { self.run::<S, 8, 2, false>(simd) },
@@ -692,7 +696,8 @@ impl Tile {
             )*};
         }
         store_rows!(0 1 2 3 4 5 6 7);
-        const { assert!(R <= WIDE_ROWS) };
+        // The rows `store_rows!` lists, and the most an 8 x 8 transposed store holds.
+        const { assert!(R <= 8) };
     }
 
     /// The store of a tile of a transposed product, whose rows are `C`'s columns: each of

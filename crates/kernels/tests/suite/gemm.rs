@@ -247,8 +247,9 @@ fn the_products_of_a_training_step_match_the_naive_loop() {
 }
 
 /// Every instruction set's code path against the f64 loop, at the sizes where the
-/// register tiles change shape: row counts around the six-row tile (and AVX-512's
-/// eight-row one: 7 is one tile, 13 two of 7 and 6), column counts around
+/// register tiles change shape: row counts around the six-row tile and AVX-512's
+/// eight-row one (where `A`'s rows lie apart: 7 is one tile, 13 two of 7 and 6, 16 two
+/// of 8), column counts around
 /// one and two vectors (of every width), ragged edges of up to 8 columns past two 16-lane
 /// vectors (33, 40, 100: AVX-512 runs them on an AVX2 register) and of 9 (41, on a
 /// 16-lane one), depths around a block of `k`, all three layouts
@@ -257,7 +258,7 @@ fn the_products_of_a_training_step_match_the_naive_loop() {
 fn every_instruction_set_matches_the_naive_loop_at_tile_and_block_edges() {
     let mut checked = 0;
     for arch in kernels::isa::available() {
-        for m in [1, 5, 7, 13, 32, 64] {
+        for m in [1, 5, 7, 8, 13, 16, 32, 64] {
             for n in [1, 9, 16, 17, 33, 40, 41, 100] {
                 for k in [1, 3, 128, 129, 1030] {
                     for pattern in [Pattern::Plain, Pattern::TransposeA, Pattern::TransposeB] {
@@ -285,7 +286,7 @@ fn every_instruction_set_matches_the_naive_loop_at_tile_and_block_edges() {
         }
     }
     assert!(
-        checked >= 2 * 6 * 8 * 5 * 3 * 2,
+        checked >= 2 * 8 * 8 * 5 * 3 * 2,
         "only {checked} products checked"
     );
 }
