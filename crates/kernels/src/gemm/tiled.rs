@@ -260,6 +260,13 @@ impl WithSimd for Job<'_> {
     }
 }
 
+/// Whether products on `S`'s registers take tiles of up to [`WIDE_ROWS`] rows: AVX-512's,
+/// whose 32 registers hold them.
+#[inline(always)]
+fn tall<S: Simd>() -> bool {
+    S::F32_LANES == 16
+}
+
 /// Rows of the next tile when `left` rows remain: as many tiles as tiles of `most` rows
 /// would need, as even as possible (32 rows by at most 6: 6, 6, 5, 5, 5, 5), since a tile
 /// of fewer rows has too few independent accumulators to keep both FMA pipes busy.
@@ -357,7 +364,7 @@ impl Product {
     /// The most rows of a tile of this product with `S`'s registers.
     #[inline(always)]
     fn most_rows<S: Simd>(&self) -> usize {
-        if S::F32_LANES == 16 && self.a_row_stride != 1 {
+        if tall::<S>() && self.a_row_stride != 1 {
             WIDE_ROWS
         } else {
             ROWS
@@ -409,7 +416,7 @@ impl Product {
             alpha: self.alpha,
             beta: block.beta,
         };
-        let tall = S::F32_LANES == 16;
+        let tall = tall::<S>();
         // SAFETY: the tile's fields describe rows `i..i + rows` of `A` and `C`, the block's
         // steps and `panel`'s columns, in bounds by this function's contract; `rows` is at
         // most `most_rows`, which exceeds `ROWS` only where `tall`.
