@@ -48,9 +48,9 @@
 //! While a row is selected, the next one is fetched into L2, a piece of it before each
 //! piece of pass 1: pass 1 alone kept the memory busy, and a training batch's
 //! pre-activations (128 MiB) come from memory. On two threads sharing it, a batch of 4096
-//! x 8192 took 6.7-8.0 ms in four runs, against 7.6-8.5 asking for each next row whole
-//! and 8.4-11.1 without (`cargo bench -p kernels --bench sparse -- --quick
-//! top_k_rows_from_memory`, Zen 5, 2026-12-07, in alternation).
+//! x 8192 took 6.7-8.1 ms in three runs, against 9.8-11.2 without the fetch (`cargo bench
+//! -p kernels --bench sparse -- --quick top_k_rows_from_memory`, Zen 5, 2026-12-07, the
+//! two builds in alternation).
 //!
 //! # Threads
 //! Rows are independent: split the batch into blocks of rows, give each thread its own
@@ -73,8 +73,10 @@ pub const CHUNK: usize = 64;
 pub const MIN_CHUNK: usize = 16;
 
 /// Values of a row per piece of the top-k selection's pass 1, each piece asking for the
-/// same of the next row into L2 (a multiple of every chunk length).
+/// same of the next row into L2: a multiple of every chunk length ([`CHUNK`] and its
+/// halves), so pieces hold whole chunks.
 const PREFETCH_PIECE: usize = 1024;
+const _: () = assert!(PREFETCH_PIECE % CHUNK == 0 && CHUNK.is_power_of_two());
 
 /// The chunk length for rows of `n` values keeping `k`: [`CHUNK`], halved while there
 /// would be fewer than `4 k` chunks, down to [`MIN_CHUNK`].
@@ -597,10 +599,9 @@ impl Selection for TopKRows<'_> {
             // candidates and selection compute, which left the memory idle. A batch's
             // pre-activations (128 MiB at B 4096, N 8192) come from memory; asking for a
             // whole row at once measured slower, by the queue of misses it fills.
-            let piece = PREFETCH_PIECE.max(chunk) / chunk * chunk;
             let mut start = 0;
             while start < n {
-                let end = n.min(start + piece);
+                let end = n.min(start + PREFETCH_PIECE);
                 if i + 1 < layout.rows {
                     let next = layout.row(i + 1).start;
                     z.prefetch(next + start..next + end);
