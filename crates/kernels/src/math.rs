@@ -286,12 +286,65 @@ pub fn selu_simd<S: Simd>(simd: S, z: S::f32s) -> S::f32s {
 /// every lane, so the same bits.
 #[inline(always)]
 pub fn selu_each<S: Simd, const N: usize>(simd: S, z: [S::f32s; N]) -> [S::f32s; N] {
-    let expm1 = expm1_each(simd, z);
-    each!(N, |i| {
+    let expm1 = expm1_nonpositive_each(simd, z);
+    let selu = each!(N, |i| {
         simd.select_f32s(
             simd.greater_than_f32s(z[i], simd.splat_f32s(0.0)),
             simd.mul_f32s(simd.splat_f32s(SELU_LAMBDA), z[i]),
             simd.mul_f32s(simd.splat_f32s(SELU_LAMBDA_ALPHA), expm1[i]),
+        )
+    });
+    // NaN compares unequal to itself: pass it through.
+    each!(N, |i| simd.select_f32s(
+        simd.equal_f32s(z[i], z[i]),
+        selu[i],
+        z[i]
+    ))
+}
+
+/// [`expm1_simd`] where it matters to SELU, for `N` registers side by side: exactly
+/// `expm1_simd(x)` for `x` in `[EXP_NONPOSITIVE_FLOOR, 0]`, and `-1` below, as
+/// `expm1_simd` gives there too (`exp(x)` under `2^-25` rounds away against 1).
+/// Other inputs (positive, NaN) give unspecified numbers. These lanes never overflow,
+/// so none of `exp_parts`' overflow and NaN selects, and `2^k` (`k` in `[-126, 0]`) is
+/// one factor: where `exp(r) 2^k` is subnormal (only `x` near the floor), it rounds
+/// once, as the two exact halves of `exp_parts` round once. The same reduction and
+/// polynomial as `exp_parts`, in the same order, so the same bits; a third fewer
+/// operations, which made SELU's forward epilogue about a quarter faster.
+#[inline(always)]
+fn expm1_nonpositive_each<S: Simd, const N: usize>(simd: S, x: [S::f32s; N]) -> [S::f32s; N] {
+    let splat = |v: f32| simd.splat_f32s(v);
+    let clamped = each!(N, |i| simd.max_f32s(
+        simd.min_f32s(x[i], splat(0.0)),
+        splat(EXP_NONPOSITIVE_FLOOR)
+    ));
+    let k = each!(N, |i| round_small(
+        simd,
+        simd.mul_f32s(clamped[i], splat(LOG2_E))
+    ));
+    let r = each!(N, |i| simd.mul_add_f32s(
+        simd.neg_f32s(k[i]),
+        splat(LN2_HI),
+        clamped[i]
+    ));
+    let r = each!(N, |i| simd.mul_add_f32s(
+        simd.neg_f32s(k[i]),
+        splat(LN2_LO),
+        r[i]
+    ));
+    let mut p = [splat(EXP_POLY[0]); N];
+    for &c in &EXP_POLY[1..] {
+        p = each!(N, |i| simd.mul_add_f32s(p[i], r[i], splat(c)));
+    }
+    let r2 = each!(N, |i| simd.mul_f32s(r[i], r[i]));
+    let exp_r_minus_1 = each!(N, |i| simd.mul_add_f32s(p[i], r2[i], r[i]));
+    let exp_r = each!(N, |i| simd.add_f32s(exp_r_minus_1[i], splat(1.0)));
+    let y = each!(N, |i| simd.mul_f32s(exp_r[i], pow2_integral(simd, k[i])));
+    each!(N, |i| {
+        simd.select_f32s(
+            simd.equal_f32s(k[i], splat(0.0)),
+            exp_r_minus_1[i],
+            simd.sub_f32s(y[i], splat(1.0)),
         )
     })
 }

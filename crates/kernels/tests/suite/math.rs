@@ -188,6 +188,60 @@ proptest! {
     }
 }
 
+/// SELU through the general `expm1_simd`, as `selu_each` computed it before its
+/// exponential was specialised to the lanes it keeps.
+struct SeluThroughGeneralExpm1<'a>(&'a mut [f32]);
+
+impl pulp::WithSimd for SeluThroughGeneralExpm1<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let selu = |z: S::f32s| {
+            simd.select_f32s(
+                simd.greater_than_f32s(z, simd.splat_f32s(0.0)),
+                simd.mul_f32s(simd.splat_f32s(math::SELU_LAMBDA), z),
+                simd.mul_f32s(
+                    simd.splat_f32s(SELU_LAMBDA_ALPHA),
+                    math::expm1_simd(simd, z),
+                ),
+            )
+        };
+        let (head, tail) = S::as_mut_simd_f32s(self.0);
+        for v in head {
+            *v = selu(*v);
+        }
+        let last = selu(simd.partial_load_f32s(tail));
+        simd.partial_store_f32s(tail, last);
+    }
+}
+
+#[test]
+fn selu_gives_the_bits_of_the_general_expm1_everywhere() {
+    // Every 13th negative f32 down to -200 (every pattern near the -87 floor and the
+    // subnormal edge of exp), every 4099th over the whole range, and the extremes.
+    let floor = (-200.0f32).to_bits();
+    let mut x: Vec<f32> = ((-0.0f32).to_bits()..=floor)
+        .step_by(13)
+        .map(f32::from_bits)
+        .collect();
+    x.extend(((-87.5f32).to_bits()..=(-86.5f32).to_bits()).map(f32::from_bits));
+    x.extend(sweep(4099));
+    for_each_arch(|arch| {
+        let mut want = x.clone();
+        kernels::isa::current().dispatch(SeluThroughGeneralExpm1(&mut want));
+        let mut got = x.clone();
+        activation_forward(Activation::Selu, &mut got);
+        for ((&g, &w), &v) in got.iter().zip(&want).zip(&x) {
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "{arch}: selu({v:e}) = {g:e} ({:#x}), through expm1 {w:e} ({:#x})",
+                g.to_bits(),
+                w.to_bits()
+            );
+        }
+    });
+}
+
 #[test]
 fn activations_saturate_far_out() {
     let mut far = [
