@@ -50,6 +50,38 @@ proptest! {
         }
     }
 
+    /// The bias gradient's bits are part of every model's: each column is its own chain
+    /// of FMAs down the rows, in order, however the kernel walks the matrix.
+    #[test]
+    fn column_sums_are_each_column_s_chain_of_fmas_down_the_rows(
+        (layout, m) in matrix(70, 900, bounded_f32().prop_map(|v| v.clamp(-1e6, 1e6))),
+        out_seed in proptest::collection::vec(-1e3f32..1e3, 900),
+        alpha in proptest::sample::select(&[1.0f32, -0.01, 0.5][..]),
+        beta in proptest::sample::select(&[0.0f32, 1.0, 0.9][..]),
+    ) {
+        let initial = out_seed[..layout.cols].to_vec();
+        let want: Vec<f32> = (0..layout.cols)
+            .map(|j| {
+                let start = if beta == 0.0 {
+                    0.0
+                } else if beta == 1.0 {
+                    initial[j]
+                } else {
+                    initial[j] * beta
+                };
+                (0..layout.rows).fold(start, |o, i| alpha.mul_add(m[i * layout.row_stride + j], o))
+            })
+            .collect();
+        for arch in arches() {
+            let mut got = initial.clone();
+            isa::with_arch(arch, || reduce::column_sums(layout, &m, alpha, beta, &mut got));
+            for j in 0..layout.cols {
+                prop_assert_eq!(got[j].to_bits(), want[j].to_bits(),
+                    "{} column {} of {}x{}: got {:e}, want {:e}", isa::name(arch), j, layout.rows, layout.cols, got[j], want[j]);
+            }
+        }
+    }
+
     #[test]
     fn sum_matches_reference(x in proptest::collection::vec(bounded_f32(), 0..5000)) {
         let want = reduce::reference::sum(&x);
