@@ -119,8 +119,18 @@ fn kernels_alone(config: &nn::ModelConfig, parts: usize, peak: f64) {
     };
     let derivative = |act: Activation, width: usize| {
         let layout = Layout::contiguous(BATCH, width);
-        let (a, mut grad) = (fill(layout.len(), 1.0), fill(layout.len(), 1e-3));
-        alone(|| activation_backward(act, layout, &a, &mut grad))
+        let (a, start) = (fill(layout.len(), 1.0), fill(layout.len(), 1e-3));
+        let (mut grad, mut calls) = (start.clone(), 0u32);
+        alone(|| {
+            // Each call multiplies `grad` by the derivative again: starting over every 32
+            // calls keeps it away from infinity and the subnormals, whose arithmetic is
+            // slower on some CPUs.
+            calls += 1;
+            if calls % 32 == 0 {
+                grad.copy_from_slice(&start);
+            }
+            activation_backward(act, layout, &a, &mut grad)
+        })
     };
     let bias_gradient = |width: usize| {
         let layout = Layout::contiguous(BATCH, width);
