@@ -77,6 +77,21 @@ fn alone(mut kernel: impl FnMut()) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 
+/// [`alone`] for a kernel that rewrites its buffer in place, so that each call takes the
+/// last one's result: the buffer starts over from `start` every 32 calls, which keeps
+/// it away from infinity and the subnormals (slow on some CPUs) at a cost of one copy
+/// in 32 calls.
+fn alone_in_place(start: &[f32], mut kernel: impl FnMut(&mut [f32])) -> f64 {
+    let (mut buffer, mut calls) = (start.to_vec(), 0u32);
+    alone(|| {
+        calls += 1;
+        if calls % 32 == 0 {
+            buffer.copy_from_slice(start);
+        }
+        kernel(&mut buffer)
+    })
+}
+
 /// Each kernel of part 0's step alone, at its shapes in a team of `parts`, and their
 /// sum: what a step would take with no gathering, no partial sums exchanged, no waiting
 /// and every operand in cache. Against the peak of `peak` GFLOP/s for all the parts,
@@ -114,22 +129,16 @@ fn kernels_alone(config: &nn::ModelConfig, parts: usize, peak: f64) {
     };
     let epilogue = |act: Activation, width: usize| {
         let layout = Layout::contiguous(BATCH, width);
-        let (bias, mut out) = (fill(width, 0.1), fill(layout.len(), 4.0));
-        alone(|| bias_activation_forward(act, layout, &mut out, &bias))
+        let bias = fill(width, 0.1);
+        alone_in_place(&fill(layout.len(), 4.0), |out| {
+            bias_activation_forward(act, layout, out, &bias)
+        })
     };
     let derivative = |act: Activation, width: usize| {
         let layout = Layout::contiguous(BATCH, width);
-        let (a, start) = (fill(layout.len(), 1.0), fill(layout.len(), 1e-3));
-        let (mut grad, mut calls) = (start.clone(), 0u32);
-        alone(|| {
-            // Each call multiplies `grad` by the derivative again: starting over every 32
-            // calls keeps it away from infinity and the subnormals, whose arithmetic is
-            // slower on some CPUs.
-            calls += 1;
-            if calls % 32 == 0 {
-                grad.copy_from_slice(&start);
-            }
-            activation_backward(act, layout, &a, &mut grad)
+        let a = fill(layout.len(), 1.0);
+        alone_in_place(&fill(layout.len(), 1e-3), |grad| {
+            activation_backward(act, layout, &a, grad)
         })
     };
     let bias_gradient = |width: usize| {
@@ -171,6 +180,12 @@ fn kernels_alone(config: &nn::ModelConfig, parts: usize, peak: f64) {
     let layers = &config.layers;
     let last = layers.len() - 1;
     let (mut products, mut rest) = (0.0, 0.0);
+    // Each product's time alone, named as its phase in the table above.
+    let mut each = String::new();
+    let mut time_product = |name: &str, l: usize, time: f64| {
+        products += time;
+        each.push_str(&format!(" {name} {l} {time:.2};"));
+    };
     for (l, layer) in layers.iter().enumerate() {
         let by_inputs = l % 2 == 0;
         let (rows, cols) = if by_inputs {
@@ -178,10 +193,10 @@ fn kernels_alone(config: &nn::ModelConfig, parts: usize, peak: f64) {
         } else {
             (layer.inputs, first_share(layer.units, parts))
         };
-        products += product(BATCH, rows, cols, false, false);
-        products += product(rows, BATCH, cols, true, false);
+        time_product("Forward", l, product(BATCH, rows, cols, false, false));
+        time_product("WeightGradient", l, product(rows, BATCH, cols, true, false));
         if l > 0 {
-            products += product(BATCH, cols, rows, false, true);
+            time_product("InputGradient", l, product(BATCH, cols, rows, false, true));
         }
         let stored = if l == last {
             Activation::Linear
@@ -202,6 +217,7 @@ fn kernels_alone(config: &nn::ModelConfig, parts: usize, peak: f64) {
             };
         }
     }
+    println!("part 0's products alone, us:{each}");
     let flops = benches::training_flops_per_sample(config) * BATCH as f64 / parts as f64;
     let total = products + rest;
     let rate = flops / total / 1e3;
